@@ -1,0 +1,135 @@
+/*
+ * model — hyper-parameters, the weight table, the KV cache and the batched
+ * forward pass of the dense decoder families (llama, qwen2, qwen3).
+ *
+ * THE BATCHED FORWARD (DESIGN.md, "central interfaces")
+ * One call runs one flattened batch. Token i carries its id, its position in
+ * its sequence, its sequence id, the KV-cache slot its K/V are written to,
+ * and whether its logits row is wanted. Prefill chunks and decode tokens of
+ * many sequences share one call; each weight matrix is read once per call
+ * for the whole batch. Token i attends to every cache cell that holds its
+ * sequence at a position <= its own, including cells written earlier in the
+ * same call, in increasing position order (so the result does not depend on
+ * which slots the caller chose or what else is in the batch).
+ *
+ * The caller owns slot allocation: the serving layer's paged block manager
+ * maps (sequence, position) to slots; `tern run` simply uses slot = pos.
+ */
+#ifndef TERN_MODEL_MODEL_H
+#define TERN_MODEL_MODEL_H
+
+#include "base/pool.h"
+#include "format/gguf.h"
+#include "kern/kern.h"
+
+typedef enum tn_arch { TN_ARCH_LLAMA = 0, TN_ARCH_QWEN2, TN_ARCH_QWEN3 } tn_arch;
+
+/* RoPE pairing: NORM rotates adjacent pairs (x[2i], x[2i+1]) — llama's GGUF
+ * q/k weights are permuted so this equals HF's rotate_half; NEOX rotates
+ * (x[i], x[i + n_rot/2]) — qwen2/qwen3. */
+typedef enum tn_rope_type { TN_ROPE_NORM = 0, TN_ROPE_NEOX = 1 } tn_rope_type;
+
+typedef struct tn_hparams {
+    tn_arch arch;
+    char arch_name[32];        /* general.architecture */
+    int32_t n_vocab;
+    int32_t n_ctx_train;
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim;          /* n_embd / n_head unless attention.key_length says otherwise */
+    int32_t n_ff;
+    int32_t n_rot;             /* rope.dimension_count, default head_dim */
+    float norm_eps;            /* attention.layer_norm_rms_epsilon */
+    float rope_freq_base;      /* rope.freq_base, default 10000 */
+    float rope_freq_scale;     /* 1 / rope.scaling.factor for linear scaling, else 1 */
+    tn_rope_type rope_type;
+} tn_hparams;
+
+/* A weight tensor borrowed from the mapped file. data == NULL: absent.
+ * ne[0] is the contiguous (input) dimension. */
+typedef struct tn_weight {
+    const void *data;
+    tn_dtype type;
+    int64_t ne[2];
+} tn_weight;
+
+typedef struct tn_layer {
+    tn_weight attn_norm;   /* (n_embd) f32 */
+    tn_weight wq;          /* (n_head*head_dim rows, n_embd cols) */
+    tn_weight wk;          /* (n_head_kv*head_dim, n_embd) */
+    tn_weight wv;          /* (n_head_kv*head_dim, n_embd) */
+    tn_weight bq, bk, bv;  /* qwen2 biases (rows) f32, else absent */
+    tn_weight q_norm;      /* qwen3: (head_dim) f32, else absent */
+    tn_weight k_norm;      /* qwen3: (head_dim) f32, else absent */
+    tn_weight wo;          /* (n_embd, n_head*head_dim) */
+    tn_weight ffn_norm;    /* (n_embd) f32 */
+    tn_weight ffn_gate;    /* (n_ff, n_embd) */
+    tn_weight ffn_up;      /* (n_ff, n_embd) */
+    tn_weight ffn_down;    /* (n_embd, n_ff) */
+} tn_layer;
+
+typedef struct tn_model {
+    tn_gguf *gguf;         /* owned; weights point into its mapping */
+    tn_hparams hp;
+    tn_weight tok_embd;    /* (n_vocab rows, n_embd cols) */
+    tn_weight output_norm; /* (n_embd) f32 */
+    tn_weight output;      /* (n_vocab, n_embd); == tok_embd when tied */
+    tn_weight rope_freqs;  /* (n_rot/2) f32 frequency divisors (Llama 3), or absent */
+    tn_layer *layers;      /* (n_layer) */
+} tn_model;
+
+/* Loads a model from a GGUF file. Every hyper-parameter and tensor is
+ * checked: a missing key, an unknown architecture, a tensor of the wrong
+ * shape or a dtype without kernels is an error naming it. */
+tn_status tn_model_load(const char *path, tn_model **out) TN_MUST_CHECK;
+/* Same from an opened file; takes ownership of g (also on failure). */
+tn_status tn_model_from_gguf(tn_gguf *g, tn_model **out) TN_MUST_CHECK;
+void tn_model_free(tn_model *m);
+
+/* --- KV cache --------------------------------------------------------- */
+
+/* n_slots cells; each holds one token's K and V for every layer (F32 for
+ * now, (n_layer, n_slots, n_head_kv*head_dim)) and remembers which
+ * (sequence, position) it holds. */
+typedef struct tn_kv_cache tn_kv_cache;
+
+tn_status tn_kv_new(const tn_model *m, int32_t n_slots, int32_t n_seq_max, tn_kv_cache **out) TN_MUST_CHECK;
+void tn_kv_free(tn_kv_cache *kv);
+int32_t tn_kv_n_slots(const tn_kv_cache *kv);
+/* Forgets every cell of sequence seq (they can be reused). */
+void tn_kv_seq_rm(tn_kv_cache *kv, int32_t seq);
+/* Forgets the cells of seq at positions >= pos (rewind). */
+void tn_kv_seq_truncate(tn_kv_cache *kv, int32_t seq, int32_t pos);
+/* Forgets everything. */
+void tn_kv_clear(tn_kv_cache *kv);
+
+/* --- batched forward -------------------------------------------------- */
+
+typedef struct tn_batch {
+    int32_t n_tokens;
+    const int32_t *token;    /* (n_tokens) ids in [0, n_vocab) */
+    const int32_t *pos;      /* (n_tokens) >= 0 */
+    const int32_t *seq_id;   /* (n_tokens) in [0, n_seq_max) */
+    const int32_t *kv_slot;  /* (n_tokens) in [0, n_slots), distinct within a batch */
+    const bool *want_logits; /* (n_tokens) */
+} tn_batch;
+
+/* Scratch for batches of up to n_batch_max tokens; all the forward pass
+ * needs is allocated here, so tn_forward_run does not allocate. */
+typedef struct tn_forward tn_forward;
+
+tn_status tn_forward_new(const tn_model *m, int32_t n_batch_max, tn_forward **out) TN_MUST_CHECK;
+void tn_forward_free(tn_forward *f);
+
+/* Runs the batch: writes its K/V into kv, and writes the logits rows of the
+ * tokens with want_logits set, in batch order, to logits
+ * ((n_wanted, n_vocab) floats). A malformed batch (ids, slots, sequences out
+ * of range, duplicate slots, too many tokens) is TN_ERR_INVALID naming the
+ * token and field; nothing is written then. Runs on the calling thread plus
+ * the pool's workers. */
+tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn_batch *b,
+                         float *logits) TN_MUST_CHECK;
+
+#endif /* TERN_MODEL_MODEL_H */

@@ -1,0 +1,79 @@
+/*
+ * tok — vocabularies, tokenization and streaming detokenization.
+ *
+ * Key idea: a vocabulary is built once from GGUF metadata
+ * (tokenizer.ggml.*) into flat arrays plus a hash from piece to id; encoding
+ * then never allocates per piece. This first version implements the
+ * SentencePiece-style tokenizer (`tokenizer.ggml.model = "llama"`): the
+ * leading-space rule, "▁" for spaces, score-ordered merges of adjacent
+ * pieces, byte fallback to <0xXX>. Other models ("gpt2" byte-level BPE,
+ * "bert" WordPiece) return TN_ERR_UNSUPPORTED until they land.
+ */
+#ifndef TERN_TOK_TOK_H
+#define TERN_TOK_TOK_H
+
+#include "base/base.h"
+#include "format/gguf.h"
+
+typedef struct tn_vocab tn_vocab;
+
+/* Token types as GGUF stores them (tokenizer.ggml.token_type). */
+enum {
+    TN_TOKEN_NORMAL = 1,
+    TN_TOKEN_UNKNOWN = 2,
+    TN_TOKEN_CONTROL = 3,
+    TN_TOKEN_USER_DEFINED = 4,
+    TN_TOKEN_UNUSED = 5,
+    TN_TOKEN_BYTE = 6,
+};
+
+/* Builds a vocabulary from a GGUF file's tokenizer.ggml.* metadata. The
+ * vocabulary copies what it needs; g may be freed afterwards. Missing or
+ * contradictory fields (tokens/scores/types of different lengths, a BOS id
+ * out of range) are TN_ERR_FORMAT naming the key. */
+tn_status tn_vocab_from_gguf(const tn_gguf *g, tn_vocab **out) TN_MUST_CHECK;
+void tn_vocab_free(tn_vocab *v);
+
+int32_t tn_vocab_n_tokens(const tn_vocab *v);
+int32_t tn_vocab_bos(const tn_vocab *v);        /* -1 if none */
+int32_t tn_vocab_eos(const tn_vocab *v);        /* -1 if none */
+bool tn_vocab_add_bos(const tn_vocab *v);       /* tokenizer.ggml.add_bos_token, default per model type (true for SPM) */
+bool tn_vocab_is_eog(const tn_vocab *v, int32_t id); /* end of generation (EOS, EOT, ...) */
+int tn_vocab_token_type(const tn_vocab *v, int32_t id);
+
+/* The raw piece of a token as stored in the vocabulary (NUL-terminated). */
+const char *tn_vocab_piece(const tn_vocab *v, int32_t id);
+
+/* Tokenizes len bytes of text. add_bos prepends BOS (if the vocab has one).
+ * parse_special: recognize control/user-defined token texts in the input
+ * (otherwise they tokenize as plain text). Writes at most cap ids to out and
+ * sets *n_out to the number the full result needs; returns TN_ERR_FULL if
+ * cap was too small (call again with a larger buffer). Invalid UTF-8 is
+ * handled like the reference (bytes fall back to <0xXX>), never an error. */
+tn_status tn_tokenize(const tn_vocab *v, const char *text, size_t len, bool add_bos, bool parse_special,
+                      int32_t *out, size_t cap, size_t *n_out) TN_MUST_CHECK;
+
+/* The bytes a token stands for, as llama.cpp's token_to_piece prints it:
+ * "▁" becomes a space, <0xXX> becomes the byte, control tokens give ""
+ * (unless render_special). Writes at most cap bytes (no NUL); returns the
+ * full length (which may exceed cap). Invalid ids give 0. */
+size_t tn_token_to_piece(const tn_vocab *v, int32_t id, bool render_special, char *buf, size_t cap);
+
+/* Streaming detokenizer: feed ids one by one, get text that never ends in
+ * the middle of a UTF-8 sequence (incomplete bytes are held until the
+ * sequence completes; invalid sequences are passed through as they are, like
+ * the references). Caller-owned state; no allocation. */
+typedef struct tn_detok {
+    char pending[8];
+    int n_pending;
+} tn_detok;
+
+void tn_detok_init(tn_detok *d);
+/* Appends the token's text to out (at most cap bytes); returns bytes written
+ * (TN_DETOK_MAX bytes of room always suffices for one token). */
+#define TN_DETOK_MAX 256
+size_t tn_detok_push(tn_detok *d, const tn_vocab *v, int32_t id, char *out, size_t cap);
+/* Emits whatever is still held (end of stream). */
+size_t tn_detok_flush(tn_detok *d, char *out, size_t cap);
+
+#endif /* TERN_TOK_TOK_H */

@@ -1,0 +1,45 @@
+/*
+ * tern.c — the `tern` binary: dispatch to a subcommand.
+ */
+#include "tools.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"run", tn_cmd_run, "generate text from a prompt"},
+    {"info", tn_cmd_info, "print a GGUF file's metadata and tensor table"},
+    {"synth", tn_cmd_synth, "write a random-weight model of a real shape"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: tern COMMAND [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(out, "\n`tern COMMAND --help` describes a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "tern: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,13 @@
+/*
+ * tools — the subcommands of the `tern` binary. Each is a thin main over
+ * libtern: parse arguments, call the library, print, exit. Only tools/ may
+ * exit the process.
+ */
+#ifndef TERN_TOOLS_H
+#define TERN_TOOLS_H
+
+int tn_cmd_run(int argc, char **argv);
+int tn_cmd_info(int argc, char **argv);
+int tn_cmd_synth(int argc, char **argv);
+
+#endif
