@@ -37,12 +37,20 @@ tn_status tn__err(tn_status s, const char *fmt, ...)
 
 tn_status tn__err_prefix(tn_status s, const char *fmt, ...)
 {
-    char prefix[TN_ERR_MSG_MAX], old[TN_ERR_MSG_MAX];
+    char old[TN_ERR_MSG_MAX];
+    memcpy(old, err_msg, sizeof old);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    int n = vsnprintf(err_msg, sizeof err_msg, fmt, ap);
     va_end(ap);
-    memcpy(old, err_msg, sizeof old);
-    snprintf(err_msg, sizeof err_msg, "%s: %s", prefix, old);
+    if (n < 0 || (size_t)n >= sizeof err_msg - 2)
+        return s;
+    size_t used = (size_t)n;
+    memcpy(err_msg + used, ": ", 2);
+    used += 2;
+    size_t room = sizeof err_msg - used - 1;
+    size_t len = strnlen(old, room);
+    memcpy(err_msg + used, old, len);
+    err_msg[used + len] = '\0';
     return s;
 }
