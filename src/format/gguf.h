@@ -133,6 +133,14 @@ tn_status tn_gguf_set_from(tn_gguf_writer *w, const tn_gguf *src, int64_t i) TN_
 tn_status tn_gguf_add_tensor(tn_gguf_writer *w, const char *name, tn_dtype type, int n_dims,
                              const int64_t *ne, const void *data) TN_MUST_CHECK;
 
+/* Adds a tensor whose bytes are produced at write time: fill(ctx, dst,
+ * nbytes) must write exactly nbytes (the tensor's size) to dst and return
+ * TN_OK; an error aborts the write. Lets a model larger than memory be
+ * written tensor by tensor (synth, quantize, convert). */
+typedef tn_status (*tn_gguf_fill_fn)(void *ctx, void *dst, size_t nbytes);
+tn_status tn_gguf_add_tensor_fn(tn_gguf_writer *w, const char *name, tn_dtype type, int n_dims,
+                                const int64_t *ne, tn_gguf_fill_fn fill, void *ctx) TN_MUST_CHECK;
+
 /* Writes a GGUF v3 file (alignment general.alignment if set, else 32). */
 tn_status tn_gguf_writer_write(tn_gguf_writer *w, const char *path) TN_MUST_CHECK;
 
