@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs what tern needs to build and test on a fresh Debian 12 machine:
+# the compiler and CMake, cmocka for unit tests, and the Python packages the
+# test tooling uses (never the engine). Safe to run again.
+set -euo pipefail
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq build-essential cmake pkg-config libcmocka-dev python3 python3-pip >/dev/null
+python3 -m pip install -q --disable-pip-version-check numpy gguf 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check --break-system-packages numpy gguf
