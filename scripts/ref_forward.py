@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""ref_forward — an independent numpy forward pass for llama / qwen2 / qwen3.
+
+This is the yardstick tern's logits are compared against
+(tests/model/test_golden.c, docs/correctness.md). It was written from the
+published math of these models and the semantics of the Hugging Face
+modeling code (LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM), not
+from tern's C, and it shares no code with tern: the GGUF file is read with
+the PyPI `gguf` package (GGUFReader) and quantized tensors are expanded with
+`gguf.quants.dequantize`. Everything is computed in float64 on dequantized
+weights; activations are never quantized.
+
+THE MODEL (one decoder layer, x is the residual stream, one row per token)
+
+    h   = rmsnorm(x) * attn_norm
+    q   = h Wqᵀ (+ bq)    k = h Wkᵀ (+ bk)    v = h Wvᵀ (+ bv)      (qwen2 biases)
+    q,k = per-head rmsnorm * q_norm / k_norm                       (qwen3 only)
+    q,k = rope(q, pos), rope(k, pos)
+    a   = softmax(q kᵀ / sqrt(head_dim) + causal mask) v   per head, GQA:
+          query head h reads kv head h // (n_head / n_head_kv)
+    x   = x + a Woᵀ
+    h   = rmsnorm(x) * ffn_norm
+    x   = x + (silu(h Wgᵀ) * (h Wuᵀ)) Wdᵀ
+  logits = (rmsnorm(x) * output_norm) Woutᵀ, Wout = token_embd when tied.
+
+ROPE
+  inv_freq[i] = base^(-2i / n_rot) for i < n_rot/2, divided by rope_freqs[i]
+  when the file carries Llama 3's rope_freqs tensor; the angle is
+  pos * inv_freq[i] / factor with linear scaling (rope.scaling.type
+  "linear"). Only the first n_rot dims of a head rotate.
+  - llama: convert_hf_to_gguf stores q/k in Meta's original row order (it
+    undoes Hugging Face's permutation), in which the rotated pairs are the
+    ADJACENT dims (2i, 2i+1). On these rows, rotating adjacent pairs is
+    exactly HF's rotate_half on the HF rows.
+  - qwen2/qwen3: weights are stored in HF order; the pairs are (i, i+n_rot/2)
+    ("NEOX"), which is HF's rotate_half itself.
+
+Usage:
+    ref_forward.py MODEL.gguf --tokens 1,2,3     prints argmax per position
+    ref_forward.py MODEL.gguf --greedy 64        greedy decoding from BOS
+    ref_forward.py stories260K.gguf --selftest expected-greedy-t0.tokens.derived.txt
+As a module: load(path) -> Model, forward(model, tokens) -> (n, n_vocab).
+"""
+
+import argparse
+import sys
+
+import numpy as np
+from gguf import GGUFReader, GGMLQuantizationType
+from gguf import quants as gq
+
+ARCHS = ("llama", "qwen2", "qwen3")
+
+
+class Model:
+    """Hyper-parameters (attributes) and float64 weights (dict w)."""
+
+
+def _field(reader, key, default=None):
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    return f.contents()
+
+
+def _tensor(reader, name):
+    """A tensor as float64 ndarray in GGUF row order: shape (ne[1], ne[0])
+    for matrices, (ne[0],) for vectors; None when absent."""
+    for t in reader.tensors:
+        if t.name == name:
+            qt = t.tensor_type
+            if qt == GGMLQuantizationType.F32:
+                a = np.asarray(t.data, dtype=np.float32)
+            elif qt in (GGMLQuantizationType.F16, GGMLQuantizationType.BF16,
+                        GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0):
+                a = gq.dequantize(np.asarray(t.data), qt)
+            else:
+                raise ValueError(f"{name}: tensor type {qt.name} not supported by the reference")
+            shape = tuple(int(s) for s in reversed(t.shape))   # outermost first
+            return np.asarray(a, dtype=np.float64).reshape(shape)
+    return None
+
+
+def load(path):
+    r = GGUFReader(path)
+    m = Model()
+    m.path = path
+    m.arch = _field(r, "general.architecture")
+    if m.arch not in ARCHS:
+        raise ValueError(f"{path}: architecture {m.arch!r} not supported by the reference")
+    a = m.arch
+    m.n_embd = int(_field(r, f"{a}.embedding_length"))
+    m.n_layer = int(_field(r, f"{a}.block_count"))
+    m.n_head = int(_field(r, f"{a}.attention.head_count"))
+    m.n_head_kv = int(_field(r, f"{a}.attention.head_count_kv", m.n_head))
+    m.head_dim = int(_field(r, f"{a}.attention.key_length", m.n_embd // m.n_head))
+    m.n_ff = int(_field(r, f"{a}.feed_forward_length"))
+    m.n_rot = int(_field(r, f"{a}.rope.dimension_count", m.head_dim))
+    m.eps = float(_field(r, f"{a}.attention.layer_norm_rms_epsilon"))
+    m.rope_base = float(_field(r, f"{a}.rope.freq_base", 10000.0))
+    m.rope_factor = 1.0
+    stype = _field(r, f"{a}.rope.scaling.type")
+    if stype == "linear":
+        m.rope_factor = float(_field(r, f"{a}.rope.scaling.factor"))
+    elif stype not in (None, "none"):
+        raise ValueError(f"{path}: rope scaling {stype!r} not supported by the reference")
+    elif _field(r, f"{a}.rope.scale_linear") is not None:
+        m.rope_factor = float(_field(r, f"{a}.rope.scale_linear"))
+    m.neox = a in ("qwen2", "qwen3")
+
+    w = {}
+    for name in ("token_embd.weight", "output_norm.weight", "output.weight", "rope_freqs.weight"):
+        w[name] = _tensor(r, name)
+    if w["output.weight"] is None:
+        w["output.weight"] = w["token_embd.weight"]          # tied embeddings
+    for il in range(m.n_layer):
+        for s in ("attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
+                  "attn_output.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias",
+                  "attn_q_norm.weight", "attn_k_norm.weight", "ffn_norm.weight",
+                  "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
+            w[f"blk.{il}.{s}"] = _tensor(r, f"blk.{il}.{s}")
+    m.w = w
+    m.n_vocab = w["token_embd.weight"].shape[0]
+    return m
+
+
+def rmsnorm(x, weight, eps):
+    """x / sqrt(mean(x²) + eps) over the last axis, times weight."""
+    y = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
+    return y * weight if weight is not None else y
+
+
+def rope_angles(m, positions):
+    """(n, n_rot/2) rotation angles."""
+    half = m.n_rot // 2
+    inv_freq = m.rope_base ** (-np.arange(half, dtype=np.float64) * 2.0 / m.n_rot)
+    if m.w["rope_freqs.weight"] is not None:
+        inv_freq = inv_freq / m.w["rope_freqs.weight"][:half]
+    return np.outer(np.asarray(positions, dtype=np.float64) / m.rope_factor, inv_freq)
+
+
+def rope(m, x, ang):
+    """x: (n, heads, head_dim); rotates the first n_rot dims of every head."""
+    half = m.n_rot // 2
+    cos = np.cos(ang)[:, None, :]
+    sin = np.sin(ang)[:, None, :]
+    y = x.copy()
+    if m.neox:
+        a, b = x[..., :half], x[..., half:m.n_rot]
+        y[..., :half] = a * cos - b * sin
+        y[..., half:m.n_rot] = a * sin + b * cos
+    else:
+        a, b = x[..., 0:m.n_rot:2], x[..., 1:m.n_rot:2]
+        y[..., 0:m.n_rot:2] = a * cos - b * sin
+        y[..., 1:m.n_rot:2] = a * sin + b * cos
+    return y
+
+
+def silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def forward(m, tokens, positions=None):
+    """Logits (len(tokens), n_vocab) float64 of one sequence (causal)."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    n = len(tokens)
+    if positions is None:
+        positions = np.arange(n)
+    w = m.w
+    x = w["token_embd.weight"][tokens].copy()                  # (n, n_embd)
+    ang = rope_angles(m, positions)
+    mask = np.triu(np.full((n, n), -np.inf), k=1)             # j > i masked
+    group = m.n_head // m.n_head_kv
+    scale = 1.0 / np.sqrt(m.head_dim)
+    for il in range(m.n_layer):
+        p = f"blk.{il}."
+        h = rmsnorm(x, w[p + "attn_norm.weight"], m.eps)
+        q = h @ w[p + "attn_q.weight"].T
+        k = h @ w[p + "attn_k.weight"].T
+        v = h @ w[p + "attn_v.weight"].T
+        if w[p + "attn_q.bias"] is not None:
+            q = q + w[p + "attn_q.bias"]
+            k = k + w[p + "attn_k.bias"]
+            v = v + w[p + "attn_v.bias"]
+        q = q.reshape(n, m.n_head, m.head_dim)
+        k = k.reshape(n, m.n_head_kv, m.head_dim)
+        v = v.reshape(n, m.n_head_kv, m.head_dim)
+        if w[p + "attn_q_norm.weight"] is not None:
+            q = rmsnorm(q, w[p + "attn_q_norm.weight"], m.eps)
+            k = rmsnorm(k, w[p + "attn_k_norm.weight"], m.eps)
+        q = rope(m, q, ang)
+        k = rope(m, k, ang)
+        out = np.empty((n, m.n_head, m.head_dim))
+        for hd in range(m.n_head):
+            kh = k[:, hd // group, :]
+            vh = v[:, hd // group, :]
+            s = (q[:, hd, :] @ kh.T) * scale + mask              # (n, n)
+            s = s - s.max(axis=1, keepdims=True)
+            pr = np.exp(s)
+            pr = pr / pr.sum(axis=1, keepdims=True)
+            out[:, hd, :] = pr @ vh
+        x = x + out.reshape(n, m.n_head * m.head_dim) @ w[p + "attn_output.weight"].T
+        h = rmsnorm(x, w[p + "ffn_norm.weight"], m.eps)
+        g = silu(h @ w[p + "ffn_gate.weight"].T) * (h @ w[p + "ffn_up.weight"].T)
+        x = x + g @ w[p + "ffn_down.weight"].T
+    x = rmsnorm(x, w["output_norm.weight"], m.eps)
+    return x @ w["output.weight"].T
+
+
+def greedy(m, first, n_steps):
+    """Greedy continuation (recomputes the whole prefix each step: slow but simple)."""
+    toks = list(first)
+    for _ in range(n_steps):
+        toks.append(int(np.argmax(forward(m, toks)[-1])))
+    return toks
+
+
+def to_hf_order(w, n_heads):
+    """Meta/GGUF llama q or k rows -> Hugging Face rows: per head, the
+    interleaved pairs (2i, 2i+1) become (i, i + head_dim/2). This is the
+    permutation of transformers' convert_llama_weights_to_hf."""
+    rows, cols = w.shape
+    hd = rows // n_heads
+    return w.reshape(n_heads, hd // 2, 2, cols).transpose(0, 2, 1, 3).reshape(rows, cols)
+
+
+def selftest(path, expected_tokens_path, n_steps=64):
+    """Checks the reference on stories260K two ways: (1) greedy decoding from
+    BOS reproduces llama2.c's run.c output (an independent implementation on
+    the same trained weights); (2) the llama model with q/k permuted to HF
+    order and NEOX rotation gives the same logits as NORM rotation on GGUF
+    order (so the qwen path's rotation is the llama path's in disguise).
+    Returns a list of failure messages."""
+    errs = []
+    m = load(path)
+    with open(expected_tokens_path) as f:
+        want = [int(t) for t in f.read().split()][:n_steps + 1]
+    got = greedy(m, want[:1], len(want) - 1)
+    if got != want:
+        i = next(i for i in range(len(want)) if got[i] != want[i])
+        errs.append(f"greedy differs from llama2.c at step {i}: {got[i]} vs {want[i]}")
+    toks = want[:16]
+    base = forward(m, toks)
+    if m.n_rot != m.head_dim:
+        errs.append("selftest (2) needs n_rot == head_dim")
+        return errs
+    for il in range(m.n_layer):
+        m.w[f"blk.{il}.attn_q.weight"] = to_hf_order(m.w[f"blk.{il}.attn_q.weight"], m.n_head)
+        m.w[f"blk.{il}.attn_k.weight"] = to_hf_order(m.w[f"blk.{il}.attn_k.weight"], m.n_head_kv)
+    m.neox = True
+    d = np.abs(forward(m, toks) - base).max()
+    if not d < 1e-9:
+        errs.append(f"NEOX on HF order differs from NORM on GGUF order by {d:.3e}")
+    return errs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("model")
+    ap.add_argument("--tokens", help="comma-separated token ids")
+    ap.add_argument("--greedy", type=int, default=0, help="greedy steps from --tokens (default BOS=1)")
+    ap.add_argument("--selftest", metavar="EXPECTED_TOKENS",
+                    help="check the reference on stories260K against llama2.c's greedy token ids")
+    args = ap.parse_args()
+    if args.selftest:
+        errs = selftest(args.model, args.selftest)
+        for e in errs:
+            print("FAIL:", e)
+        print("selftest", "failed" if errs else "passed")
+        return 1 if errs else 0
+    m = load(args.model)
+    toks = [int(t) for t in args.tokens.split(",")] if args.tokens else [1]
+    if args.greedy:
+        print(" ".join(str(t) for t in greedy(m, toks, args.greedy)))
+        return 0
+    logits = forward(m, toks)
+    for i, row in enumerate(logits):
+        print(f"pos {i:3d} tok {toks[i]:6d} argmax {int(np.argmax(row)):6d} max {row.max():.6f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
