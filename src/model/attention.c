@@ -1,0 +1,197 @@
+/*
+ * attention.c — rotary position embeddings and causal, grouped-query
+ * attention over the KV cache, for one layer of one flattened batch.
+ *
+ * Key idea: a token's attention output is a function of its query and of
+ * its sequence's cells at positions <= its own, visited in increasing
+ * position order, and of nothing else: not of the slots the caller chose,
+ * not of the other tokens in the batch, not of the thread count. That makes
+ * a prefill of n tokens produce bit-identical results to n single-token
+ * decode steps.
+ */
+#include "model/model_int.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ==========================================================================
+ * RoPE
+ * ======================================================================== */
+
+/*
+ * ROTARY POSITION EMBEDDING
+ *
+ * RoPE rotates pairs of query/key components by an angle proportional to the
+ * token's position, so that q·k depends on the positions only through their
+ * difference. With n_rot rotated dimensions there are n_rot/2 pairs; pair i
+ * turns by
+ *
+ *     theta_i(pos) = pos * freq_scale * base^(-2i / n_rot) / freq_factor[i]
+ *
+ * base is rope.freq_base (10000 for Llama 2, 500000 for Llama 3, 1e6 for
+ * Qwen); freq_scale is 1 / rope.scaling.factor for linear position scaling,
+ * else 1; freq_factor comes from Llama 3's rope_freqs tensor (1 when absent).
+ * A pair (a, b) becomes (a cos - b sin, a sin + b cos).
+ *
+ * WHICH COMPONENTS PAIR UP
+ *
+ *   NORM (llama):  (x[2i], x[2i+1])           adjacent components
+ *   NEOX (qwen):   (x[i],  x[i + n_rot/2])     the two halves
+ *
+ * Hugging Face's Llama uses the halves form, but llama.cpp's converter
+ * permutes the rows of Wq and Wk when writing a llama GGUF so that the
+ * adjacent form on the permuted weights equals HF's halves form on the
+ * originals. Qwen GGUFs are not permuted, hence NEOX. Components at index
+ * >= n_rot (partial rotary) are left untouched.
+ *
+ * PRECISION: the angles are computed in double and rounded once to float
+ * cos/sin per (token, pair), so the table for a position does not depend on
+ * the batch it is computed in.
+ */
+
+/* inv_freq[i] = freq_scale * base^(-2i/n_rot) / freq_factor[i], i < n_rot/2.
+ * freq_factors: (n_rot/2) or NULL. */
+void tn__rope_inv_freq(const tn_hparams *hp, const float *freq_factors, double *inv_freq)
+{
+    int n_pairs = hp->n_rot / 2;
+    for (int i = 0; i < n_pairs; i++) {
+        double f = (double)hp->rope_freq_scale * pow((double)hp->rope_freq_base, -2.0 * i / (double)hp->n_rot);
+        if (freq_factors)
+            f /= (double)freq_factors[i];
+        inv_freq[i] = f;
+    }
+}
+
+/* cos_t, sin_t: (n_tokens, n_pairs) tables for the tokens' positions. */
+void tn__rope_tables(const double *inv_freq, int n_pairs, const int32_t *pos, int32_t n_tokens, float *cos_t,
+                     float *sin_t)
+{
+    for (int32_t t = 0; t < n_tokens; t++) {
+        for (int i = 0; i < n_pairs; i++) {
+            double theta = (double)pos[t] * inv_freq[i];
+            cos_t[(size_t)t * n_pairs + i] = (float)cos(theta);
+            sin_t[(size_t)t * n_pairs + i] = (float)sin(theta);
+        }
+    }
+}
+
+/* Rotates the first n_rot components of each of n_heads vectors of head_dim
+ * floats in x ((n_heads, head_dim), one token), with that token's tables
+ * cs, sn ((n_rot/2) each). */
+void tn__rope_apply(float *x, int n_heads, int head_dim, int n_rot, tn_rope_type type, const float *cs,
+                    const float *sn)
+{
+    int half = n_rot / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + (size_t)h * head_dim;
+        for (int i = 0; i < half; i++) {
+            int i0 = type == TN_ROPE_NORM ? 2 * i : i;
+            int i1 = type == TN_ROPE_NORM ? 2 * i + 1 : i + half;
+            float a = v[i0], b = v[i1];
+            v[i0] = a * cs[i] - b * sn[i];
+            v[i1] = a * sn[i] + b * cs[i];
+        }
+    }
+}
+
+/* ==========================================================================
+ * Attention
+ * ======================================================================== */
+
+/*
+ * CAUSAL ATTENTION OVER THE CACHE
+ *
+ * Before this runs, the layer's K and V of every token in the batch have
+ * been written into the cache at the tokens' slots, and tn__kv_apply_batch
+ * has laid out, for each sequence in the batch, its cells in increasing
+ * position order. So for token i the visible cells are exactly
+ *
+ *     order_slot[vis_off[i] .. vis_off[i] + vis_n[i])
+ *
+ * — every cell of its sequence with position <= pos[i], which includes the
+ * cells written by this very batch (earlier tokens of a prefill chunk, and
+ * the token itself). Positions need not be contiguous; a cell of another
+ * sequence is never visible, whatever slot it is in.
+ *
+ * For query head h (of n_head) the K/V head is h / (n_head / n_head_kv)
+ * (grouped-query attention: consecutive query heads share a K/V head).
+ *
+ *     s_j = (q · k_j) / sqrt(head_dim)        j over visible cells in order
+ *     p   = softmax(s)
+ *     out = sum_j p_j v_j                     accumulated in the same order
+ *
+ * Every reduction runs over the cells in position order with fixed-order
+ * kernels (tn_dot_f32, tn_softmax, tn_axpy_f32), so the result is bitwise
+ * independent of slot choice and batch composition.
+ *
+ * PARALLELISM: the (token, head) pairs are dealt round-robin over the pool's
+ * threads; thread t keeps its scores in row t of kv->scores (n_slots floats,
+ * enough for any visible run). Each pair writes its own head_dim outputs.
+ *
+ * LIMITATIONS: scores are materialized (n visible floats per pair) rather
+ * than computed with an online softmax; K/V are F32.
+ */
+
+typedef struct attn_job {
+    tn_kv_cache *kv;
+    int32_t layer;
+    int32_t n_tokens;
+    int32_t n_head, n_head_kv, head_dim;
+    const float *q;         /* (n_tokens, n_head*head_dim) roped queries */
+    const int32_t *vis_off; /* (n_tokens) */
+    const int32_t *vis_n;   /* (n_tokens) */
+    float *out;             /* (n_tokens, n_head*head_dim) */
+} attn_job;
+
+static void attn_run(void *ctx, int ith, int nth)
+{
+    const attn_job *a = ctx;
+    tn_kv_cache *kv = a->kv;
+    int nw = TN_MIN(nth, kv->n_score_rows);
+    if (ith >= nw)
+        return;
+    float *sc = kv->scores + (size_t)ith * (size_t)kv->n_slots; /* (n_slots) */
+    const int hd = a->head_dim, group = a->n_head / a->n_head_kv;
+    const size_t q_dim = (size_t)a->n_head * hd, kv_dim = (size_t)kv->kv_dim;
+    const float *kl = kv->k + (size_t)a->layer * kv->n_slots * kv_dim; /* (n_slots, kv_dim) */
+    const float *vl = kv->v + (size_t)a->layer * kv->n_slots * kv_dim; /* (n_slots, kv_dim) */
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int64_t n_items = (int64_t)a->n_tokens * a->n_head;
+
+    for (int64_t item = ith; item < n_items; item += nw) {
+        int32_t i = (int32_t)(item / a->n_head);
+        int h = (int)(item % a->n_head);
+        size_t kv_off = (size_t)(h / group) * hd;
+        const float *q = a->q + i * q_dim + (size_t)h * hd; /* (head_dim) */
+        const int32_t *cells = kv->order_slot + a->vis_off[i];
+        int32_t n = a->vis_n[i];
+        for (int32_t j = 0; j < n; j++)
+            sc[j] = tn_dot_f32(q, kl + (size_t)cells[j] * kv_dim + kv_off, hd) * scale;
+        tn_softmax(sc, n);
+        float *out = a->out + i * q_dim + (size_t)h * hd; /* (head_dim) */
+        memset(out, 0, (size_t)hd * sizeof(float));
+        for (int32_t j = 0; j < n; j++)
+            tn_axpy_f32(out, sc[j], vl + (size_t)cells[j] * kv_dim + kv_off, hd);
+    }
+}
+
+/* Attention of layer `layer` for the n_tokens queries q ((n_tokens,
+ * n_head*head_dim), roped) into out (same shape), reading the cells laid
+ * out by tn__kv_apply_batch. Runs on the pool; does not allocate. */
+void tn__attention(tn_pool *pool, tn_kv_cache *kv, int32_t layer, const tn_hparams *hp, int32_t n_tokens,
+                   const float *q, const int32_t *vis_off, const int32_t *vis_n, float *out)
+{
+    attn_job a = {
+        .kv = kv,
+        .layer = layer,
+        .n_tokens = n_tokens,
+        .n_head = hp->n_head,
+        .n_head_kv = hp->n_head_kv,
+        .head_dim = hp->head_dim,
+        .q = q,
+        .vis_off = vis_off,
+        .vis_n = vis_n,
+        .out = out,
+    };
+    tn_pool_run(pool, attn_run, &a);
+}

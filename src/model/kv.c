@@ -1,0 +1,337 @@
+/*
+ * kv.c — the KV cache of the dense decoder: F32 K and V per layer and slot,
+ * and which (sequence, position) each slot holds.
+ *
+ * Key idea: the caller chooses slots (a paged block manager above maps
+ * (sequence, position) to slots; `tern run` uses slot = pos), so the cache
+ * itself only has to answer one question quickly, once per forward call:
+ * "which cells does this sequence hold, in position order?" Each sequence
+ * keeps its cells on a doubly linked list sorted by position.
+ *
+ * HOW IT WORKS
+ *
+ * Insertion walks the list backwards from the tail until it finds a cell
+ * with a lower position: a decode token or a prefill chunk appends, which is
+ * O(1) per token. Removal unlinks in O(1); truncation pops from the tail;
+ * dropping a whole sequence walks only that sequence's cells. Per forward
+ * call the lists of the sequences in the batch are copied into one flat
+ * array (tn__kv_apply_batch), grouped by sequence, so attention scans a
+ * contiguous run of slots per token without touching the lists.
+ *
+ * EDGE CASES
+ *
+ * A slot written by a batch may hold a cell of another (or the same)
+ * sequence: that cell is forgotten first. A (sequence, position) pair may
+ * live in at most one cell, so the visiting order is well defined; a batch
+ * that would create a second copy is rejected before anything is written
+ * (rewind with tn_kv_seq_truncate, or reuse the same slot).
+ *
+ * LIMITATIONS
+ *
+ * K/V are F32 for now. Inserting far before the tail of a long sequence
+ * costs a walk over the cells after it.
+ */
+#include "model/model_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ==========================================================================
+ * Lifetime
+ * ======================================================================== */
+
+/* Creates a cache of n_slots cells for up to n_seq_max sequences, shaped for
+ * model m (which must outlive nothing: only its sizes are read). All cells
+ * start free. TN_ERR_INVALID for non-positive sizes, TN_ERR_NOMEM if the
+ * buffers cannot be allocated (*out is NULL then). */
+tn_status tn_kv_new(const tn_model *m, int32_t n_slots, int32_t n_seq_max, tn_kv_cache **out)
+{
+    *out = NULL;
+    if (!m)
+        return tn__err(TN_ERR_INVALID, "kv: model is NULL");
+    if (n_slots <= 0 || n_seq_max <= 0)
+        return tn__err(TN_ERR_INVALID, "kv: n_slots %d and n_seq_max %d must be positive", n_slots, n_seq_max);
+    const tn_hparams *hp = &m->hp;
+    uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
+    uint64_t n_floats, bytes;
+    if (!tn_mul_u64((uint64_t)hp->n_layer * (uint64_t)n_slots, kv_dim, &n_floats) ||
+        !tn_mul_u64(n_floats, sizeof(float), &bytes) || bytes > (uint64_t)SIZE_MAX / 2)
+        return tn__err(TN_ERR_NOMEM, "kv: %d slots x %d layers x %llu floats overflows", n_slots, hp->n_layer,
+                       (unsigned long long)kv_dim);
+
+    tn_kv_cache *kv = calloc(1, sizeof *kv);
+    if (!kv)
+        return tn__err(TN_ERR_NOMEM, "kv: out of memory");
+    kv->n_layer = hp->n_layer;
+    kv->n_slots = n_slots;
+    kv->n_seq_max = n_seq_max;
+    kv->kv_dim = (int32_t)kv_dim;
+    kv->head_dim = hp->head_dim;
+    kv->n_score_rows = tn_n_cores();
+
+    size_t ns = (size_t)n_slots, nq = (size_t)n_seq_max;
+    kv->k = tn_alloc_aligned((size_t)bytes, 64);
+    kv->v = tn_alloc_aligned((size_t)bytes, 64);
+    kv->cell_seq = malloc(ns * sizeof(int32_t));
+    kv->cell_pos = malloc(ns * sizeof(int32_t));
+    kv->cell_prev = malloc(ns * sizeof(int32_t));
+    kv->cell_next = malloc(ns * sizeof(int32_t));
+    kv->seq_head = malloc(nq * sizeof(int32_t));
+    kv->seq_tail = malloc(nq * sizeof(int32_t));
+    kv->seq_n = malloc(nq * sizeof(int32_t));
+    kv->slot_mark = calloc(ns, sizeof(uint32_t));
+    kv->seq_mark = calloc(nq, sizeof(uint32_t));
+    kv->keys = malloc(ns * sizeof(int64_t));
+    kv->seq_off = malloc(nq * sizeof(int32_t));
+    kv->order_slot = malloc(ns * sizeof(int32_t));
+    kv->order_pos = malloc(ns * sizeof(int32_t));
+    kv->scores = tn_alloc_aligned((size_t)kv->n_score_rows * ns * sizeof(float), 64);
+    if (!kv->k || !kv->v || !kv->cell_seq || !kv->cell_pos || !kv->cell_prev || !kv->cell_next ||
+        !kv->seq_head || !kv->seq_tail || !kv->seq_n || !kv->slot_mark || !kv->seq_mark || !kv->keys ||
+        !kv->seq_off || !kv->order_slot || !kv->order_pos || !kv->scores) {
+        tn_kv_free(kv);
+        return tn__err(TN_ERR_NOMEM, "kv: out of memory for %d slots (%llu bytes of K and V each)", n_slots,
+                       (unsigned long long)bytes);
+    }
+    tn_kv_clear(kv);
+    *out = kv;
+    return TN_OK;
+}
+
+/* Frees the cache. NULL is a no-op. */
+void tn_kv_free(tn_kv_cache *kv)
+{
+    if (!kv)
+        return;
+    tn_free_aligned(kv->k);
+    tn_free_aligned(kv->v);
+    free(kv->cell_seq);
+    free(kv->cell_pos);
+    free(kv->cell_prev);
+    free(kv->cell_next);
+    free(kv->seq_head);
+    free(kv->seq_tail);
+    free(kv->seq_n);
+    free(kv->slot_mark);
+    free(kv->seq_mark);
+    free(kv->keys);
+    free(kv->seq_off);
+    free(kv->order_slot);
+    free(kv->order_pos);
+    tn_free_aligned(kv->scores);
+    free(kv);
+}
+
+/* Number of cells. */
+int32_t tn_kv_n_slots(const tn_kv_cache *kv) { return kv->n_slots; }
+
+/* ==========================================================================
+ * The per-sequence lists
+ * ======================================================================== */
+
+static void cell_free(tn_kv_cache *kv, int32_t c)
+{
+    kv->cell_seq[c] = -1;
+    kv->cell_pos[c] = -1;
+    kv->cell_prev[c] = -1;
+    kv->cell_next[c] = -1;
+}
+
+/* Takes cell c off its sequence's list and marks it free. */
+static void cell_unlink(tn_kv_cache *kv, int32_t c)
+{
+    int32_t s = kv->cell_seq[c];
+    int32_t p = kv->cell_prev[c], n = kv->cell_next[c];
+    if (p >= 0)
+        kv->cell_next[p] = n;
+    else
+        kv->seq_head[s] = n;
+    if (n >= 0)
+        kv->cell_prev[n] = p;
+    else
+        kv->seq_tail[s] = p;
+    kv->seq_n[s]--;
+    cell_free(kv, c);
+}
+
+/* Puts free cell c on sequence s's list at position pos, keeping the list
+ * sorted; (s, pos) must not be on the list already. */
+static void cell_link(tn_kv_cache *kv, int32_t c, int32_t s, int32_t pos)
+{
+    int32_t after = kv->seq_tail[s];
+    while (after >= 0 && kv->cell_pos[after] > pos)
+        after = kv->cell_prev[after];
+    int32_t before = after >= 0 ? kv->cell_next[after] : kv->seq_head[s];
+    kv->cell_seq[c] = s;
+    kv->cell_pos[c] = pos;
+    kv->cell_prev[c] = after;
+    kv->cell_next[c] = before;
+    if (after >= 0)
+        kv->cell_next[after] = c;
+    else
+        kv->seq_head[s] = c;
+    if (before >= 0)
+        kv->cell_prev[before] = c;
+    else
+        kv->seq_tail[s] = c;
+    kv->seq_n[s]++;
+}
+
+/* The cell holding (s, pos), or -1. Walks from the tail: O(1) for appends. */
+static int32_t seq_find(const tn_kv_cache *kv, int32_t s, int32_t pos)
+{
+    int32_t c = kv->seq_tail[s];
+    while (c >= 0 && kv->cell_pos[c] > pos)
+        c = kv->cell_prev[c];
+    return c >= 0 && kv->cell_pos[c] == pos ? c : -1;
+}
+
+/* Forgets every cell of sequence seq. Out-of-range seq is a no-op. */
+void tn_kv_seq_rm(tn_kv_cache *kv, int32_t seq)
+{
+    if (!kv || seq < 0 || seq >= kv->n_seq_max)
+        return;
+    for (int32_t c = kv->seq_head[seq]; c >= 0;) {
+        int32_t next = kv->cell_next[c];
+        cell_free(kv, c);
+        c = next;
+    }
+    kv->seq_head[seq] = kv->seq_tail[seq] = -1;
+    kv->seq_n[seq] = 0;
+}
+
+/* Forgets the cells of seq at positions >= pos. Out-of-range seq is a no-op. */
+void tn_kv_seq_truncate(tn_kv_cache *kv, int32_t seq, int32_t pos)
+{
+    if (!kv || seq < 0 || seq >= kv->n_seq_max)
+        return;
+    while (kv->seq_tail[seq] >= 0 && kv->cell_pos[kv->seq_tail[seq]] >= pos)
+        cell_unlink(kv, kv->seq_tail[seq]);
+}
+
+/* Forgets everything (K/V bytes are left as they are: free cells are never read). */
+void tn_kv_clear(tn_kv_cache *kv)
+{
+    if (!kv)
+        return;
+    for (int32_t c = 0; c < kv->n_slots; c++)
+        cell_free(kv, c);
+    for (int32_t s = 0; s < kv->n_seq_max; s++) {
+        kv->seq_head[s] = kv->seq_tail[s] = -1;
+        kv->seq_n[s] = 0;
+    }
+}
+
+/* ==========================================================================
+ * Batch bookkeeping
+ * ======================================================================== */
+
+/* Starts a new call's marks; clears them on the (rare) wrap-around. */
+static uint32_t next_stamp(tn_kv_cache *kv)
+{
+    if (++kv->stamp == 0) {
+        memset(kv->slot_mark, 0, (size_t)kv->n_slots * sizeof(uint32_t));
+        memset(kv->seq_mark, 0, (size_t)kv->n_seq_max * sizeof(uint32_t));
+        kv->stamp = 1;
+    }
+    return kv->stamp;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+tn_status tn__kv_check_batch(tn_kv_cache *kv, const tn_batch *b)
+{
+    uint32_t st = next_stamp(kv);
+    int32_t n = b->n_tokens;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t s = b->seq_id[i], c = b->kv_slot[i];
+        if (s < 0 || s >= kv->n_seq_max)
+            return tn__err(TN_ERR_INVALID, "batch token %d: seq_id %d out of range [0, %d)", i, s, kv->n_seq_max);
+        if (c < 0 || c >= kv->n_slots)
+            return tn__err(TN_ERR_INVALID, "batch token %d: kv_slot %d out of range [0, %d)", i, c, kv->n_slots);
+        if (kv->slot_mark[c] == st) {
+            int32_t j = 0;
+            while (b->kv_slot[j] != c)
+                j++;
+            return tn__err(TN_ERR_INVALID, "batch token %d: kv_slot %d is also used by token %d", i, c, j);
+        }
+        kv->slot_mark[c] = st;
+    }
+    /* Slots are distinct and in range, so n <= n_slots fits in keys. */
+    for (int32_t i = 0; i < n; i++)
+        kv->keys[i] = (int64_t)b->seq_id[i] << 32 | (int64_t)(uint32_t)b->pos[i];
+    qsort(kv->keys, (size_t)n, sizeof(int64_t), cmp_i64);
+    for (int32_t k = 1; k < n; k++) {
+        if (kv->keys[k] != kv->keys[k - 1])
+            continue;
+        int32_t s = (int32_t)(kv->keys[k] >> 32), p = (int32_t)(kv->keys[k] & 0xffffffff);
+        int32_t i = -1, j = -1;
+        for (int32_t t = 0; t < n; t++) {
+            if (b->seq_id[t] == s && b->pos[t] == p) {
+                if (i < 0)
+                    i = t;
+                else if (j < 0)
+                    j = t;
+            }
+        }
+        return tn__err(TN_ERR_INVALID, "batch token %d: pos %d of seq_id %d is also given by token %d", j, p, s, i);
+    }
+    for (int32_t i = 0; i < n; i++) {
+        int32_t c = seq_find(kv, b->seq_id[i], b->pos[i]);
+        if (c >= 0 && kv->slot_mark[c] != st)
+            return tn__err(TN_ERR_INVALID,
+                           "batch token %d: pos %d of seq_id %d is already in kv_slot %d (truncate the sequence "
+                           "or reuse that slot)",
+                           i, b->pos[i], b->seq_id[i], c);
+    }
+    return TN_OK;
+}
+
+void tn__kv_apply_batch(tn_kv_cache *kv, const tn_batch *b, int32_t *vis_off, int32_t *vis_n)
+{
+    int32_t n = b->n_tokens;
+    /* Forget whatever the batch's slots held, then file the new cells. */
+    for (int32_t i = 0; i < n; i++)
+        if (kv->cell_seq[b->kv_slot[i]] >= 0)
+            cell_unlink(kv, b->kv_slot[i]);
+    for (int32_t i = 0; i < n; i++)
+        cell_link(kv, b->kv_slot[i], b->seq_id[i], b->pos[i]);
+
+    /* Flatten each distinct sequence of the batch once. Cells are distinct
+     * slots, so the runs together hold at most n_slots entries. */
+    uint32_t st = next_stamp(kv);
+    int32_t used = 0;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t s = b->seq_id[i];
+        if (kv->seq_mark[s] == st)
+            continue;
+        kv->seq_mark[s] = st;
+        kv->seq_off[s] = used;
+        for (int32_t c = kv->seq_head[s]; c >= 0; c = kv->cell_next[c]) {
+            kv->order_slot[used] = c;
+            kv->order_pos[used] = kv->cell_pos[c];
+            used++;
+        }
+    }
+
+    /* Token i sees the prefix of its run with positions <= its own: the
+     * first position above it, found by binary search. */
+    for (int32_t i = 0; i < n; i++) {
+        int32_t s = b->seq_id[i], off = kv->seq_off[s];
+        int32_t lo = 0, hi = kv->seq_n[s];
+        const int32_t *pos = kv->order_pos + off;
+        while (lo < hi) {
+            int32_t mid = lo + (hi - lo) / 2;
+            if (pos[mid] <= b->pos[i])
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        vis_off[i] = off;
+        vis_n[i] = lo;
+    }
+}

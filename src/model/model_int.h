@@ -1,0 +1,91 @@
+/*
+ * model_int.h — what the model's files share inside the module: the KV
+ * cache's layout (kv.c owns it, forward.c and attention.c read it) and the
+ * batch bookkeeping that turns a batch into, for each token, the run of cache
+ * cells it attends to.
+ *
+ * Key idea: the cache keeps, per sequence, a list of its cells sorted by
+ * position. Once per forward call (never once per layer) the lists of the
+ * sequences in the batch are flattened into `order_slot`/`order_pos`; token
+ * i then attends to order_slot[vis_off[i] .. vis_off[i] + vis_n[i]), which
+ * is exactly its sequence's cells at positions <= its own, in increasing
+ * position order.
+ */
+#ifndef TERN_MODEL_MODEL_INT_H
+#define TERN_MODEL_MODEL_INT_H
+
+#include "model/model.h"
+
+struct tn_kv_cache {
+    int32_t n_layer;
+    int32_t n_slots;
+    int32_t n_seq_max;
+    int32_t kv_dim;        /* n_head_kv * head_dim */
+    int32_t head_dim;
+
+    float *k;              /* (n_layer, n_slots, kv_dim) */
+    float *v;              /* (n_layer, n_slots, kv_dim) */
+
+    /* Cells. A free cell has seq == pos == -1 and is on no list. */
+    int32_t *cell_seq;     /* (n_slots) */
+    int32_t *cell_pos;     /* (n_slots) */
+    int32_t *cell_prev;    /* (n_slots) previous cell of the same sequence (lower pos), -1 at head */
+    int32_t *cell_next;    /* (n_slots) next cell (higher pos), -1 at tail */
+
+    /* Per sequence: its cells as a doubly linked list sorted by position. */
+    int32_t *seq_head;     /* (n_seq_max) lowest-position cell, -1 if empty */
+    int32_t *seq_tail;     /* (n_seq_max) highest-position cell, -1 if empty */
+    int32_t *seq_n;        /* (n_seq_max) number of cells */
+
+    /* Per-call scratch (the engine thread owns the cache; no locking). A
+     * mark equal to `stamp` means "set during this call", so nothing is
+     * cleared between calls. */
+    uint32_t stamp;
+    uint32_t *slot_mark;   /* (n_slots) */
+    uint32_t *seq_mark;    /* (n_seq_max) */
+    int64_t *keys;         /* (n_slots) (seq << 32 | pos) of the batch, sorted */
+    int32_t *seq_off;      /* (n_seq_max) start of the sequence's run in order_* */
+    int32_t *order_slot;   /* (n_slots) cells of the batch's sequences, grouped by sequence, position-ascending */
+    int32_t *order_pos;    /* (n_slots) their positions */
+
+    /* Attention scores: one row per compute thread. */
+    int32_t n_score_rows;  /* tn_n_cores() at creation: a pool never has more threads */
+    float *scores;         /* (n_score_rows, n_slots) */
+};
+
+/* Checks the sequence, position and slot fields of a batch against the
+ * cache: seq_id in [0, n_seq_max), kv_slot in [0, n_slots), no slot twice,
+ * no (seq, pos) twice in the batch, and no (seq, pos) of the batch already
+ * held by a cell the batch does not overwrite. Changes only scratch marks.
+ * TN_ERR_INVALID naming the token and field otherwise. Token ids,
+ * positions (>= 0) and n_tokens are the caller's to check first. */
+tn_status tn__kv_check_batch(tn_kv_cache *kv, const tn_batch *b) TN_MUST_CHECK;
+
+/* Records the batch's tokens in their cells (a cell that held something
+ * else forgets it) and flattens the lists of the batch's sequences: token i
+ * attends to order_slot[vis_off[i] ..+ vis_n[i]]. vis_off, vis_n: (n_tokens).
+ * The batch must have passed tn__kv_check_batch. Does not allocate. */
+void tn__kv_apply_batch(tn_kv_cache *kv, const tn_batch *b, int32_t *vis_off, int32_t *vis_n);
+
+/* --- attention.c: RoPE and attention (the essays are there) ----------- */
+
+/* inv_freq[i] = freq_scale * base^(-2i/n_rot) / freq_factors[i] for the
+ * n_rot/2 pairs; freq_factors ((n_rot/2) f32) may be NULL. */
+void tn__rope_inv_freq(const tn_hparams *hp, const float *freq_factors, double *inv_freq);
+
+/* cos_t, sin_t: (n_tokens, n_pairs) rotation tables for positions pos. */
+void tn__rope_tables(const double *inv_freq, int n_pairs, const int32_t *pos, int32_t n_tokens, float *cos_t,
+                     float *sin_t);
+
+/* Rotates the first n_rot components of each head of one token's x
+ * ((n_heads, head_dim)) with that token's tables cs, sn ((n_rot/2)). */
+void tn__rope_apply(float *x, int n_heads, int head_dim, int n_rot, tn_rope_type type, const float *cs,
+                    const float *sn);
+
+/* Causal GQA attention of one layer: q ((n_tokens, n_head*head_dim), roped)
+ * against the cells laid out by tn__kv_apply_batch, into out (same shape).
+ * Runs on the pool; does not allocate. */
+void tn__attention(tn_pool *pool, tn_kv_cache *kv, int32_t layer, const tn_hparams *hp, int32_t n_tokens,
+                   const float *q, const int32_t *vis_off, const int32_t *vis_n, float *out);
+
+#endif /* TERN_MODEL_MODEL_INT_H */
