@@ -30,7 +30,10 @@ enum {
 /* Builds a vocabulary from a GGUF file's tokenizer.ggml.* metadata. The
  * vocabulary copies what it needs; g may be freed afterwards. Missing or
  * contradictory fields (tokens/scores/types of different lengths, a BOS id
- * out of range) are TN_ERR_FORMAT naming the key. */
+ * out of range, two tokens with the same piece) are TN_ERR_FORMAT naming the
+ * key. A piece longer than TN_DETOK_MAX - 8 bytes is TN_ERR_UNSUPPORTED (so
+ * TN_DETOK_MAX always suffices). The result is immutable: any number of
+ * threads may use it at once. */
 tn_status tn_vocab_from_gguf(const tn_gguf *g, tn_vocab **out) TN_MUST_CHECK;
 void tn_vocab_free(tn_vocab *v);
 
@@ -41,12 +44,14 @@ bool tn_vocab_add_bos(const tn_vocab *v);       /* tokenizer.ggml.add_bos_token,
 bool tn_vocab_is_eog(const tn_vocab *v, int32_t id); /* end of generation (EOS, EOT, ...) */
 int tn_vocab_token_type(const tn_vocab *v, int32_t id);
 
-/* The raw piece of a token as stored in the vocabulary (NUL-terminated). */
+/* The raw piece of a token as stored in the vocabulary (NUL-terminated);
+ * NULL for an id out of range. */
 const char *tn_vocab_piece(const tn_vocab *v, int32_t id);
 
 /* Tokenizes len bytes of text. add_bos prepends BOS (if the vocab has one).
- * parse_special: recognize control/user-defined token texts in the input
- * (otherwise they tokenize as plain text). Writes at most cap ids to out and
+ * parse_special: recognize control token texts in the input (otherwise they
+ * tokenize as plain text); user-defined tokens are recognized either way,
+ * as llama.cpp and Hugging Face tokenizers do. Writes at most cap ids to out and
  * sets *n_out to the number the full result needs; returns TN_ERR_FULL if
  * cap was too small (call again with a larger buffer). Invalid UTF-8 is
  * handled like the reference (bytes fall back to <0xXX>), never an error. */
@@ -69,8 +74,9 @@ typedef struct tn_detok {
 } tn_detok;
 
 void tn_detok_init(tn_detok *d);
-/* Appends the token's text to out (at most cap bytes); returns bytes written
- * (TN_DETOK_MAX bytes of room always suffices for one token). */
+/* Appends the token's text to out (at most cap bytes; control tokens give
+ * nothing, as tn_token_to_piece without render_special); returns bytes
+ * written (TN_DETOK_MAX bytes of room always suffices for one token). */
 #define TN_DETOK_MAX 256
 size_t tn_detok_push(tn_detok *d, const tn_vocab *v, int32_t id, char *out, size_t cap);
 /* Emits whatever is still held (end of stream). */

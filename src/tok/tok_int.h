@@ -1,0 +1,133 @@
+/*
+ * tok_int.h — what the files of src/tok share: the vocabulary layout, the
+ * piece→id hash, and the per-model encoders.
+ *
+ * Key idea: one tn_vocab for every tokenizer family. vocab.c fills the
+ * common part (pieces, scores, types, special ids, the special-token list
+ * used to split the input, the hash) from GGUF; each family (spm.c today;
+ * byte-level BPE and WordPiece later) adds an encoder that turns one plain
+ * text fragment into ids, and tokenize.c runs the steps all families share:
+ * splitting out special tokens, BOS, the output buffer.
+ */
+#ifndef TERN_TOK_TOK_INT_H
+#define TERN_TOK_TOK_INT_H
+
+#include "tok/tok.h"
+
+#include <string.h>
+
+/* Tokenizer families, from tokenizer.ggml.model. */
+typedef enum tn__vocab_kind {
+    TN__VOCAB_SPM = 1, /* "llama": SentencePiece BPE with scores and byte fallback */
+    TN__VOCAB_BPE,     /* "gpt2": byte-level BPE with merges (not yet) */
+    TN__VOCAB_WPM,     /* "bert": WordPiece (not yet) */
+} tn__vocab_kind;
+
+/* Per-token flags (tn_vocab.flags). */
+enum {
+    TN__TF_EOG = 1,    /* ends generation */
+    TN__TF_LSTRIP = 2, /* when matched as a special token, eat spaces before it */
+    TN__TF_RSTRIP = 4, /* ... and after it */
+};
+
+/* One slot of the open-addressing hash from piece bytes to id. */
+typedef struct tn__vocab_slot {
+    uint32_t hash; /* low 32 bits of the piece's hash */
+    int32_t id;    /* -1: empty */
+} tn__vocab_slot;
+
+struct tn_vocab {
+    tn__vocab_kind kind;
+    int32_t n_tokens;
+
+    char *pool;        /* every piece, each followed by a NUL */
+    size_t *off;       /* (n_tokens) offset of piece i in pool */
+    uint32_t *len;     /* (n_tokens) its length in bytes (without the NUL) */
+    float *scores;     /* (n_tokens) merge priority: higher merges first */
+    uint8_t *types;    /* (n_tokens) TN_TOKEN_*, 0 when undefined */
+    uint8_t *flags;    /* (n_tokens) TN__TF_* */
+    uint32_t max_len;  /* longest piece in bytes */
+
+    tn__vocab_slot *slots; /* (slot_mask + 1) */
+    uint32_t slot_mask;
+
+    int32_t byte_id[256]; /* byte fallback: <0xXX> (or the 1-byte piece), -1 if none */
+
+    int32_t *special;  /* (n_special) control, user-defined and unknown ids, longest text first */
+    int32_t n_special;
+
+    int32_t bos, eos, eot, eom, unk, sep, pad; /* -1: none */
+    bool add_bos, add_eos, add_space_prefix;
+};
+
+/* Hash of n bytes (the one the vocabulary's table uses). */
+static inline uint64_t tn__tok_hash(const char *s, size_t n)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDull;
+        h ^= h >> 32;
+        s += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, s, n);
+    h = (h ^ w) * 0xC4CEB9FE1A85EC53ull;
+    h ^= h >> 29;
+    h *= 0x94D049BB133111EBull;
+    h ^= h >> 32;
+    return h;
+}
+
+/* The id of the token whose piece is exactly s[0..n), or -1. Never reads
+ * outside s[0..n). */
+static inline int32_t tn__vocab_find(const tn_vocab *v, const char *s, size_t n)
+{
+    uint64_t h = tn__tok_hash(s, n);
+    uint32_t h32 = (uint32_t)h;
+    for (uint32_t i = (uint32_t)(h >> 32) & v->slot_mask;; i = (i + 1) & v->slot_mask) {
+        const tn__vocab_slot *sl = &v->slots[i];
+        if (sl->id < 0)
+            return -1;
+        if (sl->hash == h32 && v->len[sl->id] == n && memcmp(v->pool + v->off[sl->id], s, n) == 0)
+            return sl->id;
+    }
+}
+
+/* Where encoders put ids: counts all of them, stores the first cap. */
+typedef struct tn__tok_out {
+    int32_t *ids;
+    size_t cap;
+    size_t n;
+} tn__tok_out;
+
+static inline void tn__tok_push(tn__tok_out *o, int32_t id)
+{
+    if (o->n < o->cap)
+        o->ids[o->n] = id;
+    o->n++;
+}
+
+/* Scratch an encoder may keep between fragments of one tn_tokenize call;
+ * freed by tn__spm_scratch_free. Growth is checked: TN_ERR_NOMEM on
+ * failure. */
+typedef struct tn__spm_scratch {
+    char *text;
+    size_t text_cap;
+    void *sym;
+    size_t sym_cap;
+    void *heap;
+    size_t heap_cap;
+} tn__spm_scratch;
+
+/* Encodes one plain-text fragment (no special tokens in it) with the
+ * SentencePiece rules: an optional leading "▁", spaces to "▁", score-ordered
+ * merges, byte fallback. Appends ids to out. Fails only with TN_ERR_NOMEM
+ * or TN_ERR_RANGE (a fragment over 1 GiB). */
+tn_status tn__spm_encode(const tn_vocab *v, tn__spm_scratch *sc, const char *text, size_t len,
+                         bool space_prefix, tn__tok_out *out);
+void tn__spm_scratch_free(tn__spm_scratch *sc);
+
+#endif /* TERN_TOK_TOK_INT_H */
