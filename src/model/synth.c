@@ -1,0 +1,481 @@
+/*
+ * synth.c — random-weight models of real shapes (see synth.h).
+ *
+ * The file is planned first, as a table of tensors (name, shape, dtype, how
+ * its values are drawn), then handed to the GGUF writer with one fill
+ * callback per tensor; the writer asks for each tensor's bytes when it
+ * reaches it, into one reused buffer, so memory holds the largest tensor
+ * once (262 MB for Llama 2 7B's F16 embedding) plus one row of floats.
+ *
+ * RANDOM STREAMS
+ * Row r of tensor t (t = its index in the file) starts its own splitmix64
+ * stream at mix(mix(mix(seed) ^ t * K1) ^ r * K2). Each draw of 64 bits
+ * gives one value: the sum of its four 16-bit fields, centred, has mean 0
+ * and variance ~1/3 and a bell shape bounded at about 3.5 standard
+ * deviations (Irwin-Hall with n = 4), so no libm call touches the random
+ * values and files are byte-identical on every IEEE machine.
+ */
+#include "model/synth.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --- presets ------------------------------------------------------------- */
+
+static const tn_synth_preset presets[] = {
+    /* real shapes */
+    {"tinyllama-1.1b", "TinyLlama-1.1B (llama, GQA 32/4)", TN_ARCH_LLAMA, 2048, 2048, 22, 32, 4, 64, 5632,
+     1e-5f, 10000.0f, 0.0f, false, false, false, false},
+    {"llama-2-7b", "Llama 2 7B (llama, MHA 32/32)", TN_ARCH_LLAMA, 4096, 4096, 32, 32, 32, 128, 11008,
+     1e-5f, 10000.0f, 0.0f, false, false, false, false},
+    {"llama-3.1-8b", "Llama 3.1 8B (llama, GQA 32/8, rope_freqs)", TN_ARCH_LLAMA, 131072, 4096, 32, 32, 8, 128,
+     14336, 1e-5f, 500000.0f, 0.0f, true, false, false, false},
+    {"qwen2.5-0.5b", "Qwen2.5-0.5B (qwen2, GQA 14/2, QKV biases, tied)", TN_ARCH_QWEN2, 32768, 896, 24, 14, 2, 64,
+     4864, 1e-6f, 1000000.0f, 0.0f, false, true, false, true},
+    {"qwen3-0.6b", "Qwen3-0.6B (qwen3, GQA 16/8, head_dim 128, q/k norms, tied)", TN_ARCH_QWEN3, 40960, 1024, 28,
+     16, 8, 128, 3072, 1e-6f, 1000000.0f, 0.0f, false, false, true, true},
+    /* tiny test shapes */
+    {"tiny-llama", "test: llama, 64 wide, 2 layers, GQA 4/2, separate output", TN_ARCH_LLAMA, 512, 64, 2, 4, 2,
+     16, 96, 1e-5f, 10000.0f, 0.0f, false, false, false, false},
+    {"tiny-llama-rope-linear", "test: tiny-llama with linear rope scaling, factor 2", TN_ARCH_LLAMA, 512, 64, 2, 4,
+     2, 16, 96, 1e-5f, 10000.0f, 2.0f, false, false, false, false},
+    {"tiny-llama3", "test: tiny-llama with Llama 3.1 rope_freqs, rope base 500000", TN_ARCH_LLAMA, 512, 64, 2, 4,
+     2, 16, 96, 1e-5f, 500000.0f, 0.0f, true, false, false, false},
+    {"tiny-qwen2", "test: qwen2, 64 wide, 2 layers, GQA 4/2, QKV biases, tied", TN_ARCH_QWEN2, 512, 64, 2, 4, 2,
+     16, 128, 1e-6f, 1000000.0f, 0.0f, false, true, false, true},
+    {"tiny-qwen3", "test: qwen3, 64 wide, 2 layers, GQA 4/2, head_dim 32, q/k norms, tied", TN_ARCH_QWEN3, 512,
+     64, 2, 4, 2, 32, 128, 1e-6f, 1000000.0f, 0.0f, false, false, true, true},
+};
+
+const tn_synth_preset *tn_synth_presets(size_t *n)
+{
+    if (n)
+        *n = TN_ARRAY_LEN(presets);
+    return presets;
+}
+
+const tn_synth_preset *tn_synth_find_preset(const char *name)
+{
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < TN_ARRAY_LEN(presets); i++)
+        if (!strcmp(presets[i].name, name))
+            return &presets[i];
+    return NULL;
+}
+
+static const char *arch_name(tn_arch a)
+{
+    switch (a) {
+    case TN_ARCH_LLAMA:
+        return "llama";
+    case TN_ARCH_QWEN2:
+        return "qwen2";
+    case TN_ARCH_QWEN3:
+        return "qwen3";
+    }
+    return "unknown";
+}
+
+/* --- the tensor plan ----------------------------------------------------- */
+
+typedef enum value_kind {
+    KIND_MATRIX,     /* ~N(0, 1/ne[0]) */
+    KIND_NORM,       /* 1 + N(0, NORM_STD^2) */
+    KIND_BIAS,       /* N(0, BIAS_STD^2) */
+    KIND_ROPE_FREQS, /* Llama 3.1 frequency factors, not random */
+} value_kind;
+
+#define NORM_STD 0.05f
+#define BIAS_STD 0.02f
+
+/* Llama 3.1's rope scaling parameters (its config.json rope_scaling). */
+#define LLAMA3_FACTOR 8.0
+#define LLAMA3_LOW_FREQ_FACTOR 1.0
+#define LLAMA3_HIGH_FREQ_FACTOR 4.0
+#define LLAMA3_ORIG_CTX 8192.0
+
+typedef struct synth_job synth_job;
+
+typedef struct synth_tensor {
+    char name[48];
+    tn_dtype type;
+    int n_dims;
+    int64_t ne[2];       /* ne[0] contiguous (n_in for matrices); ne[1] = 1 for vectors */
+    value_kind kind;
+    uint64_t index;      /* position in the file: selects the random stream */
+    uint64_t nbytes;
+    synth_job *job;
+} synth_tensor;
+
+struct synth_job {
+    const tn_synth_preset *p;
+    uint64_t seed;
+    synth_tensor *t;     /* (n_tensors) */
+    int64_t n_tensors;
+    int64_t n_done;
+    uint64_t bytes_done, bytes_total;
+    tn_synth_progress_fn progress;
+    void *progress_ud;
+};
+
+static tn_status plan_add(synth_job *j, int64_t cap, value_kind kind, tn_dtype type, int64_t ne0, int64_t ne1,
+                          const char *fmt, int layer)
+{
+    if (j->n_tensors >= cap)
+        return tn__err(TN_ERR_FULL, "synth: tensor plan overflow (%" PRId64 " tensors)", cap);
+    synth_tensor *t = &j->t[j->n_tensors];
+    memset(t, 0, sizeof *t);
+    if (layer >= 0)
+        snprintf(t->name, sizeof t->name, fmt, layer);
+    else
+        snprintf(t->name, sizeof t->name, "%s", fmt);
+    t->type = type;
+    t->n_dims = ne1 > 1 ? 2 : 1;
+    t->ne[0] = ne0;
+    t->ne[1] = ne1;
+    t->kind = kind;
+    t->index = (uint64_t)j->n_tensors;
+    const tn_dtype_traits *tr = tn_dtype_traits_of(type);
+    if (ne0 % tr->block_size != 0)
+        return tn__err(TN_ERR_UNSUPPORTED, "synth: tensor '%s' has rows of %" PRId64 " elements, not a multiple of "
+                                           "%s's block of %d",
+                       t->name, ne0, tr->name, tr->block_size);
+    t->nbytes = (uint64_t)tn_dtype_row_size(type, ne0) * (uint64_t)ne1;
+    t->job = j;
+    j->bytes_total += t->nbytes;
+    j->n_tensors++;
+    return TN_OK;
+}
+
+#define PLAN(kind, type, ne0, ne1, fmt, layer)                                 \
+    do {                                                                       \
+        tn_status s_ = plan_add(j, cap, kind, type, ne0, ne1, fmt, layer);     \
+        if (s_ != TN_OK)                                                       \
+            return s_;                                                         \
+    } while (0)
+
+/* Fills j->t with the tensors of preset p in file order: the embedding, the
+ * rope factors, every layer, the final norm and the output. */
+static tn_status plan_tensors(synth_job *j, int64_t cap, tn_dtype wt, int64_t n_vocab)
+{
+    const tn_synth_preset *p = j->p;
+    const int64_t n_embd = p->n_embd, n_ff = p->n_ff;
+    const int64_t n_q = (int64_t)p->n_head * p->head_dim, n_kv = (int64_t)p->n_head_kv * p->head_dim;
+    const tn_dtype f32 = TN_DTYPE_F32;
+
+    PLAN(KIND_MATRIX, wt, n_embd, n_vocab, "token_embd.weight", -1);
+    if (p->rope_freqs_llama3)
+        PLAN(KIND_ROPE_FREQS, f32, p->head_dim / 2, 1, "rope_freqs.weight", -1);
+    for (int l = 0; l < p->n_layer; l++) {
+        PLAN(KIND_NORM, f32, n_embd, 1, "blk.%d.attn_norm.weight", l);
+        PLAN(KIND_MATRIX, wt, n_embd, n_q, "blk.%d.attn_q.weight", l);
+        if (p->qkv_bias)
+            PLAN(KIND_BIAS, f32, n_q, 1, "blk.%d.attn_q.bias", l);
+        PLAN(KIND_MATRIX, wt, n_embd, n_kv, "blk.%d.attn_k.weight", l);
+        if (p->qkv_bias)
+            PLAN(KIND_BIAS, f32, n_kv, 1, "blk.%d.attn_k.bias", l);
+        PLAN(KIND_MATRIX, wt, n_embd, n_kv, "blk.%d.attn_v.weight", l);
+        if (p->qkv_bias)
+            PLAN(KIND_BIAS, f32, n_kv, 1, "blk.%d.attn_v.bias", l);
+        if (p->qk_norm) {
+            PLAN(KIND_NORM, f32, p->head_dim, 1, "blk.%d.attn_q_norm.weight", l);
+            PLAN(KIND_NORM, f32, p->head_dim, 1, "blk.%d.attn_k_norm.weight", l);
+        }
+        PLAN(KIND_MATRIX, wt, n_q, n_embd, "blk.%d.attn_output.weight", l);
+        PLAN(KIND_NORM, f32, n_embd, 1, "blk.%d.ffn_norm.weight", l);
+        PLAN(KIND_MATRIX, wt, n_embd, n_ff, "blk.%d.ffn_gate.weight", l);
+        PLAN(KIND_MATRIX, wt, n_embd, n_ff, "blk.%d.ffn_up.weight", l);
+        PLAN(KIND_MATRIX, wt, n_ff, n_embd, "blk.%d.ffn_down.weight", l);
+    }
+    PLAN(KIND_NORM, f32, n_embd, 1, "output_norm.weight", -1);
+    if (!p->tied)
+        PLAN(KIND_MATRIX, wt, n_embd, n_vocab, "output.weight", -1);
+    return TN_OK;
+}
+
+#undef PLAN
+
+static int64_t plan_capacity(const tn_synth_preset *p) { return 4 + (int64_t)p->n_layer * 14; }
+
+int64_t tn_synth_n_params(const tn_synth_preset *p, int64_t n_vocab)
+{
+    const int64_t n_embd = p->n_embd, n_ff = p->n_ff;
+    const int64_t n_q = (int64_t)p->n_head * p->head_dim, n_kv = (int64_t)p->n_head_kv * p->head_dim;
+    int64_t per_layer = 2 * n_embd + n_embd * n_q + 2 * n_embd * n_kv + n_q * n_embd + 3 * n_embd * n_ff;
+    if (p->qkv_bias)
+        per_layer += n_q + 2 * n_kv;
+    if (p->qk_norm)
+        per_layer += 2 * (int64_t)p->head_dim;
+    int64_t n = n_vocab * n_embd + n_embd + (int64_t)p->n_layer * per_layer;
+    if (!p->tied)
+        n += n_vocab * n_embd;
+    if (p->rope_freqs_llama3)
+        n += p->head_dim / 2;
+    return n;
+}
+
+/* --- values -------------------------------------------------------------- */
+
+static inline uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t splitmix64(uint64_t *s)
+{
+    *s += 0x9E3779B97F4A7C15ull;
+    return mix64(*s);
+}
+
+/* A value with mean 0 and variance 1 (bell-shaped, |x| < 3.47). */
+static inline float draw_unit(uint64_t *s)
+{
+    const uint64_t r = splitmix64(s);
+    const uint32_t sum = (uint32_t)(r & 0xffff) + (uint32_t)((r >> 16) & 0xffff) +
+                         (uint32_t)((r >> 32) & 0xffff) + (uint32_t)(r >> 48);
+    /* sum of four U{0..65535}: mean 131070, variance 4 * (65536^2 - 1) / 12 */
+    return ((float)sum - 131070.0f) * (1.7320508f / 65536.0f);
+}
+
+/* The Llama 3.1 factor of frequency pair i of n_rot: 1 for short
+ * wavelengths, LLAMA3_FACTOR for long ones, a smooth blend in between. */
+static float llama3_factor(double base, int i, int n_rot)
+{
+    const double pi = 3.14159265358979323846;
+    const double freq = 1.0 / pow(base, (double)(2 * i) / (double)n_rot);
+    const double wavelen = 2.0 * pi / freq;
+    const double low_wavelen = LLAMA3_ORIG_CTX / LLAMA3_LOW_FREQ_FACTOR;
+    const double high_wavelen = LLAMA3_ORIG_CTX / LLAMA3_HIGH_FREQ_FACTOR;
+    if (wavelen < high_wavelen)
+        return 1.0f;
+    if (wavelen > low_wavelen)
+        return (float)LLAMA3_FACTOR;
+    const double smooth = (LLAMA3_ORIG_CTX / wavelen - LLAMA3_LOW_FREQ_FACTOR) /
+                          (LLAMA3_HIGH_FREQ_FACTOR - LLAMA3_LOW_FREQ_FACTOR);
+    return (float)(1.0 / ((1.0 - smooth) / LLAMA3_FACTOR + smooth));
+}
+
+/* Row r of tensor t as floats (ne[0] of them). */
+static void gen_row(const synth_tensor *t, int64_t r, float *out)
+{
+    const int64_t n = t->ne[0];
+    uint64_t s = mix64(mix64(mix64(t->job->seed) ^ (t->index * 0xD1B54A32D192ED03ull)) ^
+                       ((uint64_t)r * 0x8CB92BA72F3D8DD7ull));
+    switch (t->kind) {
+    case KIND_MATRIX: {
+        const float std = 1.0f / sqrtf((float)n);
+        for (int64_t i = 0; i < n; i++)
+            out[i] = draw_unit(&s) * std;
+        break;
+    }
+    case KIND_NORM:
+        for (int64_t i = 0; i < n; i++)
+            out[i] = 1.0f + draw_unit(&s) * NORM_STD;
+        break;
+    case KIND_BIAS:
+        for (int64_t i = 0; i < n; i++)
+            out[i] = draw_unit(&s) * BIAS_STD;
+        break;
+    case KIND_ROPE_FREQS:
+        for (int64_t i = 0; i < n; i++)
+            out[i] = llama3_factor(t->job->p->rope_freq_base, (int)i, (int)(2 * n));
+        break;
+    }
+}
+
+/* The writer's fill callback: produces tensor ctx's bytes row by row. */
+static tn_status fill_tensor(void *ctx, void *dst, size_t nbytes)
+{
+    synth_tensor *t = ctx;
+    synth_job *j = t->job;
+    if ((uint64_t)nbytes != t->nbytes)
+        return tn__err(TN_ERR_INVALID, "synth: writer asked for %zu bytes of '%s', which has %" PRIu64, nbytes,
+                       t->name, t->nbytes);
+    const size_t row_bytes = tn_dtype_row_size(t->type, t->ne[0]);
+    float *row = malloc((size_t)t->ne[0] * sizeof(float));
+    if (!row)
+        return tn__err(TN_ERR_NOMEM, "synth: no memory for a row of '%s'", t->name);
+    tn_status s = TN_OK;
+    for (int64_t r = 0; r < t->ne[1] && s == TN_OK; r++) {
+        gen_row(t, r, row);
+        s = tn_quantize_row(t->type, row, (uint8_t *)dst + (size_t)r * row_bytes, t->ne[0]);
+    }
+    free(row);
+    if (s != TN_OK)
+        return tn__err_prefix(s, "synth: tensor '%s'", t->name);
+    j->n_done++;
+    j->bytes_done += t->nbytes;
+    if (j->progress)
+        j->progress(j->progress_ud, j->n_done, j->n_tensors, t->name, j->bytes_done, j->bytes_total);
+    return TN_OK;
+}
+
+/* --- metadata ------------------------------------------------------------ */
+
+/* llama.cpp's LLAMA_FTYPE for a file whose matrices are all of type t. */
+static bool file_type_of(tn_dtype t, uint32_t *ft)
+{
+    switch (t) {
+    case TN_DTYPE_F32:
+        *ft = 0;
+        return true;
+    case TN_DTYPE_F16:
+        *ft = 1;
+        return true;
+    case TN_DTYPE_Q4_0:
+        *ft = 2;
+        return true;
+    case TN_DTYPE_Q8_0:
+        *ft = 7;
+        return true;
+    case TN_DTYPE_BF16:
+        *ft = 32;
+        return true;
+    default:
+        return false;
+    }
+}
+
+#define TRY(expr)                  \
+    do {                           \
+        tn_status s_ = (expr);     \
+        if (s_ != TN_OK)           \
+            return s_;             \
+    } while (0)
+
+static tn_status set_arch_u32(tn_gguf_writer *w, const char *arch, const char *key, uint32_t v)
+{
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    return tn_gguf_set_u32(w, k, v);
+}
+
+static tn_status set_arch_f32(tn_gguf_writer *w, const char *arch, const char *key, float v)
+{
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    return tn_gguf_set_f32(w, k, v);
+}
+
+static tn_status set_metadata(tn_gguf_writer *w, const tn_synth_preset *p, tn_dtype wt, uint64_t seed,
+                              uint32_t n_vocab)
+{
+    const char *arch = arch_name(p->arch);
+    uint32_t ft = 0;
+    (void)file_type_of(wt, &ft);
+    char name[128];
+    snprintf(name, sizeof name, "synth-%s-%s", p->name, tn_dtype_traits_of(wt)->name);
+
+    TRY(tn_gguf_set_str(w, "general.architecture", arch));
+    TRY(tn_gguf_set_str(w, "general.name", name));
+    TRY(tn_gguf_set_u32(w, "general.file_type", ft));
+    if (tn_dtype_traits_of(wt)->block_size > 1)
+        TRY(tn_gguf_set_u32(w, "general.quantization_version", 2));
+    TRY(tn_gguf_set_str(w, "tern.synth.preset", p->name));
+    TRY(tn_gguf_set_u64(w, "tern.synth.seed", seed));
+
+    TRY(set_arch_u32(w, arch, "vocab_size", n_vocab));
+    TRY(set_arch_u32(w, arch, "context_length", (uint32_t)p->n_ctx_train));
+    TRY(set_arch_u32(w, arch, "embedding_length", (uint32_t)p->n_embd));
+    TRY(set_arch_u32(w, arch, "block_count", (uint32_t)p->n_layer));
+    TRY(set_arch_u32(w, arch, "feed_forward_length", (uint32_t)p->n_ff));
+    TRY(set_arch_u32(w, arch, "attention.head_count", (uint32_t)p->n_head));
+    TRY(set_arch_u32(w, arch, "attention.head_count_kv", (uint32_t)p->n_head_kv));
+    if (p->head_dim * p->n_head != p->n_embd || p->arch == TN_ARCH_QWEN3) {
+        TRY(set_arch_u32(w, arch, "attention.key_length", (uint32_t)p->head_dim));
+        TRY(set_arch_u32(w, arch, "attention.value_length", (uint32_t)p->head_dim));
+    }
+    TRY(set_arch_f32(w, arch, "attention.layer_norm_rms_epsilon", p->norm_eps));
+    TRY(set_arch_u32(w, arch, "rope.dimension_count", (uint32_t)p->head_dim));
+    TRY(set_arch_f32(w, arch, "rope.freq_base", p->rope_freq_base));
+    if (p->rope_scale_linear > 0.0f) {
+        char k[128];
+        snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+        TRY(tn_gguf_set_str(w, k, "linear"));
+        TRY(set_arch_f32(w, arch, "rope.scaling.factor", p->rope_scale_linear));
+    }
+    return TN_OK;
+}
+
+/* Copies every tokenizer.* key of the vocabulary file; *n_vocab gets the
+ * length of tokenizer.ggml.tokens. */
+static tn_status copy_vocab(tn_gguf_writer *w, const char *path, uint32_t *n_vocab)
+{
+    tn_gguf *v = NULL;
+    tn_status s = tn_gguf_open(path, &v);
+    if (s != TN_OK)
+        return tn__err_prefix(s, "synth: vocabulary");
+    tn_gguf_type et;
+    uint64_t n = 0;
+    const void *data = NULL;
+    if (tn_gguf_find_key(v, "tokenizer.ggml.tokens") < 0) {
+        s = tn__err(TN_ERR_FORMAT, "synth: vocabulary %s has no tokenizer.ggml.tokens (not a vocabulary file?)",
+                    path);
+        goto out;
+    }
+    s = tn_gguf_get_arr(v, "tokenizer.ggml.tokens", &et, &n, &data);
+    if (s == TN_OK && et != TN_GGUF_STRING)
+        s = tn__err(TN_ERR_FORMAT, "synth: vocabulary %s: tokenizer.ggml.tokens is not a string array", path);
+    if (s == TN_OK && (n == 0 || n > INT32_MAX))
+        s = tn__err(TN_ERR_RANGE, "synth: vocabulary %s has %" PRIu64 " tokens", path, n);
+    if (s != TN_OK)
+        goto out;
+    *n_vocab = (uint32_t)n;
+    for (int64_t i = 0; i < tn_gguf_n_kv(v) && s == TN_OK; i++)
+        if (!strncmp(tn_gguf_kv_key(v, i), "tokenizer.", 10))
+            s = tn_gguf_set_from(w, v, i);
+out:
+    tn_gguf_free(v);
+    return s;
+}
+
+/* --- the write ----------------------------------------------------------- */
+
+tn_status tn_synth_write(const tn_synth_opts *o)
+{
+    if (!o || !o->preset || !o->dtype || !o->vocab_path || !o->out_path)
+        return tn__err(TN_ERR_INVALID, "synth: preset, dtype, vocabulary and output path are all required");
+    const tn_synth_preset *p = tn_synth_find_preset(o->preset);
+    if (!p)
+        return tn__err(TN_ERR_NOT_FOUND, "synth: unknown preset '%s' (`tern synth --list` names them)", o->preset);
+    tn_dtype wt;
+    if (!tn_dtype_from_name(o->dtype, &wt))
+        return tn__err(TN_ERR_INVALID, "synth: unknown dtype '%s' (use f32, f16, bf16, q8_0 or q4_0)", o->dtype);
+    uint32_t ft;
+    if (!file_type_of(wt, &ft))
+        return tn__err(TN_ERR_UNSUPPORTED, "synth: dtype '%s' is not supported (use f32, f16, bf16, q8_0 or q4_0)",
+                       o->dtype);
+
+    synth_job j = {.p = p, .seed = o->seed, .progress = o->progress, .progress_ud = o->progress_ud};
+    tn_gguf_writer *w = NULL;
+    const int64_t cap = plan_capacity(p);
+    j.t = calloc((size_t)cap, sizeof *j.t);
+    if (!j.t)
+        return tn__err(TN_ERR_NOMEM, "synth: no memory for the tensor plan");
+    tn_status s = tn_gguf_writer_new(&w);
+    uint32_t n_vocab = 0;
+    if (s == TN_OK)
+        s = copy_vocab(w, o->vocab_path, &n_vocab);
+    if (s == TN_OK)
+        s = set_metadata(w, p, wt, o->seed, n_vocab);
+    if (s == TN_OK)
+        s = plan_tensors(&j, cap, wt, n_vocab);
+    for (int64_t i = 0; i < j.n_tensors && s == TN_OK; i++) {
+        synth_tensor *t = &j.t[i];
+        s = tn_gguf_add_tensor_fn(w, t->name, t->type, t->n_dims, t->ne, fill_tensor, t);
+    }
+    if (s == TN_OK) {
+        s = tn_gguf_writer_write(w, o->out_path); /* removes a partial file itself */
+        if (s != TN_OK)
+            s = tn__err_prefix(s, "synth: writing %s", o->out_path);
+    }
+    tn_gguf_writer_free(w);
+    free(j.t);
+    return s;
+}
