@@ -28,6 +28,8 @@ static void usage(FILE *out)
             "  --vocab FILE    GGUF file whose tokenizer.* metadata is copied\n"
             "  -o, --output F  output GGUF file\n"
             "  --seed S        random seed (default 0); the same seed gives the same file\n"
+            "  -t, --threads N threads producing the weights (default 0: all cores);\n"
+            "                  the file does not depend on it\n"
             "  --list          list the presets and exit\n");
 }
 
@@ -102,6 +104,15 @@ int tn_cmd_synth(int argc, char **argv)
             o.vocab_path = argv[++i];
         } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && has_val) {
             o.out_path = argv[++i];
+        } else if ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && has_val) {
+            const char *v = argv[++i];
+            char *end = NULL;
+            long n = strtol(v, &end, 10);
+            if (end == v || *end || n < 0 || n > 4096) {
+                fprintf(stderr, "tern synth: --threads wants a count (0: all cores), got '%s'\n", v);
+                return 2;
+            }
+            o.n_threads = (int)n;
         } else if (!strcmp(a, "--seed") && has_val) {
             const char *v = argv[++i];
             char *end = NULL;

@@ -5,7 +5,9 @@
  * its values are drawn), then handed to the GGUF writer with one fill
  * callback per tensor; the writer asks for each tensor's bytes when it
  * reaches it, into one reused buffer, so memory holds the largest tensor
- * once (262 MB for Llama 2 7B's F16 embedding) plus one row of floats.
+ * once (262 MB for Llama 2 7B's F16 embedding) plus one row of floats per
+ * thread. A tensor's rows are split over the thread pool; since every row
+ * has its own random stream the bytes do not depend on the thread count.
  *
  * RANDOM STREAMS
  * Row r of tensor t (t = its index in the file) starts its own splitmix64
@@ -18,6 +20,7 @@
 #include "model/synth.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,6 +123,8 @@ struct synth_job {
     uint64_t bytes_done, bytes_total;
     tn_synth_progress_fn progress;
     void *progress_ud;
+    tn_pool *pool;       /* NULL: one thread */
+    float **rows;        /* (pool threads) one row buffer each, max_ne0 floats */
 };
 
 static tn_status plan_add(synth_job *j, int64_t cap, value_kind kind, tn_dtype type, int64_t ne0, int64_t ne1,
@@ -289,7 +294,34 @@ static void gen_row(const synth_tensor *t, int64_t r, float *out)
     }
 }
 
-/* The writer's fill callback: produces tensor ctx's bytes row by row. */
+/* One tensor's rows split over the pool: thread ith produces rows
+ * [ith * R / nth, (ith + 1) * R / nth) into its own row buffer. Each row has
+ * its own stream, so the bytes do not depend on nth. */
+typedef struct fill_work {
+    const synth_tensor *t;
+    uint8_t *dst;
+    size_t row_bytes;
+    _Atomic int failed;  /* first failing status (0: none); messages are per thread */
+} fill_work;
+
+static void fill_rows(void *ctx, int ith, int nth)
+{
+    fill_work *fw = ctx;
+    const synth_tensor *t = fw->t;
+    const int64_t rows = t->ne[1], r0 = rows * ith / nth, r1 = rows * (ith + 1) / nth;
+    float *row = t->job->rows[ith];
+    for (int64_t r = r0; r < r1; r++) {
+        gen_row(t, r, row);
+        tn_status s = tn_quantize_row(t->type, row, fw->dst + (size_t)r * fw->row_bytes, t->ne[0]);
+        if (s != TN_OK) {
+            int zero = 0;
+            atomic_compare_exchange_strong(&fw->failed, &zero, (int)s);
+            return;
+        }
+    }
+}
+
+/* The writer's fill callback: produces tensor ctx's bytes. */
 static tn_status fill_tensor(void *ctx, void *dst, size_t nbytes)
 {
     synth_tensor *t = ctx;
@@ -297,18 +329,13 @@ static tn_status fill_tensor(void *ctx, void *dst, size_t nbytes)
     if ((uint64_t)nbytes != t->nbytes)
         return tn__err(TN_ERR_INVALID, "synth: writer asked for %zu bytes of '%s', which has %" PRIu64, nbytes,
                        t->name, t->nbytes);
-    const size_t row_bytes = tn_dtype_row_size(t->type, t->ne[0]);
-    float *row = malloc((size_t)t->ne[0] * sizeof(float));
-    if (!row)
-        return tn__err(TN_ERR_NOMEM, "synth: no memory for a row of '%s'", t->name);
-    tn_status s = TN_OK;
-    for (int64_t r = 0; r < t->ne[1] && s == TN_OK; r++) {
-        gen_row(t, r, row);
-        s = tn_quantize_row(t->type, row, (uint8_t *)dst + (size_t)r * row_bytes, t->ne[0]);
-    }
-    free(row);
-    if (s != TN_OK)
-        return tn__err_prefix(s, "synth: tensor '%s'", t->name);
+    fill_work fw = {.t = t, .dst = dst, .row_bytes = tn_dtype_row_size(t->type, t->ne[0])};
+    atomic_init(&fw.failed, 0);
+    tn_pool_run(j->pool, fill_rows, &fw);
+    const int failed = atomic_load(&fw.failed);
+    if (failed)
+        return tn__err((tn_status)failed, "synth: tensor '%s': converting rows to %s failed", t->name,
+                       tn_dtype_traits_of(t->type)->name);
     j->n_done++;
     j->bytes_done += t->nbytes;
     if (j->progress)
@@ -466,6 +493,20 @@ tn_status tn_synth_write(const tn_synth_opts *o)
         s = set_metadata(w, p, wt, o->seed, n_vocab);
     if (s == TN_OK)
         s = plan_tensors(&j, cap, wt, n_vocab);
+    int n_threads = 1;
+    if (s == TN_OK && o->n_threads != 1) {
+        s = tn_pool_new(o->n_threads, &j.pool);
+        if (s == TN_OK)
+            n_threads = tn_pool_size(j.pool);
+    }
+    int64_t max_ne0 = 1;
+    for (int64_t i = 0; i < j.n_tensors; i++)
+        max_ne0 = TN_MAX(max_ne0, j.t[i].ne[0]);
+    if (s == TN_OK && !(j.rows = calloc((size_t)n_threads, sizeof *j.rows)))
+        s = tn__err(TN_ERR_NOMEM, "synth: no memory for row buffers");
+    for (int i = 0; i < n_threads && s == TN_OK; i++)
+        if (!(j.rows[i] = malloc((size_t)max_ne0 * sizeof(float))))
+            s = tn__err(TN_ERR_NOMEM, "synth: no memory for row buffers");
     for (int64_t i = 0; i < j.n_tensors && s == TN_OK; i++) {
         synth_tensor *t = &j.t[i];
         s = tn_gguf_add_tensor_fn(w, t->name, t->type, t->n_dims, t->ne, fill_tensor, t);
@@ -475,6 +516,10 @@ tn_status tn_synth_write(const tn_synth_opts *o)
         if (s != TN_OK)
             s = tn__err_prefix(s, "synth: writing %s", o->out_path);
     }
+    for (int i = 0; j.rows && i < n_threads; i++)
+        free(j.rows[i]);
+    free(j.rows);
+    tn_pool_free(j.pool);
     tn_gguf_writer_free(w);
     free(j.t);
     return s;

@@ -62,6 +62,7 @@ typedef struct tn_synth_opts {
     const char *vocab_path;  /* a GGUF file with tokenizer.* metadata (tensors ignored) */
     const char *out_path;    /* the GGUF v3 file to write (replaced if it exists) */
     uint64_t seed;
+    int n_threads;           /* rows are produced on this many threads (0: all cores); the file does not change */
     tn_synth_progress_fn progress; /* optional */
     void *progress_ud;
 } tn_synth_opts;
