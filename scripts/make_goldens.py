@@ -12,6 +12,12 @@ library and refuses to compare logits if the bytes differ).
 Run from the repository root after building tern:
     python3 scripts/make_goldens.py --tern build/tern
 
+To study tern's differences (docs/correctness.md), dump tern's logits with
+    TERN_GOLDEN_DUMP=/tmp/dump build/test_golden
+and compare them with the reference, in float and, for Q8_0/Q4_0 weights,
+with llama.cpp's rounding of activations to Q8_0 emulated:
+    python3 scripts/make_goldens.py --tern build/tern --compare-dump /tmp/dump
+
 GOLDEN FILE FORMAT (version 1, little-endian)
 
     offset  size         field
@@ -100,7 +106,9 @@ def write_golden(path, kind, model, vocab, dtype, seed, blob, tokens, logits):
 def synth(tern, preset, dtype, out):
     cmd = [tern, "synth", "--preset", preset, "--dtype", dtype, "--vocab", VOCAB,
            "--seed", str(SEED), "-o", out]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{r.stderr}")
     with open(out, "rb") as f:
         return f.read()
 
@@ -111,12 +119,68 @@ def report(name, blob, logits):
           f"{np.abs(logits).max():8.3f}  argmax {' '.join(str(int(a)) for a in am)}")
 
 
+def read_golden(path):
+    with open(path, "rb") as f:
+        b = f.read()
+    if b[:8] != MAGIC or struct.unpack("<I", b[8:12])[0] != VERSION:
+        raise ValueError(f"{path}: not a version {VERSION} golden")
+    g = {"kind": struct.unpack("<I", b[12:16])[0]}
+    for key, off, n in (("model", 16, 128), ("vocab", 144, 128), ("dtype", 272, 16)):
+        g[key] = b[off:off + n].split(b"\0")[0].decode()
+    g["seed"], g["size"], g["fnv"], n, nv = struct.unpack("<QQQII", b[288:320])
+    g["tokens"] = np.frombuffer(b[320:320 + 4 * n], dtype="<i4").tolist()
+    g["logits"] = np.frombuffer(b[320 + 4 * n:], dtype="<f4").reshape(n, nv).astype(np.float64)
+    return g
+
+
+def row_rel(x, ref):
+    """max over rows of max|x - ref| / max|ref|: the test's measure."""
+    return float((np.abs(x - ref).max(axis=1) / np.abs(ref).max(axis=1)).max())
+
+
+def compare_dump(args):
+    import glob
+    with tempfile.TemporaryDirectory(prefix="tern-golden-") as tmp:
+        for gpath in sorted(glob.glob(os.path.join(args.out, "*.bin"))):
+            name = os.path.basename(gpath)[:-4]
+            if args.only not in name:
+                continue
+            g = read_golden(gpath)
+            path = g["model"]
+            if g["kind"] == KIND_SYNTH:
+                path = os.path.join(tmp, "m.gguf")
+                cmd = [args.tern, "synth", "--preset", g["model"], "--dtype", g["dtype"], "--vocab",
+                       g["vocab"], "--seed", str(g["seed"]), "-o", path]
+                subprocess.run(cmd, check=True, capture_output=True)
+            m = ref_forward.load(path)
+            ref = ref_forward.forward(m, g["tokens"])
+            emul = None
+            if m.quantized:
+                m.act_q8 = True
+                emul = ref_forward.forward(m, g["tokens"])
+            for dump in sorted(glob.glob(os.path.join(args.compare_dump, name + ".*.f32"))):
+                isa = dump[len(os.path.join(args.compare_dump, name)) + 1:-4]
+                x = np.fromfile(dump, dtype="<f4").reshape(ref.shape).astype(np.float64)
+                line = f"{name:30s} {isa:7s} vs float reference {row_rel(x, ref):.3e}"
+                if emul is not None:
+                    worst = np.abs(x - emul).max(axis=1) / np.abs(emul).max(axis=1)
+                    line += (f"   vs activations-to-Q8_0 reference {worst.max():.3e}"
+                             f" (median row {np.median(worst):.1e})")
+                print(line)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description="writes tests/golden/*.bin")
     ap.add_argument("--tern", default="build/tern", help="the tern binary (for `tern synth`)")
     ap.add_argument("--out", default="tests/golden")
     ap.add_argument("--only", default="", help="only goldens whose name contains this")
+    ap.add_argument("--compare-dump", metavar="DIR",
+                    help="compare tern's logits dumped by test_golden (TERN_GOLDEN_DUMP=DIR) "
+                         "with the reference instead of writing goldens")
     args = ap.parse_args()
+    if args.compare_dump:
+        return compare_dump(args)
     os.makedirs(args.out, exist_ok=True)
 
     name = "stories260K-f32"

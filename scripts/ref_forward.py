@@ -63,7 +63,7 @@ def _field(reader, key, default=None):
     return f.contents()
 
 
-def _tensor(reader, name):
+def _tensor(reader, name, quantized=None):
     """A tensor as float64 ndarray in GGUF row order: shape (ne[1], ne[0])
     for matrices, (ne[0],) for vectors; None when absent."""
     for t in reader.tensors:
@@ -76,6 +76,8 @@ def _tensor(reader, name):
                 a = gq.dequantize(np.asarray(t.data), qt)
             else:
                 raise ValueError(f"{name}: tensor type {qt.name} not supported by the reference")
+            if quantized is not None and qt in (GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0):
+                quantized.add(name)
             shape = tuple(int(s) for s in reversed(t.shape))   # outermost first
             return np.asarray(a, dtype=np.float64).reshape(shape)
     return None
@@ -108,17 +110,21 @@ def load(path):
         m.rope_factor = float(_field(r, f"{a}.rope.scale_linear"))
     m.neox = a in ("qwen2", "qwen3")
 
+    m.quantized = set()      # names of Q8_0 / Q4_0 weights (for act_q8)
+    m.act_q8 = False
     w = {}
     for name in ("token_embd.weight", "output_norm.weight", "output.weight", "rope_freqs.weight"):
-        w[name] = _tensor(r, name)
+        w[name] = _tensor(r, name, m.quantized)
     if w["output.weight"] is None:
         w["output.weight"] = w["token_embd.weight"]          # tied embeddings
+        if "token_embd.weight" in m.quantized:
+            m.quantized.add("output.weight")
     for il in range(m.n_layer):
         for s in ("attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
                   "attn_output.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias",
                   "attn_q_norm.weight", "attn_k_norm.weight", "ffn_norm.weight",
                   "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
-            w[f"blk.{il}.{s}"] = _tensor(r, f"blk.{il}.{s}")
+            w[f"blk.{il}.{s}"] = _tensor(r, f"blk.{il}.{s}", m.quantized)
     m.w = w
     m.n_vocab = w["token_embd.weight"].shape[0]
     return m
@@ -156,6 +162,29 @@ def rope(m, x, ang):
     return y
 
 
+def quantize_act_q8_0(x):
+    """Rounds each row of x to Q8_0 and back, as llama.cpp's reference
+    quantizer does for the activations of a Q8_0/Q4_0 matrix product:
+    per block of 32, d = max|x| / 127 (float32, stored as float16),
+    q = round-half-away(x / d) in [-127, 127], x' = f16(d) * q."""
+    n, k = x.shape
+    b = x.astype(np.float32).reshape(n, k // 32, 32)
+    amax = np.abs(b).max(axis=2, keepdims=True)
+    d = amax / np.float32(127)
+    idv = np.where(d != 0, np.float32(1) / np.where(d != 0, d, 1), np.float32(0))
+    v = b * idv
+    q = np.trunc(v + np.copysign(np.float32(0.5), v))                # roundf
+    return (d.astype(np.float16).astype(np.float64) * q).reshape(n, k)
+
+
+def matmul(m, x, name):
+    """x Wᵀ for the weight called name (activations rounded to Q8_0 first
+    when m.act_q8 is set and the weight is Q8_0/Q4_0)."""
+    if m.act_q8 and name in m.quantized:
+        x = quantize_act_q8_0(x)
+    return x @ m.w[name].T
+
+
 def silu(x):
     return x / (1.0 + np.exp(-x))
 
@@ -175,9 +204,9 @@ def forward(m, tokens, positions=None):
     for il in range(m.n_layer):
         p = f"blk.{il}."
         h = rmsnorm(x, w[p + "attn_norm.weight"], m.eps)
-        q = h @ w[p + "attn_q.weight"].T
-        k = h @ w[p + "attn_k.weight"].T
-        v = h @ w[p + "attn_v.weight"].T
+        q = matmul(m, h, p + "attn_q.weight")
+        k = matmul(m, h, p + "attn_k.weight")
+        v = matmul(m, h, p + "attn_v.weight")
         if w[p + "attn_q.bias"] is not None:
             q = q + w[p + "attn_q.bias"]
             k = k + w[p + "attn_k.bias"]
@@ -199,12 +228,12 @@ def forward(m, tokens, positions=None):
             pr = np.exp(s)
             pr = pr / pr.sum(axis=1, keepdims=True)
             out[:, hd, :] = pr @ vh
-        x = x + out.reshape(n, m.n_head * m.head_dim) @ w[p + "attn_output.weight"].T
+        x = x + matmul(m, out.reshape(n, m.n_head * m.head_dim), p + "attn_output.weight")
         h = rmsnorm(x, w[p + "ffn_norm.weight"], m.eps)
-        g = silu(h @ w[p + "ffn_gate.weight"].T) * (h @ w[p + "ffn_up.weight"].T)
-        x = x + g @ w[p + "ffn_down.weight"].T
+        g = silu(matmul(m, h, p + "ffn_gate.weight")) * matmul(m, h, p + "ffn_up.weight")
+        x = x + matmul(m, g, p + "ffn_down.weight")
     x = rmsnorm(x, w["output_norm.weight"], m.eps)
-    return x @ w["output.weight"].T
+    return matmul(m, x, "output.weight")
 
 
 def greedy(m, first, n_steps):
