@@ -132,6 +132,9 @@ void tn__rope_apply(float *x, int n_heads, int head_dim, int n_rot, tn_rope_type
  * than computed with an online softmax; K/V are F32.
  */
 
+/* Multiply-adds (per q·k plus per p·v) below which attention stays on the caller. */
+#define MIN_PARALLEL_FLOPS (1 << 15)
+
 typedef struct attn_job {
     tn_kv_cache *kv;
     int32_t layer;
@@ -177,9 +180,11 @@ static void attn_run(void *ctx, int ith, int nth)
 
 /* Attention of layer `layer` for the n_tokens queries q ((n_tokens,
  * n_head*head_dim), roped) into out (same shape), reading the cells laid
- * out by tn__kv_apply_batch. Runs on the pool; does not allocate. */
+ * out by tn__kv_apply_batch. n_visible: the sum of vis_n; below a few
+ * thousand cell visits the work runs on the caller alone (a fork/join would
+ * cost more than it saves). Does not allocate. */
 void tn__attention(tn_pool *pool, tn_kv_cache *kv, int32_t layer, const tn_hparams *hp, int32_t n_tokens,
-                   const float *q, const int32_t *vis_off, const int32_t *vis_n, float *out)
+                   const float *q, const int32_t *vis_off, const int32_t *vis_n, int64_t n_visible, float *out)
 {
     attn_job a = {
         .kv = kv,
@@ -193,5 +198,8 @@ void tn__attention(tn_pool *pool, tn_kv_cache *kv, int32_t layer, const tn_hpara
         .vis_n = vis_n,
         .out = out,
     };
-    tn_pool_run(pool, attn_run, &a);
+    if (n_visible * hp->n_head * hp->head_dim < MIN_PARALLEL_FLOPS)
+        attn_run(&a, 0, 1);
+    else
+        tn_pool_run(pool, attn_run, &a);
 }

@@ -29,6 +29,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Below this many q/k/v elements per layer, the per-token work after the
+ * projections (norms, RoPE, cache writes) stays on the caller. */
+#define MIN_PARALLEL_QKV (1 << 14)
+
 struct tn_forward {
     const tn_model *m;
     int32_t n_batch_max;
@@ -290,6 +294,9 @@ tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn
     const int32_t n_embd = hp->n_embd, n_ff = hp->n_ff;
 
     tn__kv_apply_batch(kv, b, f->vis_off, f->vis_n);
+    int64_t n_visible = 0; /* cell visits per layer and head */
+    for (int32_t i = 0; i < n_tokens; i++)
+        n_visible += f->vis_n[i];
     tn__rope_tables(f->inv_freq, f->n_pairs, b->pos, n_tokens, f->rope_cos, f->rope_sin);
     for (int32_t i = 0, r = 0; i < n_tokens; i++)
         if (b->want_logits[i])
@@ -312,8 +319,11 @@ tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn
             add_bias(f->v, &ly->bv, n, f->kv_dim);
         }
         qkv_job qj = {.f = f, .kv = kv, .ly = ly, .layer = il, .b = b};
-        tn_pool_run(pool, qkv_run, &qj);
-        tn__attention(pool, kv, il, hp, n, f->q, f->vis_off, f->vis_n, f->attn);
+        if ((int64_t)n * (f->q_dim + 2 * f->kv_dim) < MIN_PARALLEL_QKV)
+            qkv_run(&qj, 0, 1);
+        else
+            tn_pool_run(pool, qkv_run, &qj);
+        tn__attention(pool, kv, il, hp, n, f->q, f->vis_off, f->vis_n, n_visible, f->attn);
 
         if (il == hp->n_layer - 1 && n_wanted < n) {
             /* Only the rows that want logits matter from here on. */

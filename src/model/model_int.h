@@ -84,8 +84,9 @@ void tn__rope_apply(float *x, int n_heads, int head_dim, int n_rot, tn_rope_type
 
 /* Causal GQA attention of one layer: q ((n_tokens, n_head*head_dim), roped)
  * against the cells laid out by tn__kv_apply_batch, into out (same shape).
- * Runs on the pool; does not allocate. */
+ * n_visible = sum of vis_n (sizes the work). Runs on the pool when there is
+ * enough work; does not allocate. */
 void tn__attention(tn_pool *pool, tn_kv_cache *kv, int32_t layer, const tn_hparams *hp, int32_t n_tokens,
-                   const float *q, const int32_t *vis_off, const int32_t *vis_n, float *out);
+                   const float *q, const int32_t *vis_off, const int32_t *vis_n, int64_t n_visible, float *out);
 
 #endif /* TERN_MODEL_MODEL_INT_H */

@@ -502,6 +502,7 @@ typedef struct edit {
     bool permute_neox;         /* permute attn_q/attn_k rows from NORM to NEOX pairing */
     bool add_zero_bias;        /* add zero q/k/v biases */
     bool add_qk_norm;          /* add unit q/k norms */
+    bool q8_0;                 /* matrices with whole blocks per row stored as Q8_0 */
 } edit;
 
 static float *g_bufs[512];
@@ -565,6 +566,15 @@ static char *write_edited(const edit *e)
                 h[j] = tn_fp32_to_fp16(((const float *)t->data)[j]);
             data = h;
             type = TN_DTYPE_F16;
+        }
+        if (e->q8_0 && t->n_dims == 2 && ne[0] % 32 == 0) {
+            size_t row = tn_dtype_row_size(TN_DTYPE_Q8_0, ne[0]);
+            char *q = keep(malloc(row * (size_t)ne[1]));
+            for (int64_t r = 0; r < ne[1]; r++)
+                assert_int_equal(tn_quantize_row(TN_DTYPE_Q8_0, (const float *)t->data + r * ne[0], q + r * row, ne[0]),
+                                 TN_OK);
+            data = q;
+            type = TN_DTYPE_Q8_0;
         }
         if (e->permute_neox && (strstr(t->name, "attn_q.weight") || strstr(t->name, "attn_k.weight"))) {
             /* Row (h, 2i) moves to (h, i) and (h, 2i+1) to (h, i + hd/2): the
@@ -723,6 +733,77 @@ static void test_bad_files(void **state)
     free(ref);
 }
 
+/* Asserts that prefilling g_expected[0..n) in one batch gives exactly the
+ * logits of decoding it token by token, for any model with n_vocab >= 512. */
+static void check_prefill_equals_decode(tn_model *m, int n, float *dec)
+{
+    int32_t nv = m->hp.n_vocab;
+    tn_kv_cache *kv;
+    tn_forward *f;
+    assert_int_equal(tn_kv_new(m, n, 1, &kv), TN_OK);
+    assert_int_equal(tn_forward_new(m, n, &f), TN_OK);
+    int32_t pos[64], seq[64] = {0};
+    assert_true(n <= 64);
+    for (int i = 0; i < n; i++)
+        pos[i] = i;
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(run_all(f, kv, NULL, 1, g_expected + i, pos + i, seq, pos + i, dec + (size_t)i * nv), TN_OK);
+    }
+    tn_kv_clear(kv);
+    float *pre = malloc((size_t)n * nv * sizeof(float));
+    assert_int_equal(run_all(f, kv, NULL, n, g_expected, pos, seq, pos, pre), TN_OK);
+    assert_int_equal(memcmp(pre, dec, (size_t)n * nv * sizeof(float)), 0);
+    free(pre);
+    tn_forward_free(f);
+    tn_kv_free(kv);
+}
+
+/* F16 weights (the tiny random Llama 2 with its 32,000-token vocabulary)
+ * and Q8_0 weights (a quantized copy of stories260K) load and run, prefill
+ * equals decode bit for bit, and Q8_0 stays close to F32. */
+static void test_other_dtypes(void **state)
+{
+    tn_model *m;
+    tn_status s = tn_model_load(TN_SHARED_DATA "models/tiny-random/llama-2-tiny-random.gguf", &m);
+    if (s != TN_OK)
+        fail_msg("tiny-random: %s", tn_last_error());
+    assert_int_equal(m->hp.n_vocab, 32000);
+    assert_int_equal(m->hp.head_dim, 4);
+    assert_int_equal(m->hp.n_rot, 4);
+    assert_int_equal(m->layers[0].wq.type, TN_DTYPE_F16);
+    float *dec = malloc(16 * 32000 * sizeof(float));
+    check_prefill_equals_decode(m, 16, dec);
+    for (int i = 0; i < 16 * 32000; i++)
+        assert_true(isfinite(dec[i]));
+    free(dec);
+    tn_model_free(m);
+
+    tn_model *orig = load_model();
+    float *ref = reference_logits(orig, 32);
+    tn_model_free(orig);
+    char *path = write_edited(&(edit){.q8_0 = true});
+    assert_int_equal(tn_model_load(path, &m), TN_OK);
+    assert_int_equal(m->layers[0].wq.type, TN_DTYPE_Q8_0);
+    assert_int_equal(m->layers[0].ffn_down.type, TN_DTYPE_F32); /* 172 columns: not whole blocks */
+    dec = malloc(32 * N_VOCAB * sizeof(float));
+    check_prefill_equals_decode(m, 32, dec);
+    float maxd = 0;
+    int agree = 0;
+    for (int i = 0; i < 32; i++) {
+        agree += argmax(dec + i * N_VOCAB, N_VOCAB) == argmax(ref + i * N_VOCAB, N_VOCAB);
+        for (int j = 0; j < N_VOCAB; j++)
+            maxd = fmaxf(maxd, fabsf(dec[i * N_VOCAB + j] - ref[i * N_VOCAB + j]));
+    }
+    printf("q8_0 vs f32 on 32 positions: max abs logit diff %.4f, argmax agrees at %d/32\n", (double)maxd, agree);
+    assert_true(maxd > 0.0f && maxd < 1.0f);
+    assert_true(agree >= 28);
+    free(dec);
+    free(ref);
+    tn_model_free(m);
+    unlink(path);
+    free(path);
+}
+
 int main(void)
 {
     read_expected();
@@ -735,6 +816,7 @@ int main(void)
         cmocka_unit_test(test_bad_batches),
         cmocka_unit_test(test_bad_sizes),
         cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_other_dtypes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
