@@ -1,8 +1,8 @@
 /*
  * test_golden — tern's logits against an independent implementation.
  *
- * Each .bin file in tests/golden holds the logits of every position of one token
- * sequence, computed by scripts/ref_forward.py (numpy, float64, written from
+ * Each .bin file in tests/golden holds the logits of every position of one
+ * token sequence, computed by scripts/ref_forward.py (numpy, float64, written from
  * the models' math and Hugging Face's semantics, sharing no code with tern)
  * on one model: stories260K from ../shared/data, or a tiny synth preset in
  * one weight dtype, which this test regenerates through tn_synth_write with
@@ -15,7 +15,8 @@
  *
  * For every golden and every ISA variant this CPU can run, tern's batched
  * forward runs the sequence three ways — one prefill batch, token by token,
- * and two chunks with the KV slots in reverse order — and every logit is compared:
+ * and two chunks with the KV slots in reverse order — and every logit is
+ * compared:
  *
  *   per row:  max_j |tern_j - ref_j|  <=  tol(dtype) * max_j |ref_j|
  *
@@ -65,7 +66,7 @@ typedef struct golden {
     float *logits;           /* (n_tokens, n_vocab) */
     /* What a run holds, freed by golden_teardown (also after a failure). */
     char *tmp_path;          /* the regenerated synth model */
-    tn_model *tm;             /* the loaded model */
+    tn_model *tm;            /* the loaded model */
     tn_pool *pool;
     tn_kv_cache *kv;
     tn_forward *fwd;
