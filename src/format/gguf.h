@@ -1,5 +1,5 @@
 /*
- * gguf — reading and writing GGUF files (v2 and v3 read, v3 written).
+ * gguf — reading and writing GGUF files (v1, v2 and v3 read, v3 written).
  *
  * Key idea: validate everything before trusting anything. The reader maps the
  * file, walks the header with a cursor that never reads past the mapping,
@@ -93,6 +93,17 @@ tn_status tn_gguf_get_arr(const tn_gguf *g, const char *key, tn_gguf_type *elem_
                           uint64_t *n, const void **data) TN_MUST_CHECK;
 /* The i-th string of a string array stored at key index kv (not NUL-terminated). */
 tn_status tn_gguf_arr_str(const tn_gguf *g, int64_t kv, uint64_t i, const char **s, size_t *len) TN_MUST_CHECK;
+/* The i-th element of an array of arrays stored at key index kv: its element
+ * type, count and, for numeric element types, the packed elements (else
+ * *data is NULL). Levels below that are validated but reachable only through
+ * tn_gguf_kv_format and tn_gguf_set_from. TN_ERR_RANGE for a bad kv or i,
+ * TN_ERR_FORMAT if the entry is not an array of arrays. */
+tn_status tn_gguf_arr_arr(const tn_gguf *g, int64_t kv, uint64_t i, tn_gguf_type *elem_type,
+                          uint64_t *n, const void **data) TN_MUST_CHECK;
+
+/* Short name of a value type ("u8", "i32", "f32", "bool", "str", "arr", ...;
+ * "?" for codes outside the enum). */
+const char *tn_gguf_type_name(tn_gguf_type t);
 
 /* A metadata value rendered as short text (for `tern info`): strings are
  * quoted and truncated, arrays show type, count and the first elements.
@@ -124,6 +135,11 @@ tn_status tn_gguf_set_arr(tn_gguf_writer *w, const char *key, tn_gguf_type elem_
                           const void *data, uint64_t n) TN_MUST_CHECK;
 /* String array (NUL-terminated strings), copied. */
 tn_status tn_gguf_set_arr_str(tn_gguf_writer *w, const char *key, const char *const *v, uint64_t n) TN_MUST_CHECK;
+/* Array of n arrays, copied: sub-array j holds counts[j] elements of
+ * elem_type taken from data[j] (packed values for numeric types, a
+ * `const char *const *` for TN_GGUF_STRING). Deeper nesting: tn_gguf_set_from. */
+tn_status tn_gguf_set_arr_arr(tn_gguf_writer *w, const char *key, tn_gguf_type elem_type,
+                              const void *const *data, const uint64_t *counts, uint64_t n) TN_MUST_CHECK;
 /* Copies metadata entry i of an opened file (any type, arrays included). */
 tn_status tn_gguf_set_from(tn_gguf_writer *w, const tn_gguf *src, int64_t i) TN_MUST_CHECK;
 
