@@ -243,6 +243,9 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Contract in model_int.h: range checks, then duplicate slots (marks),
+ * duplicate (seq, pos) within the batch (sorted keys), then (seq, pos)
+ * already held by a cell the batch does not overwrite. Writes only scratch. */
 tn_status tn__kv_check_batch(tn_kv_cache *kv, const tn_batch *b)
 {
     uint32_t st = next_stamp(kv);
@@ -291,6 +294,8 @@ tn_status tn__kv_check_batch(tn_kv_cache *kv, const tn_batch *b)
     return TN_OK;
 }
 
+/* Contract in model_int.h. Cost: O(n_tokens) list updates for appends, plus
+ * one walk over each batch sequence's cells, plus a binary search per token. */
 void tn__kv_apply_batch(tn_kv_cache *kv, const tn_batch *b, int32_t *vis_off, int32_t *vis_n)
 {
     int32_t n = b->n_tokens;
