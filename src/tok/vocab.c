@@ -135,11 +135,10 @@ static int32_t hash_insert(tn_vocab *v, int32_t id)
     for (uint32_t i = (uint32_t)(h >> 32) & v->slot_mask;; i = (i + 1) & v->slot_mask) {
         tn__vocab_slot *sl = &v->slots[i];
         if (sl->id < 0) {
-            sl->hash = (uint32_t)h;
-            sl->id = id;
+            *sl = (tn__vocab_slot){(uint32_t)h, id, (uint32_t)n, v->off[id]};
             return -1;
         }
-        if (sl->hash == (uint32_t)h && v->len[sl->id] == n && memcmp(v->pool + v->off[sl->id], s, n) == 0)
+        if (sl->hash == (uint32_t)h && sl->len == n && memcmp(v->pool + sl->off, s, n) == 0)
             return sl->id;
     }
 }
@@ -288,6 +287,8 @@ static tn_status read_tokens(tn_vocab *v, const tn_gguf *g)
             return tn__err(TN_ERR_UNSUPPORTED, "tok: %s[%llu] is %zu bytes long; pieces over %d bytes are not supported",
                            KEY_TOKENS, (unsigned long long)i, len, TN_DETOK_MAX - 8);
         total += len + 1;
+        if (total > UINT32_MAX)
+            return tn__err(TN_ERR_UNSUPPORTED, "tok: %s: the pieces take over 4 GiB", KEY_TOKENS);
     }
 
     v->pool = malloc(total);
@@ -311,7 +312,7 @@ static tn_status read_tokens(tn_vocab *v, const tn_gguf *g)
         }
         memcpy(v->pool + at, s, len);
         v->pool[at + len] = '\0';
-        v->off[i] = at;
+        v->off[i] = (uint32_t)at;
         v->len[i] = (uint32_t)len;
         v->types[i] = TN_TOKEN_NORMAL;
         if (len > v->max_len)
@@ -367,6 +368,21 @@ static tn_status read_types(tn_vocab *v, const tn_gguf *g)
         v->types[i] = x >= TN_TOKEN_NORMAL && x <= TN_TOKEN_BYTE ? (uint8_t)x : 0;
     }
     return TN_OK;
+}
+
+/* True if every "▁" in every piece is part of a run at the piece's start
+ * (the condition for merging word by word in spm.c). */
+static bool pieces_split_at_words(const tn_vocab *v)
+{
+    for (int32_t i = 0; i < v->n_tokens; i++) {
+        const char *p = v->pool + v->off[i];
+        size_t n = v->len[i], k = 0;
+        while (k + 3 <= n && memcmp(p + k, "\xe2\x96\x81", 3) == 0)
+            k += 3;
+        if (k < n && memmem(p + k, n - k, "\xe2\x96\x81", 3))
+            return false;
+    }
+    return true;
 }
 
 static tn_status build_hash(tn_vocab *v)
@@ -504,7 +520,7 @@ tn_status tn_vocab_from_gguf(const tn_gguf *g, tn_vocab **out)
     if (!g)
         return tn__err(TN_ERR_INVALID, "tok: tn_vocab_from_gguf: g is NULL");
 
-    const model_desc *m;
+    const model_desc *m = NULL;
     tn_status s = find_model(g, &m);
     if (s != TN_OK)
         return s;
@@ -517,6 +533,7 @@ tn_status tn_vocab_from_gguf(const tn_gguf *g, tn_vocab **out)
         (s = build_special_list(v)) != TN_OK)
         goto err;
     apply_model_attrs(v, g);
+    v->spm_word_split = v->kind == TN__VOCAB_SPM && pieces_split_at_words(v);
     *out = v;
     return TN_OK;
 err:

@@ -509,6 +509,36 @@ static void test_vocab_errors(void **state)
     assert_int_equal(build(&s), TN_OK);
 }
 
+/* Merging word by word is only allowed when no piece has a "▁" inside; a
+ * vocabulary with "a▁b" must merge across the word start. */
+static void test_word_split_guard(void **state)
+{
+    (void)state;
+    const char *tokens[] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b", "a\xe2\x96\x81", "a\xe2\x96\x81" "b"};
+    float scores[] = {0, 0, 0, -5, -5, -5, -1, -0.5f};
+    int32_t types[] = {TN_TOKEN_UNKNOWN, TN_TOKEN_CONTROL, TN_TOKEN_CONTROL, 1, 1, 1, 1, 1};
+    tn_gguf_writer *w;
+    assert_int_equal(tn_gguf_writer_new(&w), TN_OK);
+    assert_int_equal(tn_gguf_set_str(w, "tokenizer.ggml.model", "llama"), TN_OK);
+    assert_int_equal(tn_gguf_set_arr_str(w, "tokenizer.ggml.tokens", tokens, 8), TN_OK);
+    assert_int_equal(tn_gguf_set_arr(w, "tokenizer.ggml.scores", TN_GGUF_FLOAT32, scores, 8), TN_OK);
+    assert_int_equal(tn_gguf_set_arr(w, "tokenizer.ggml.token_type", TN_GGUF_INT32, types, 8), TN_OK);
+    char *path = tn_test_tmp_path(".gguf");
+    assert_int_equal(tn_gguf_writer_write(w, path), TN_OK);
+    tn_gguf_writer_free(w);
+    tn_vocab *v = load_vocab(path);
+    remove(path);
+    free(path);
+    size_t n;
+    int32_t *ids = tok(v, "a b", 3, false, false, &n); /* "▁a▁b" */
+    assert_ids(ids, n, (int32_t[]){3, 7}, 2);
+    free(ids);
+    ids = tok(v, "ab a", 4, false, false, &n); /* "▁ab▁a": "a▁" cannot merge ("b" absorbs nothing) */
+    assert_ids(ids, n, (int32_t[]){3, 4, 5, 3, 4}, 5);
+    free(ids);
+    tn_vocab_free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -516,6 +546,7 @@ int main(void)
         cmocka_unit_test(test_bos_and_specials),  cmocka_unit_test(test_phi3_specials),
         cmocka_unit_test(test_capacity),          cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_stories_prompt),    cmocka_unit_test(test_vocab_errors),
+        cmocka_unit_test(test_word_split_guard),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

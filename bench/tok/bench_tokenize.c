@@ -1,0 +1,124 @@
+/*
+ * bench_tokenize — tokenization and detokenization speed on one thread.
+ *
+ * Key idea: tokenize a real corpus the two ways a server does, as one text
+ * (a long prompt, the perplexity tool) and line by line (many short
+ * requests), and stream the ids back through tn_detok; print MB/s as a
+ * table. A benchmark, not a test: it never fails on speed.
+ *
+ * Build and run (CMake does not build bench/ yet), from the repo root:
+ *   cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release && cmake --build build-rel --target tern_tok
+ *   cc -O2 -std=c11 -D_GNU_SOURCE -Iinclude -Isrc bench/tok/bench_tokenize.c \
+ *      -Lbuild-rel -ltern_tok -ltern_format -ltern_kern -ltern_base -lm -lpthread -o /tmp/bench_tokenize
+ *   /tmp/bench_tokenize [VOCAB.gguf] [TEXT]
+ * Defaults: the Llama 2 vocabulary and wikitext-2 test set in ../shared/data.
+ */
+#include "tok/tok.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf)
+        *len = (size_t)n;
+    return buf;
+}
+
+int main(int argc, char **argv)
+{
+    const char *vocab_path = argc > 1 ? argv[1] : "../shared/data/vocab/ggml-vocab-llama-spm.gguf";
+    const char *text_path = argc > 2 ? argv[2] : "../shared/data/corpora/en/wikitext-2-raw/wiki.test.raw";
+    tn_gguf *g;
+    tn_vocab *v;
+    if (tn_gguf_open(vocab_path, &g) != TN_OK || tn_vocab_from_gguf(g, &v) != TN_OK) {
+        fprintf(stderr, "bench_tokenize: %s: %s\n", vocab_path, tn_last_error());
+        return 1;
+    }
+    tn_gguf_free(g);
+    size_t len;
+    char *text = read_all(text_path, &len);
+    if (!text) {
+        fprintf(stderr, "bench_tokenize: cannot read %s\n", text_path);
+        return 1;
+    }
+    size_t cap = len + 16;
+    int32_t *ids = malloc(cap * sizeof *ids), *line_ids = malloc(cap * sizeof *line_ids);
+    char *back = malloc(2 * len + 1024);
+    if (!ids || !line_ids || !back)
+        return 1;
+
+    printf("vocab %s (%d tokens)\ntext  %s (%.2f MB)\n\n", vocab_path, (int)tn_vocab_n_tokens(v), text_path, len / 1e6);
+    printf("%-28s %10s %10s %8s\n", "what", "tokens", "seconds", "MB/s");
+
+    /* one text, best of 3 */
+    size_t n = 0;
+    double best = 1e30;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = tn_time_s();
+        if (tn_tokenize(v, text, len, true, false, ids, cap, &n) != TN_OK) {
+            fprintf(stderr, "bench_tokenize: %s\n", tn_last_error());
+            return 1;
+        }
+        double dt = tn_time_s() - t0;
+        best = dt < best ? dt : best;
+    }
+    printf("%-28s %10zu %10.3f %8.2f\n", "tokenize, one text", n, best, len / 1e6 / best);
+
+    /* line by line (each line a request: BOS, leading-space rule) */
+    best = 1e30;
+    size_t n_lines_tok = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = tn_time_s();
+        n_lines_tok = 0;
+        for (size_t i = 0; i < len;) {
+            const char *nl = memchr(text + i, '\n', len - i);
+            size_t e = nl ? (size_t)(nl - text) + 1 : len, k;
+            if (tn_tokenize(v, text + i, e - i, true, false, line_ids, cap, &k) != TN_OK)
+                return 1;
+            n_lines_tok += k;
+            i = e;
+        }
+        double dt = tn_time_s() - t0;
+        best = dt < best ? dt : best;
+    }
+    printf("%-28s %10zu %10.3f %8.2f\n", "tokenize, line by line", n_lines_tok, best, len / 1e6 / best);
+
+    /* streaming detokenization of the one-text ids */
+    best = 1e30;
+    size_t w = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = tn_time_s();
+        tn_detok d;
+        tn_detok_init(&d);
+        w = 0;
+        for (size_t i = 0; i < n; i++)
+            w += tn_detok_push(&d, v, ids[i], back + w, TN_DETOK_MAX);
+        w += tn_detok_flush(&d, back + w, TN_DETOK_MAX);
+        double dt = tn_time_s() - t0;
+        best = dt < best ? dt : best;
+    }
+    printf("%-28s %10zu %10.3f %8.2f\n", "detok stream", n, best, w / 1e6 / best);
+    bool same = w == len + 1 && memcmp(back + 1, text, len) == 0;
+    printf("\nround trip (detok == \" \" + text): %s\n", same ? "yes" : "NO");
+
+    free(back);
+    free(ids);
+    free(line_ids);
+    free(text);
+    tn_vocab_free(v);
+    return same ? 0 : 1;
+}
