@@ -146,7 +146,7 @@ int tn_cmd_synth(int argc, char **argv)
     if (s != TN_OK) {
         if (ps.tty && ps.last_pct >= 0)
             fputc('\n', stderr);
-        fprintf(stderr, "tern synth: %s (%s)\n", tn_last_error(), tn_status_str(s));
+        fprintf(stderr, "tern %s (%s)\n", tn_last_error(), tn_status_str(s)); /* messages start "synth: " */
         return 1;
     }
     fprintf(stderr, "tern synth: wrote %s (%s, %s, seed %" PRIu64 ") in %.1f s\n", o.out_path, o.preset, o.dtype,
