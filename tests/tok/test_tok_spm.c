@@ -509,6 +509,34 @@ static void test_vocab_errors(void **state)
     assert_int_equal(build(&s), TN_OK);
 }
 
+/* The shipped vocabularies of other families are refused with a message
+ * naming the family; baichuan (SPM, no vectors) loads. */
+static void test_other_families(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *file, *name;
+    } refused[] = {{"gpt-2", "gpt2"}, {"falcon", "gpt2"}, {"bert-bge", "bert"}};
+    for (size_t i = 0; i < TN_ARRAY_LEN(refused); i++) {
+        char path[256];
+        snprintf(path, sizeof path, VOCAB_DIR "ggml-vocab-%s.gguf", refused[i].file);
+        tn_gguf *g;
+        assert_int_equal(tn_gguf_open(path, &g), TN_OK);
+        tn_vocab *v = (tn_vocab *)1;
+        assert_int_equal(tn_vocab_from_gguf(g, &v), TN_ERR_UNSUPPORTED);
+        assert_null(v);
+        assert_non_null(strstr(tn_last_error(), refused[i].name));
+        assert_non_null(strstr(tn_last_error(), "tokenizer.ggml.model"));
+        tn_gguf_free(g);
+    }
+    tn_vocab *v = load_vocab(VOCAB_DIR "ggml-vocab-baichuan.gguf");
+    size_t n;
+    int32_t *ids = tok(v, "Hello world", 11, true, false, &n);
+    assert_true(n >= 2 && ids[0] == tn_vocab_bos(v));
+    free(ids);
+    tn_vocab_free(v);
+}
+
 /* Merging word by word is only allowed when no piece has a "▁" inside; a
  * vocabulary with "a▁b" must merge across the word start. */
 static void test_word_split_guard(void **state)
@@ -546,7 +574,7 @@ int main(void)
         cmocka_unit_test(test_bos_and_specials),  cmocka_unit_test(test_phi3_specials),
         cmocka_unit_test(test_capacity),          cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_stories_prompt),    cmocka_unit_test(test_vocab_errors),
-        cmocka_unit_test(test_word_split_guard),
+        cmocka_unit_test(test_word_split_guard),  cmocka_unit_test(test_other_families),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
