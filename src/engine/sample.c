@@ -1,0 +1,521 @@
+/*
+ * sample.c — the sampler: penalties, top-k, top-p, min-p, temperature and a
+ * seeded draw, turning one row of logits into the next token.
+ *
+ * Key idea: never sort the vocabulary. Every truncation in the chain keeps a
+ * *prefix* of the tokens ordered by logit (descending; ties by id), so each
+ * can be found without ordering the rest: top-k with a k-element heap,
+ * min-p with one threshold comparison per token, top-p with a quickselect
+ * that partitions by logit and recurses only into the side where the
+ * nucleus boundary lies (expected O(n), see the essay above find_nucleus).
+ * All scratch (a copy of the logits for penalties, the candidate array, the
+ * penalty history) is sized in tn_sampler_new; tn_sampler_sample never
+ * allocates.
+ */
+#include "engine/sample.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* =========================================================================
+ * RNG: xoshiro256** (Blackman & Vigna), state seeded by splitmix64.
+ * ====================================================================== */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+/* Seeds r: its four state words are the first four outputs of splitmix64
+ * started at seed (never all zero, whatever the seed). */
+void tn_rng_seed(tn_rng *r, uint64_t seed)
+{
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++)
+        r->s[i] = splitmix64(&x);
+}
+
+/* The next 64 random bits; advances the state. */
+uint64_t tn_rng_next(tn_rng *r)
+{
+    uint64_t *s = r->s;
+    uint64_t result = rotl64(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl64(s[3], 45);
+    return result;
+}
+
+/* Uniform in [0, 1): the top 53 bits of the next output times 2^-53. */
+double tn_rng_uniform(tn_rng *r) { return (double)(tn_rng_next(r) >> 11) * 0x1.0p-53; }
+
+/* =========================================================================
+ * Sampler state
+ * ====================================================================== */
+
+/* A candidate token: its (penalized) logit and id. */
+typedef struct cand {
+    float logit;
+    int32_t id;
+} cand;
+
+struct tn_sampler {
+    tn_sample_params p;
+    int32_t n_vocab;
+    tn_rng rng;
+
+    /* Penalty history. count[t] is how often t occurs in the window;
+     * present[0..n_present) lists the tokens with count > 0 (in no
+     * particular order) and present_at[t] is t's index there, so penalties
+     * cost O(distinct tokens in the window), not O(n_vocab). ring holds the
+     * last penalty_last_n accepted tokens (absent when the window is
+     * unbounded, penalty_last_n == -1). */
+    int32_t *count;      /* (n_vocab) */
+    int32_t *present;    /* (n_vocab) */
+    int32_t *present_at; /* (n_vocab) */
+    int32_t n_present;
+    int32_t *ring;       /* (penalty_last_n) or NULL */
+    int32_t ring_head;   /* next slot to write */
+    int32_t ring_len;
+
+    float *work;         /* (n_vocab) penalized copy of the logits */
+    cand *cand;          /* (n_vocab) candidates */
+};
+
+/* Defaults as llama.cpp's: temperature 0.8, top-k 40, top-p 0.95, min-p
+ * 0.05, penalties off over a 64-token window, seed 0. */
+tn_sample_params tn_sample_params_default(void)
+{
+    tn_sample_params p = {
+        .temperature = 0.8f,
+        .top_k = 40,
+        .top_p = 0.95f,
+        .min_p = 0.05f,
+        .repeat_penalty = 1.0f,
+        .presence_penalty = 0.0f,
+        .frequency_penalty = 0.0f,
+        .penalty_last_n = 64,
+        .seed = 0,
+    };
+    return p;
+}
+
+/* Allocates a sampler over n_vocab tokens with a copy of *p. Rejects with
+ * TN_ERR_INVALID (naming the field) a NaN or non-finite parameter, a
+ * repeat_penalty <= 0, penalty_last_n < -1 or n_vocab <= 0. On failure
+ * *out is NULL. The sampler belongs to one thread at a time. */
+tn_status tn_sampler_new(const tn_sample_params *p, int32_t n_vocab, tn_sampler **out)
+{
+    *out = NULL;
+    if (!p)
+        return tn__err(TN_ERR_INVALID, "sample: no parameters");
+    if (n_vocab <= 0)
+        return tn__err(TN_ERR_INVALID, "sample: n_vocab %d must be positive", (int)n_vocab);
+    if (isnan(p->temperature))
+        return tn__err(TN_ERR_INVALID, "sample: temperature is NaN");
+    if (isnan(p->top_p))
+        return tn__err(TN_ERR_INVALID, "sample: top_p is NaN");
+    if (isnan(p->min_p))
+        return tn__err(TN_ERR_INVALID, "sample: min_p is NaN");
+    if (!isfinite(p->repeat_penalty) || p->repeat_penalty <= 0.0f)
+        return tn__err(TN_ERR_INVALID, "sample: repeat_penalty %g must be a positive number",
+                       (double)p->repeat_penalty);
+    if (!isfinite(p->presence_penalty))
+        return tn__err(TN_ERR_INVALID, "sample: presence_penalty is not finite");
+    if (!isfinite(p->frequency_penalty))
+        return tn__err(TN_ERR_INVALID, "sample: frequency_penalty is not finite");
+    if (p->penalty_last_n < -1)
+        return tn__err(TN_ERR_INVALID, "sample: penalty_last_n %d must be >= -1", (int)p->penalty_last_n);
+
+    tn_sampler *s = calloc(1, sizeof *s);
+    if (!s)
+        return tn__err(TN_ERR_NOMEM, "sample: out of memory");
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    size_t n = (size_t)n_vocab;
+    s->count = calloc(n, sizeof *s->count);
+    s->present = malloc(n * sizeof *s->present);
+    s->present_at = malloc(n * sizeof *s->present_at);
+    s->work = malloc(n * sizeof *s->work);
+    s->cand = malloc(n * sizeof *s->cand);
+    if (p->penalty_last_n > 0)
+        s->ring = malloc((size_t)p->penalty_last_n * sizeof *s->ring);
+    if (!s->count || !s->present || !s->present_at || !s->work || !s->cand ||
+        (p->penalty_last_n > 0 && !s->ring)) {
+        tn_sampler_free(s);
+        return tn__err(TN_ERR_NOMEM, "sample: out of memory for a %d-token vocabulary", (int)n_vocab);
+    }
+    tn_rng_seed(&s->rng, p->seed);
+    *out = s;
+    return TN_OK;
+}
+
+/* Frees the sampler. NULL is a no-op. */
+void tn_sampler_free(tn_sampler *s)
+{
+    if (!s)
+        return;
+    free(s->count);
+    free(s->present);
+    free(s->present_at);
+    free(s->ring);
+    free(s->work);
+    free(s->cand);
+    free(s);
+}
+
+static void count_add(tn_sampler *s, int32_t t)
+{
+    if (s->count[t]++ == 0) {
+        s->present_at[t] = s->n_present;
+        s->present[s->n_present++] = t;
+    }
+}
+
+static void count_remove(tn_sampler *s, int32_t t)
+{
+    if (--s->count[t] == 0) {
+        int32_t i = s->present_at[t];
+        int32_t last = s->present[--s->n_present];
+        s->present[i] = last;
+        s->present_at[last] = i;
+    }
+}
+
+/* Records token in the penalty window (dropping the oldest token once the
+ * window holds penalty_last_n). Ids outside [0, n_vocab) are ignored, as is
+ * everything when penalty_last_n is 0. */
+void tn_sampler_accept(tn_sampler *s, int32_t token)
+{
+    if (token < 0 || token >= s->n_vocab || s->p.penalty_last_n == 0)
+        return;
+    if (s->p.penalty_last_n > 0) {
+        if (s->ring_len == s->p.penalty_last_n)
+            count_remove(s, s->ring[s->ring_head]);
+        else
+            s->ring_len++;
+        s->ring[s->ring_head] = token;
+        s->ring_head = (s->ring_head + 1) % s->p.penalty_last_n;
+    }
+    count_add(s, token);
+}
+
+/* =========================================================================
+ * The chain
+ * ====================================================================== */
+
+static bool penalties_on(const tn_sampler *s)
+{
+    return s->p.penalty_last_n != 0 && s->n_present > 0 &&
+           (s->p.repeat_penalty != 1.0f || s->p.presence_penalty != 0.0f || s->p.frequency_penalty != 0.0f);
+}
+
+/*
+ * PENALTIES (llama.cpp's formula). For each token t that occurs c > 0 times
+ * in the window:
+ *     logit = logit > 0 ? logit / repeat_penalty : logit * repeat_penalty
+ *     logit -= c * frequency_penalty + presence_penalty
+ * The repetition penalty scales towards "less likely" whatever the sign
+ * (dividing a positive logit, multiplying a negative one, for r > 1); the
+ * presence penalty is paid once, the frequency penalty per occurrence.
+ * Tokens absent from the window are untouched. Penalties come first in the
+ * chain, so greedy decoding sees them too.
+ */
+static void apply_penalties(tn_sampler *s, float *l)
+{
+    const float r = s->p.repeat_penalty;
+    for (int32_t i = 0; i < s->n_present; i++) {
+        int32_t t = s->present[i];
+        float v = l[t];
+        v = v > 0.0f ? v / r : v * r;
+        v -= (float)s->count[t] * s->p.frequency_penalty + s->p.presence_penalty;
+        l[t] = v;
+    }
+}
+
+/* a ranks before b: higher logit first, then lower id. */
+static inline bool ranks_before(cand a, cand b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); }
+
+/* Argmax, ties to the lowest id; NaN never wins. */
+static int32_t argmax(const float *l, int32_t n)
+{
+    int32_t best = 0;
+    float bv = -INFINITY;
+    for (int32_t i = 0; i < n; i++)
+        if (l[i] > bv) {
+            bv = l[i];
+            best = i;
+        }
+    return best;
+}
+
+/* Min-heap on rank: h[0] is the candidate that ranks last. */
+static void heap_sift_down(cand *h, int32_t n, int32_t i)
+{
+    for (;;) {
+        int32_t c = 2 * i + 1;
+        if (c >= n)
+            return;
+        if (c + 1 < n && ranks_before(h[c], h[c + 1]))
+            c++;
+        if (!ranks_before(h[i], h[c]))
+            return;
+        cand t = h[i];
+        h[i] = h[c];
+        h[c] = t;
+        i = c;
+    }
+}
+
+/*
+ * TOP-K by a bounded heap. The first k finite logits fill a min-heap whose
+ * root is the weakest kept candidate; each later token costs one comparison
+ * against the root and, rarely (it must beat the k-th best so far), a
+ * replacement and a sift of O(log k). Total O(n + m log k) with m the number
+ * of replacements, which is small for real logits. The heap is then sorted
+ * in place (heapsort), best first. -inf and NaN logits are never
+ * candidates. Returns the number kept (< k when fewer finite logits exist).
+ */
+static int32_t select_top_k(const float *l, int32_t n, int32_t k, cand *h)
+{
+    int32_t m = 0;
+    for (int32_t i = 0; i < n; i++) {
+        float v = l[i];
+        if (!(v > -INFINITY))
+            continue;
+        cand c = {v, i};
+        if (m < k) {
+            /* sift up */
+            int32_t j = m++;
+            h[j] = c;
+            while (j > 0) {
+                int32_t parent = (j - 1) / 2;
+                if (!ranks_before(h[parent], h[j]))
+                    break;
+                cand t = h[parent];
+                h[parent] = h[j];
+                h[j] = t;
+                j = parent;
+            }
+        } else if (ranks_before(c, h[0])) {
+            h[0] = c;
+            heap_sift_down(h, m, 0);
+        }
+    }
+    /* heapsort: repeatedly move the weakest to the end -> best first */
+    for (int32_t end = m - 1; end > 0; end--) {
+        cand t = h[0];
+        h[0] = h[end];
+        h[end] = t;
+        heap_sift_down(h, end, 0);
+    }
+    return m;
+}
+
+/* The unnormalised temperature-1 probability of a logit, relative to the
+ * best one (in (0, 1]). One definition for every sum, so that the masses the
+ * chain compares are computed the same way. */
+static inline double weight(float logit, float max_logit) { return (double)expf(logit - max_logit); }
+
+static void swap_cand(cand *a, cand *b)
+{
+    cand t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/*
+ * TOP-P (nucleus) WITHOUT SORTING, by quickselect on probability mass.
+ *
+ * WHAT: given candidates c[0..m) in any order, with weights w = exp(logit -
+ * max) and a target mass `need` (= top_p times the total weight of the
+ * distribution top-p is defined over), reorder c so that its first `cut`
+ * entries are the nucleus: the smallest prefix of the rank order
+ * (logit descending, id ascending) whose weight reaches `need`. Returns cut.
+ * The nucleus itself is left in no particular order.
+ *
+ * HOW IT WORKS. Keep a window [lo, hi) that contains the boundary; every
+ * entry left of lo ranks before every entry in the window and belongs to
+ * the nucleus, and `need` is what the window must still contribute. Pick a
+ * pivot (median of three by rank), partition the window into "ranks before
+ * the pivot" | pivot | "ranks after", and sum the weight W of the first
+ * part. Then:
+ *   - W >= need: the boundary is inside the first part; hi = pivot index.
+ *   - W + w(pivot) >= need: the nucleus ends at the pivot; done.
+ *   - else everything up to the pivot is in; need -= W + w(pivot) and the
+ *     window becomes the part after the pivot.
+ * Each round touches only the window, which shrinks geometrically on
+ * average: expected O(m) in total, against O(m log m) for a sort. Small
+ * windows are finished by insertion sort and a scan.
+ *
+ * EDGE CASES. Ranks are a strict order (ids are distinct), so equal logits
+ * cannot make partitioning loop. If rounding leaves `need` unreached after
+ * the last entry, the whole array is the nucleus. need <= 0 keeps only the
+ * best candidate (the nucleus is never empty).
+ */
+static int32_t find_nucleus(cand *c, int32_t m, float max_logit, double need)
+{
+    int32_t lo = 0, hi = m;
+    while (hi - lo > 16) {
+        int32_t mid = lo + (hi - lo) / 2;
+        /* median of three by rank, moved to hi - 1 */
+        if (ranks_before(c[mid], c[lo]))
+            swap_cand(&c[mid], &c[lo]);
+        if (ranks_before(c[hi - 1], c[lo]))
+            swap_cand(&c[hi - 1], &c[lo]);
+        if (ranks_before(c[mid], c[hi - 1]))
+            swap_cand(&c[mid], &c[hi - 1]);
+        cand pivot = c[hi - 1];
+        int32_t q = lo;
+        double w_before = 0.0;
+        for (int32_t i = lo; i < hi - 1; i++)
+            if (ranks_before(c[i], pivot)) {
+                w_before += weight(c[i].logit, max_logit);
+                swap_cand(&c[i], &c[q]);
+                q++;
+            }
+        swap_cand(&c[q], &c[hi - 1]);
+        double w_pivot = weight(pivot.logit, max_logit);
+        if (w_before >= need && q > lo) {
+            hi = q;
+        } else if (w_before + w_pivot >= need) {
+            return q + 1;
+        } else {
+            need -= w_before + w_pivot;
+            lo = q + 1;
+        }
+    }
+    /* finish: sort the small window by rank and scan it */
+    for (int32_t i = lo + 1; i < hi; i++) {
+        cand x = c[i];
+        int32_t j = i;
+        while (j > lo && ranks_before(x, c[j - 1])) {
+            c[j] = c[j - 1];
+            j--;
+        }
+        c[j] = x;
+    }
+    double acc = 0.0;
+    for (int32_t i = lo; i < hi; i++) {
+        acc += weight(c[i].logit, max_logit);
+        if (acc >= need)
+            return i + 1;
+    }
+    return hi > 0 ? hi : 1;
+}
+
+/*
+ * THE CHAIN after penalties, in llama.cpp's order: top-k, top-p, min-p,
+ * temperature, draw.
+ *
+ * Top-p and min-p are defined on the temperature-1 softmax of the candidates
+ * that survive the step before: after top-k, top-p's total is the mass of
+ * the k kept tokens (llama.cpp renormalises there); without top-k it is the
+ * mass of the whole vocabulary. Min-p keeps the tokens with p >= min_p *
+ * p_max, i.e. logit >= max_logit + log(min_p); renormalisation does not move
+ * that line, so min-p after top-p is just the intersection of the two sets.
+ *
+ * Both sets are prefixes of the rank order, so their intersection is the
+ * shorter one. We use this to do min-p FIRST, as a cheap filter: collect the
+ * min-p set S (one comparison per token) while summing the total mass Z that
+ * top-p is defined over. If S's mass is below top_p * Z, the nucleus
+ * extends past S and the answer is S itself; otherwise the nucleus lies
+ * inside S and find_nucleus runs on S alone (typically a few dozen tokens
+ * instead of the vocabulary). Without min-p, S is every finite logit.
+ *
+ * Temperature then only shapes the draw: weights exp((logit - max) / T)
+ * over the kept set, a uniform u in [0, total), the first candidate whose
+ * cumulative weight exceeds u. The candidate order is deterministic, so the
+ * same seed and logits give the same token.
+ */
+int32_t tn_sampler_sample(tn_sampler *s, const float *logits)
+{
+    const int32_t n = s->n_vocab;
+    const float *l = logits;
+    if (penalties_on(s)) {
+        memcpy(s->work, logits, (size_t)n * sizeof *s->work);
+        apply_penalties(s, s->work);
+        l = s->work;
+    }
+    if (!(s->p.temperature > 0.0f))
+        return argmax(l, n);
+
+    cand *c = s->cand;
+    int32_t m;     /* candidates in c[0..m) */
+    float max_l;   /* the best candidate logit */
+    double z = 0;  /* weight of the distribution top-p is defined over */
+    const bool use_min_p = s->p.min_p > 0.0f;
+    const bool use_top_p = s->p.top_p < 1.0f;
+
+    if (s->p.top_k > 0 && s->p.top_k < n) {
+        m = select_top_k(l, n, s->p.top_k, c);
+        if (m == 0)
+            return argmax(l, n);
+        max_l = c[0].logit;
+        for (int32_t i = 0; i < m; i++)
+            z += weight(c[i].logit, max_l);
+        if (use_min_p) {
+            float t = max_l + logf(s->p.min_p);
+            int32_t keep = 1;
+            while (keep < m && c[keep].logit >= t)
+                keep++;
+            m = keep;
+        }
+    } else {
+        max_l = -INFINITY;
+        for (int32_t i = 0; i < n; i++)
+            if (l[i] > max_l)
+                max_l = l[i];
+        if (!(max_l > -INFINITY))
+            return argmax(l, n);
+        float t = use_min_p ? max_l + logf(s->p.min_p) : -INFINITY;
+        m = 0;
+        for (int32_t i = 0; i < n; i++) {
+            float v = l[i];
+            if (!(v > -INFINITY))
+                continue;
+            if (use_top_p)
+                z += weight(v, max_l);
+            if (v >= t || v == max_l)
+                c[m++] = (cand){v, i};
+        }
+    }
+
+    if (use_top_p) {
+        double need = (double)s->p.top_p * z;
+        double w_s = 0.0;
+        for (int32_t i = 0; i < m; i++)
+            w_s += weight(c[i].logit, max_l);
+        if (w_s >= need)
+            m = find_nucleus(c, m, max_l, need);
+    }
+
+    /* temperature and the draw; a temperature so small that 1/T overflows
+     * is greedy (the best token survives every truncation above) */
+    const double inv_t = 1.0 / (double)s->p.temperature;
+    if (!isfinite(inv_t))
+        return argmax(l, n);
+    double total = 0.0;
+    for (int32_t i = 0; i < m; i++) {
+        c[i].logit = (float)exp(((double)c[i].logit - max_l) * inv_t); /* now a weight */
+        total += c[i].logit;
+    }
+    double u = tn_rng_uniform(&s->rng) * total;
+    double acc = 0.0;
+    for (int32_t i = 0; i < m; i++) {
+        acc += c[i].logit;
+        if (u < acc)
+            return c[i].id;
+    }
+    return c[m - 1].id;
+}
