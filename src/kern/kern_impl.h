@@ -1,0 +1,83 @@
+/*
+ * kern_impl.h — internal to src/kern: the per-ISA function table.
+ *
+ * Key idea: each ISA file (kern_ref.c, kern_avx2.c, kern_avx512.c) exports
+ * one const table of the hot inner kernels; cpu.c picks the best table the
+ * CPU and OS support and matmul.c calls through it. The scalar table is the
+ * specification; every other table is checked against it by
+ * tests/kern/test_kern.c.
+ *
+ * Contracts every table must keep (the tests check them):
+ *
+ *   - quantize_q8_0 produces exactly the blocks tn_quantize_row(TN_DTYPE_Q8_0)
+ *     produces (llama.cpp's reference rounding: d = amax/127 stored as f16,
+ *     q = roundf(x / d) with ties away from zero), bit for bit, on every ISA.
+ *     So quantized activations never depend on the ISA or on n_tokens.
+ *   - a dot kernel's result for a row is a pure function of (row, x, n): its
+ *     reduction order depends only on n, never on alignment, the thread, or
+ *     how many other rows (nr) or tokens the caller processes. Different
+ *     ISAs may round differently (they sum in different orders).
+ *   - integer dot products (Q8_0, Q4_0 weights against Q8_0 activations) sum
+ *     the exact integer products of one block, then scale by d_w * d_x in
+ *     f32, as llama.cpp does.
+ *
+ * Every SIMD kernel handles whatever its vector loop leaves over with a
+ * scalar tail, so n need only be a multiple of the dtype's block size.
+ */
+#ifndef TERN_KERN_IMPL_H
+#define TERN_KERN_IMPL_H
+
+#include "kern/kern.h"
+
+/* Most weight rows one dot call computes. */
+#define TN__DOT_ROWS 4
+
+/* Dot products of nr consecutive weight rows with one activation row:
+ * y[r] = w_r · x for r in [0, nr), 1 <= nr <= TN__DOT_ROWS, where row r
+ * starts w_stride bytes after row r-1 and holds n elements of the weight
+ * dtype; x holds n elements of the dtype's activation type (F32 for
+ * F32/F16/BF16 weights, Q8_0 blocks for Q8_0/Q4_0 weights). Computing rows
+ * together shares the activation loads and per-block activation work; each
+ * y[r] is bit-identical to what nr = 1 gives for that row alone. */
+typedef void (*tn__dot_fn)(const void *w, size_t w_stride, int nr, const void *x, int64_t n, float *y);
+
+typedef struct tn__kern_ops {
+    tn_isa isa;
+    tn__dot_fn dot_f32;  /* rows: float[n],              x: float[n] */
+    tn__dot_fn dot_f16;  /* rows: uint16_t[n] (f16),     x: float[n] */
+    tn__dot_fn dot_bf16; /* rows: uint16_t[n] (bf16),    x: float[n] */
+    tn__dot_fn dot_q8_0; /* rows: tn_block_q8_0[n/32],   x: tn_block_q8_0[n/32] */
+    tn__dot_fn dot_q4_0; /* rows: tn_block_q4_0[n/32],   x: tn_block_q8_0[n/32] */
+    /* Activations to Q8_0 blocks, n a multiple of 32 (see above). */
+    void (*quantize_q8_0)(const float *x, tn_block_q8_0 *y, int64_t n);
+    /* y[i] += a * x[i]. */
+    void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
+} tn__kern_ops;
+
+extern const tn__kern_ops tn__kern_ops_scalar;
+extern const tn__kern_ops tn__kern_ops_avx2;
+extern const tn__kern_ops tn__kern_ops_avx512;
+
+/* The table in use (initializes detection on first use). */
+const tn__kern_ops *tn__kern_ops_cur(void);
+
+/* The table of an ISA, or NULL if this CPU/OS cannot run it. */
+const tn__kern_ops *tn__kern_ops_of(tn_isa isa);
+
+/* The dot kernel of a weight dtype in a table, or NULL if it has none. */
+static inline tn__dot_fn tn__kern_dot(const tn__kern_ops *ops, tn_dtype wt)
+{
+    switch (wt) {
+    case TN_DTYPE_F32: return ops->dot_f32;
+    case TN_DTYPE_F16: return ops->dot_f16;
+    case TN_DTYPE_BF16: return ops->dot_bf16;
+    case TN_DTYPE_Q8_0: return ops->dot_q8_0;
+    case TN_DTYPE_Q4_0: return ops->dot_q4_0;
+    default: return NULL;
+    }
+}
+
+/* True if the activations of weight dtype wt are quantized to Q8_0. */
+static inline bool tn__kern_act_q8_0(tn_dtype wt) { return wt == TN_DTYPE_Q8_0 || wt == TN_DTYPE_Q4_0; }
+
+#endif /* TERN_KERN_IMPL_H */
