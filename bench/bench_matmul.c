@@ -1,0 +1,184 @@
+/*
+ * bench_matmul.c — fork/join cost of the pool and matmul throughput per
+ * ISA. Prints tables; asserts nothing (speed targets live here, not in tests).
+ *
+ * Build against a Release build of the libraries and run from the repo root:
+ *
+ *   cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release
+ *   cmake --build build-rel --target tern_kern
+ *   gcc -O2 -std=c11 -D_GNU_SOURCE -Iinclude -Isrc bench/bench_matmul.c \
+ *       build-rel/libtern_kern.a build-rel/libtern_base.a -lpthread -lm -o /tmp/bench_matmul
+ *   /tmp/bench_matmul [seconds per measurement, default 0.3] [dtype|all] [isa|all]
+ *
+ * Decode (n_tokens = 1) streams every weight byte once per call, so its
+ * figure of merit is GB/s of weights. "hot" repeats one matrix (it may sit in
+ * the last-level cache); "cold" cycles through enough copies to exceed any
+ * cache, which is what a model larger than the cache sees. Prefill rows
+ * report GFLOP/s (2·n_in·n_out·n_tokens per call).
+ */
+#include "kern/kern_impl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static double budget_s = 0.3;
+static const char *only_dtype; /* optional filters from the command line */
+static const char *only_isa;
+
+/* --- pool ----------------------------------------------------------------- */
+
+static void empty_fn(void *ctx, int ith, int nth) { (void)ctx, (void)ith, (void)nth; }
+
+static void bench_pool(void)
+{
+    printf("pool fork/join (empty job)\n");
+    printf("  threads   ns/job\n");
+    for (int n = 1; n <= tn_n_cores(); n++) {
+        tn_pool *pool;
+        if (tn_pool_new(n, &pool) != TN_OK)
+            return;
+        for (int i = 0; i < 1000; i++) /* warm: workers spinning */
+            tn_pool_run(pool, empty_fn, NULL);
+        double best = 1e9;
+        for (int rep = 0; rep < 5; rep++) {
+            const int iters = 100000;
+            const double t0 = tn_time_s();
+            for (int i = 0; i < iters; i++)
+                tn_pool_run(pool, empty_fn, NULL);
+            const double ns = (tn_time_s() - t0) / iters * 1e9;
+            best = ns < best ? ns : best;
+        }
+        printf("  %7d %8.0f\n", tn_pool_size(pool), best);
+        tn_pool_free(pool);
+    }
+}
+
+/* --- matmul --------------------------------------------------------------- */
+
+/* Median seconds per call of fn over about budget_s. */
+typedef struct mm_args {
+    tn_pool *pool;
+    const char *w;
+    size_t w_bytes;
+    int n_copies;
+    tn_dtype wt;
+    int64_t n_in, n_out, n_tok;
+    const float *x;
+    float *y;
+    void *wdata;
+} mm_args;
+
+static int cmp_d(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double time_matmul(const mm_args *a)
+{
+    enum { MAX_SAMPLES = 4096 };
+    static double t[MAX_SAMPLES];
+    int n = 0, copy = 0;
+    tn_matmul(a->pool, a->w, a->wt, a->n_in, a->n_out, a->x, a->n_tok, a->y, a->wdata); /* warm */
+    const double start = tn_time_s();
+    while (n < MAX_SAMPLES && (n < 3 || tn_time_s() - start < budget_s)) {
+        const double t0 = tn_time_s();
+        tn_matmul(a->pool, a->w + a->w_bytes * (size_t)copy, a->wt, a->n_in, a->n_out, a->x, a->n_tok, a->y, a->wdata);
+        t[n++] = tn_time_s() - t0;
+        copy = (copy + 1) % a->n_copies;
+    }
+    qsort(t, (size_t)n, sizeof(double), cmp_d);
+    return t[n / 2];
+}
+
+static void bench_matmul(void)
+{
+    const int64_t n_in = 4096, n_out = 4096;
+    const tn_dtype types[] = {TN_DTYPE_Q4_0, TN_DTYPE_Q8_0, TN_DTYPE_F16, TN_DTYPE_BF16, TN_DTYPE_F32};
+    const size_t cold_bytes = (size_t)768 << 20; /* well above the 260 MiB L3 of the dev machine */
+    tn_pool *pool;
+    if (tn_pool_new(0, &pool) != TN_OK)
+        return;
+
+    float *src = malloc(sizeof(float) * (size_t)(n_in * n_out));
+    uint32_t s = 1;
+    for (int64_t i = 0; i < n_in * n_out; i++) {
+        s = s * 1664525u + 1013904223u;
+        src[i] = (float)(s >> 8) / 8388608.0f - 1.0f;
+    }
+    const int64_t tok_max = 64;
+    float *x = malloc(sizeof(float) * (size_t)(n_in * tok_max));
+    float *y = malloc(sizeof(float) * (size_t)(n_out * tok_max));
+    memcpy(x, src, sizeof(float) * (size_t)(n_in * tok_max));
+    void *wdata = tn_alloc_aligned(tn_matmul_wsize(TN_DTYPE_Q8_0, n_in, tok_max) + 64, 64);
+
+    printf("\nmatmul %lldx%lld, %d threads; decode = n_tokens 1, GB/s of weights (median call)\n",
+           (long long)n_out, (long long)n_in, tn_pool_size(pool));
+    printf("  dtype  isa      MiB    hot GB/s  cold GB/s   cold us/call\n");
+    for (size_t ti = 0; ti < TN_ARRAY_LEN(types); ti++) {
+        const tn_dtype wt = types[ti];
+        if (only_dtype && strcmp(only_dtype, tn_dtype_traits_of(wt)->name) != 0)
+            continue;
+        const size_t row = tn_dtype_row_size(wt, n_in), bytes = row * (size_t)n_out;
+        const int n_copies = (int)(cold_bytes / bytes) + 1;
+        char *w = malloc(bytes * (size_t)n_copies);
+        for (int64_t r = 0; r < n_out; r++)
+            if (tn_quantize_row(wt, src + r * n_in, w + row * (size_t)r, n_in) != TN_OK)
+                return;
+        for (int c = 1; c < n_copies; c++)
+            memcpy(w + bytes * (size_t)c, w, bytes);
+        for (int isa = TN_ISA_AVX512; isa >= TN_ISA_SCALAR; isa--) {
+            if ((only_isa && strcmp(only_isa, tn_isa_name((tn_isa)isa)) != 0) || !tn_kern_set_isa((tn_isa)isa))
+                continue;
+            mm_args a = {pool, w, bytes, 1, wt, n_in, n_out, 1, x, y, wdata};
+            const double hot = time_matmul(&a);
+            a.n_copies = n_copies;
+            const double cold = time_matmul(&a);
+            printf("  %-5s  %-6s %6.1f   %9.1f  %9.1f   %12.0f\n", tn_dtype_traits_of(wt)->name, tn_isa_name((tn_isa)isa),
+                   bytes / 1048576.0, bytes / hot * 1e-9, bytes / cold * 1e-9, cold * 1e6);
+        }
+        free(w);
+    }
+
+    printf("\nprefill, the same matrix (hot), n_tokens %lld: GFLOP/s\n", (long long)tok_max);
+    printf("  dtype  isa     GFLOP/s\n");
+    for (size_t ti = 0; ti < TN_ARRAY_LEN(types); ti++) {
+        const tn_dtype wt = types[ti];
+        if (only_dtype && strcmp(only_dtype, tn_dtype_traits_of(wt)->name) != 0)
+            continue;
+        const size_t row = tn_dtype_row_size(wt, n_in);
+        char *w = malloc(row * (size_t)n_out);
+        for (int64_t r = 0; r < n_out; r++)
+            if (tn_quantize_row(wt, src + r * n_in, w + row * (size_t)r, n_in) != TN_OK)
+                return;
+        for (int isa = TN_ISA_AVX512; isa >= TN_ISA_AVX2; isa--) {
+            if ((only_isa && strcmp(only_isa, tn_isa_name((tn_isa)isa)) != 0) || !tn_kern_set_isa((tn_isa)isa))
+                continue;
+            mm_args a = {pool, w, row * (size_t)n_out, 1, wt, n_in, n_out, tok_max, x, y, wdata};
+            const double t = time_matmul(&a);
+            printf("  %-5s  %-6s %8.1f\n", tn_dtype_traits_of(wt)->name, tn_isa_name((tn_isa)isa),
+                   2.0 * (double)(n_in * n_out * tok_max) / t * 1e-9);
+        }
+        free(w);
+    }
+    tn_free_aligned(wdata);
+    free(src);
+    free(x);
+    free(y);
+    tn_pool_free(pool);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1)
+        budget_s = atof(argv[1]);
+    if (argc > 2 && strcmp(argv[2], "all") != 0)
+        only_dtype = argv[2];
+    if (argc > 3 && strcmp(argv[3], "all") != 0)
+        only_isa = argv[3];
+    printf("kern: best isa %s, %d cores\n\n", tn_isa_name(tn_kern_init()), tn_n_cores());
+    bench_pool();
+    bench_matmul();
+    return 0;
+}
