@@ -130,14 +130,15 @@ AI __m512i pair_q8(const tn_block_q8_0 *a, const tn_block_q8_0 *b)
                                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b->qs)));
 }
 
-/* Two Q4_0 blocks' nibbles as unsigned bytes in element order:
- * 128-bit lanes [a & 15, a >> 4, b & 15, b >> 4]. */
+/* Two Q4_0 blocks' nibbles in element order, 128-bit lanes
+ * [a & 15, a & 0xf0, b & 15, b & 0xf0]: the high nibbles are left in place,
+ * i.e. multiplied by 16, which pair_scale_q4 undoes in the scale. */
 AI __m512i pair_q4(const tn_block_q4_0 *a, const tn_block_q4_0 *b)
 {
-    __m512i v = _mm512_mask_blend_epi64(0xf0, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)a->qs)),
-                                        _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)b->qs)));
-    v = _mm512_mask_srli_epi16(v, 0xff00ff00u, v, 4);
-    return _mm512_and_si512(v, _mm512_set1_epi8(15));
+    const __m512i v = _mm512_mask_blend_epi64(0xf0, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)a->qs)),
+                                              _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)b->qs)));
+    const __m512i m = _mm512_mask_blend_epi64(0xcc, _mm512_set1_epi8(0x0f), _mm512_set1_epi8((char)0xf0));
+    return _mm512_and_si512(v, m);
 }
 
 /* Scale vector of pair k of a group of 8: lanes 0-7 s[2k], 8-15 s[2k+1]. */
@@ -146,6 +147,17 @@ AI __m512 pair_scale(__m512 s8, int k)
     const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(2 * k),
                                          _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
     return _mm512_permutexvar_ps(idx, s8);
+}
+
+/* The same for pair_q4's layout, from s8 and s8/16: lanes 4-7 and 12-15
+ * hold the high nibbles' sums, which are 16 times too large. 16·isum is
+ * exact in f32 and FMA rounds the exact product once, so (s/16)·(16·isum)
+ * gives the same bits as s·isum (s/16 is exact unless s is below 2^-122). */
+AI __m512 pair_scale_q4(__m512 s8, __m512 s8_16, int k)
+{
+    const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(2 * k),
+                                         _mm512_setr_epi32(0, 0, 0, 0, 16, 16, 16, 16, 1, 1, 1, 1, 17, 17, 17, 17));
+    return _mm512_permutex2var_ps(s8, idx, s8_16);
 }
 
 enum { W_Q8_0, W_Q4_0 };
@@ -173,20 +185,25 @@ AI void int8_rows(const int kind, const char *w, size_t ws, const int nr, const 
     const size_t bsz = kind == W_Q8_0 ? sizeof(tn_block_q8_0) : sizeof(tn_block_q4_0);
     const int64_t nb = n / TN_QK8_0;
     const __m512i zero = _mm512_setzero_si512();
-    const __m512i offset = _mm512_set1_epi8(kind == W_Q8_0 ? (char)0x80 : 8); /* the unsigned shift of w */
+    /* the unsigned shift of w: w + 128 for Q8_0; nib, or 16·nib in the
+     * high-nibble lanes, for Q4_0 (whose 8 becomes 128 there) */
+    const __m512i offset = kind == W_Q8_0 ? _mm512_set1_epi8((char)0x80)
+                                          : _mm512_mask_blend_epi64(0xcc, _mm512_set1_epi8(8), _mm512_set1_epi8((char)0x80));
     __m512 acc[TN__DOT_ROWS][2];
     for (int r = 0; r < nr; r++)
         acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     int64_t b = 0;
     for (; b + 8 <= nb; b += 8) {
         const __m256 dx = scales8_q8_0(x + b);
-        __m512 s8[TN__DOT_ROWS];
+        __m512 s8[TN__DOT_ROWS], s8_16[TN__DOT_ROWS];
         for (int r = 0; r < nr; r++) {
             const char *wr = w + ws * r + bsz * b;
             for (size_t off = 0; off < 8 * bsz; off += 64)
                 _mm_prefetch(wr + PREFETCH_BYTES + off, _MM_HINT_T0);
             const __m256 dw = kind == W_Q8_0 ? scales8_q8_0((const tn_block_q8_0 *)wr) : scales8_q4_0((const tn_block_q4_0 *)wr);
             s8[r] = _mm512_castps256_ps512(_mm256_mul_ps(dw, dx));
+            if (kind == W_Q4_0)
+                s8_16[r] = _mm512_mul_ps(s8[r], _mm512_set1_ps(1.0f / 16));
         }
         for (int k = 0; k < 4; k++) {
             const tn_block_q8_0 *xa = x + b + 2 * k;
@@ -200,7 +217,8 @@ AI void int8_rows(const int kind, const char *w, size_t ws, const int nr, const 
                 else
                     wq = pair_q4((const tn_block_q4_0 *)wa, (const tn_block_q4_0 *)(wa + bsz));
                 const __m512i p = _mm512_dpbusd_epi32(bias, wq, xq);
-                acc[r][k & 1] = _mm512_fmadd_ps(pair_scale(s8[r], k), _mm512_cvtepi32_ps(p), acc[r][k & 1]);
+                const __m512 sc = kind == W_Q8_0 ? pair_scale(s8[r], k) : pair_scale_q4(s8[r], s8_16[r], k);
+                acc[r][k & 1] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc[r][k & 1]);
             }
         }
     }

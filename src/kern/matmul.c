@@ -11,9 +11,10 @@
  *    tokens when there are enough of them to be worth a second fork/join.
  *
  * 2. Rows. Output rows (columns of Y) are split over the threads in
- *    contiguous, equal chunks: thread i of n gets [n_out*i/n, n_out*(i+1)/n),
- *    so with n_out >> n all threads stream the same number of weight bytes
- *    and finish together. The caller is thread 0.
+ *    contiguous, equal chunks (rounded to groups of TN__DOT_ROWS rows):
+ *    thread i of n starts near n_out*i/n, so with n_out >> n all threads
+ *    stream the same number of weight bytes and finish together. The caller
+ *    is thread 0.
  *
  * 3. Tiles. The ISA kernels compute up to TN__DOT_ROWS rows per call,
  *    sharing the activation work. A thread walks its rows in tiles of about
@@ -76,10 +77,17 @@ static void token_rows(const mm_job *j, const char *xt, float *yt, int64_t r0, i
     }
 }
 
+/* Start of thread i's rows: an equal share, rounded down to whole groups of
+ * TN__DOT_ROWS so that only the last thread has a partial group. */
+static int64_t split(int64_t n_out, int i, int nth)
+{
+    return i == nth ? n_out : n_out * i / nth / TN__DOT_ROWS * TN__DOT_ROWS;
+}
+
 static void rows_fn(void *ctx, int ith, int nth)
 {
     const mm_job *j = ctx;
-    const int64_t lo = j->n_out * ith / nth, hi = j->n_out * (ith + 1) / nth;
+    const int64_t lo = split(j->n_out, ith, nth), hi = split(j->n_out, ith + 1, nth);
     if (j->n_tokens == 1) {
         token_rows(j, j->x, j->y, lo, hi);
         return;
