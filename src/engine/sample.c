@@ -4,13 +4,16 @@
  *
  * Key idea: never sort the vocabulary. Every truncation in the chain keeps a
  * *prefix* of the tokens ordered by logit (descending; ties by id), so each
- * can be found without ordering the rest: top-k with a k-element heap,
- * min-p with one threshold comparison per token, top-p with a quickselect
- * that partitions by logit and recurses only into the side where the
- * nucleus boundary lies (expected O(n), see the essay above find_nucleus).
- * All scratch (a copy of the logits for penalties, the candidate array, the
- * penalty history) is sized in tn_sampler_new; tn_sampler_sample never
- * allocates.
+ * can be found without ordering the rest: top-k with a k-element heap fed
+ * only by the blocks whose SIMD maximum can enter it, min-p with one
+ * threshold comparison per token, top-p with a histogram of probability
+ * mass by float exponent (to drop the tail) and a quickselect that
+ * partitions by logit and recurses only into the side where the nucleus
+ * boundary lies (expected O(n), see the essays above prefilter_by_mass and
+ * find_nucleus). The per-token loops (max, exp, sums) are written to
+ * vectorize. All scratch (a copy of the logits for penalties, weights, the
+ * candidate array, the penalty history) is sized in tn_sampler_new;
+ * tn_sampler_sample never allocates.
  */
 #include "engine/sample.h"
 
@@ -63,9 +66,11 @@ double tn_rng_uniform(tn_rng *r) { return (double)(tn_rng_next(r) >> 11) * 0x1.0
  * Sampler state
  * ====================================================================== */
 
-/* A candidate token: its (penalized) logit and id. */
+/* A candidate token: its (penalized) logit, its weight (see weights()) and
+ * its id. */
 typedef struct cand {
     float logit;
+    float w;
     int32_t id;
 } cand;
 
@@ -89,6 +94,7 @@ struct tn_sampler {
     int32_t ring_len;
 
     float *work;         /* (n_vocab) penalized copy of the logits */
+    float *wbuf;         /* (n_vocab) weights of the whole vocabulary */
     cand *cand;          /* (n_vocab) candidates */
 };
 
@@ -147,10 +153,11 @@ tn_status tn_sampler_new(const tn_sample_params *p, int32_t n_vocab, tn_sampler 
     s->present = malloc(n * sizeof *s->present);
     s->present_at = malloc(n * sizeof *s->present_at);
     s->work = malloc(n * sizeof *s->work);
+    s->wbuf = malloc(n * sizeof *s->wbuf);
     s->cand = malloc(n * sizeof *s->cand);
     if (p->penalty_last_n > 0)
         s->ring = malloc((size_t)p->penalty_last_n * sizeof *s->ring);
-    if (!s->count || !s->present || !s->present_at || !s->work || !s->cand ||
+    if (!s->count || !s->present || !s->present_at || !s->work || !s->wbuf || !s->cand ||
         (p->penalty_last_n > 0 && !s->ring)) {
         tn_sampler_free(s);
         return tn__err(TN_ERR_NOMEM, "sample: out of memory for a %d-token vocabulary", (int)n_vocab);
@@ -170,6 +177,7 @@ void tn_sampler_free(tn_sampler *s)
     free(s->present_at);
     free(s->ring);
     free(s->work);
+    free(s->wbuf);
     free(s->cand);
     free(s);
 }
@@ -243,20 +251,133 @@ static void apply_penalties(tn_sampler *s, float *l)
     }
 }
 
+
+/* =========================================================================
+ * Vector helpers: written so that the compiler vectorizes them at -O3
+ * without -ffast-math (no branches, integer selects, fixed lanes).
+ * ====================================================================== */
+
+#define BLOCK 256 /* elements per block of the blocked scans */
+
+/* The largest of x[0..n), ignoring NaN; -inf if there is none. Eight
+ * independent lanes (the compiler will not reorder a float reduction
+ * itself), each `a > m ? a : m`, which maps onto the SIMD max instruction. */
+static float vec_max(const float *x, int32_t n)
+{
+    float mm[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            mm[j] = x[i + j] > mm[j] ? x[i + j] : mm[j];
+    float m = -INFINITY;
+    for (; i < n; i++)
+        m = x[i] > m ? x[i] : m;
+    for (int j = 0; j < 8; j++)
+        m = mm[j] > m ? mm[j] : m;
+    return m;
+}
+
+static inline uint32_t f2u(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static inline float u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/*
+ * e^x for x <= 0 (the weight of a logit below the maximum), branch-free so
+ * that loops over it vectorize; glibc's expf does not, and is 3-4x slower
+ * over a vocabulary. Cephes' expf scheme: x = n ln2 + r with n = round(x /
+ * ln2) (by the 1.5 * 2^23 rounding trick, whose low mantissa bits then hold
+ * n), |r| <= ln2 / 2, e^r by a degree-7 polynomial, 2^n built in the
+ * exponent bits. Relative error below 1e-6. Inputs below -87 (e^-87 ~ 1.6e-38,
+ * the edge of normal floats), -inf and NaN give exactly 0.
+ */
+static inline float exp_nonpos(float x)
+{
+    const uint32_t lim = 0xc2ae0000u; /* bits of -87.0f; larger bits = more negative */
+    uint32_t xb = f2u(x);
+    uint32_t keep = (xb > lim || (xb > 0x7f800000u && xb < 0x80000000u)) ? 0u : ~0u;
+    float xc = u2f(xb > lim ? lim : xb);
+    float t = xc * 1.44269504088896341f + 12582912.0f;
+    float n = t - 12582912.0f;
+    float r = xc - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    float scale = u2f((f2u(t) - 0x4b400000u + 127u) << 23);
+    return u2f(f2u(p * scale) & keep);
+}
+
+/* out[i] = exp_nonpos((x[i] - max) * scale) for i < n. */
+static void weights(const float *x, int32_t n, float max, float scale, float *out)
+{
+    for (int32_t i = 0; i < n; i++)
+        out[i] = exp_nonpos((x[i] - max) * scale);
+}
+
+/* Sum of one block (n <= BLOCK) in 8 float lanes. */
+static float block_sum(const float *x, int32_t n)
+{
+    float acc[8] = {0};
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            acc[j] += x[i + j];
+    float s = 0.0f;
+    for (; i < n; i++)
+        s += x[i];
+    return s + ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* Sum of x[0..n): float within blocks, double across them. */
+static double vec_sum(const float *x, int32_t n)
+{
+    double s = 0.0;
+    for (int32_t b = 0; b < n; b += BLOCK)
+        s += block_sum(x + b, TN_MIN(BLOCK, n - b));
+    return s;
+}
+
+/* =========================================================================
+ * The chain
+ * ====================================================================== */
+
 /* a ranks before b: higher logit first, then lower id. */
 static inline bool ranks_before(cand a, cand b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); }
 
-/* Argmax, ties to the lowest id; NaN never wins. */
+/* Argmax, ties to the lowest id; NaN never wins; 0 if nothing is above
+ * -inf. Blocked: a vectorized max per block finds the first block holding
+ * the maximum, then one scan of that block finds its first occurrence. */
 static int32_t argmax(const float *l, int32_t n)
 {
-    int32_t best = 0;
-    float bv = -INFINITY;
-    for (int32_t i = 0; i < n; i++)
-        if (l[i] > bv) {
-            bv = l[i];
-            best = i;
+    float best = -INFINITY;
+    int32_t from = 0;
+    for (int32_t b = 0; b < n; b += BLOCK) {
+        float m = vec_max(l + b, TN_MIN(BLOCK, n - b));
+        if (m > best) {
+            best = m;
+            from = b;
         }
-    return best;
+    }
+    if (!(best > -INFINITY))
+        return 0;
+    for (int32_t i = from; i < n; i++)
+        if (l[i] == best)
+            return i;
+    return 0;
 }
 
 /* Min-heap on rank: h[0] is the candidate that ranks last. */
@@ -277,40 +398,50 @@ static void heap_sift_down(cand *h, int32_t n, int32_t i)
     }
 }
 
+static void heap_push(cand *h, int32_t j, cand c)
+{
+    h[j] = c;
+    while (j > 0) {
+        int32_t parent = (j - 1) / 2;
+        if (!ranks_before(h[parent], h[j]))
+            break;
+        cand t = h[parent];
+        h[parent] = h[j];
+        h[j] = t;
+        j = parent;
+    }
+}
+
 /*
  * TOP-K by a bounded heap. The first k finite logits fill a min-heap whose
- * root is the weakest kept candidate; each later token costs one comparison
- * against the root and, rarely (it must beat the k-th best so far), a
- * replacement and a sift of O(log k). Total O(n + m log k) with m the number
- * of replacements, which is small for real logits. The heap is then sorted
- * in place (heapsort), best first. -inf and NaN logits are never
- * candidates. Returns the number kept (< k when fewer finite logits exist).
+ * root is the weakest kept candidate; a later token enters only if it ranks
+ * before the root (replace the root, sift down: O(log k)). Once the heap is
+ * full, whole blocks are skipped when their (vectorized) maximum does not
+ * exceed the root's logit: a token scanned later has a larger id than every
+ * token in the heap, so an equal logit cannot rank before the root. For
+ * real logits nearly every block is skipped, so the scan runs at the speed
+ * of a SIMD max. The heap is then sorted in place (heapsort), best first.
+ * -inf and NaN logits are never candidates. Returns the number kept (< k
+ * when fewer finite logits exist).
  */
 static int32_t select_top_k(const float *l, int32_t n, int32_t k, cand *h)
 {
-    int32_t m = 0;
-    for (int32_t i = 0; i < n; i++) {
-        float v = l[i];
-        if (!(v > -INFINITY))
-            continue;
-        cand c = {v, i};
-        if (m < k) {
-            /* sift up */
-            int32_t j = m++;
-            h[j] = c;
-            while (j > 0) {
-                int32_t parent = (j - 1) / 2;
-                if (!ranks_before(h[parent], h[j]))
-                    break;
-                cand t = h[parent];
-                h[parent] = h[j];
-                h[j] = t;
-                j = parent;
+    int32_t m = 0, i = 0;
+    for (; i < n && m < k; i++)
+        if (l[i] > -INFINITY)
+            heap_push(h, m++, (cand){l[i], 0.0f, i});
+    while (i < n) {
+        int32_t end = TN_MIN(i + 64, n);
+        if (vec_max(l + i, end - i) > h[0].logit) {
+            for (; i < end; i++) {
+                cand c = {l[i], 0.0f, i};
+                if (c.logit > -INFINITY && ranks_before(c, h[0])) {
+                    h[0] = c;
+                    heap_sift_down(h, m, 0);
+                }
             }
-        } else if (ranks_before(c, h[0])) {
-            h[0] = c;
-            heap_sift_down(h, m, 0);
         }
+        i = end;
     }
     /* heapsort: repeatedly move the weakest to the end -> best first */
     for (int32_t end = m - 1; end > 0; end--) {
@@ -322,11 +453,6 @@ static int32_t select_top_k(const float *l, int32_t n, int32_t k, cand *h)
     return m;
 }
 
-/* The unnormalised temperature-1 probability of a logit, relative to the
- * best one (in (0, 1]). One definition for every sum, so that the masses the
- * chain compares are computed the same way. */
-static inline double weight(float logit, float max_logit) { return (double)expf(logit - max_logit); }
-
 static void swap_cand(cand *a, cand *b)
 {
     cand t = *a;
@@ -337,12 +463,13 @@ static void swap_cand(cand *a, cand *b)
 /*
  * TOP-P (nucleus) WITHOUT SORTING, by quickselect on probability mass.
  *
- * WHAT: given candidates c[0..m) in any order, with weights w = exp(logit -
- * max) and a target mass `need` (= top_p times the total weight of the
- * distribution top-p is defined over), reorder c so that its first `cut`
- * entries are the nucleus: the smallest prefix of the rank order
- * (logit descending, id ascending) whose weight reaches `need`. Returns cut.
- * The nucleus itself is left in no particular order.
+ * WHAT: given candidates c[0..m) in any order, each with its weight w (its
+ * temperature-1 probability times a common factor), and a target mass
+ * `need` (top_p times the total weight of the distribution top-p is defined
+ * over), reorder c so that its first `cut` entries are the nucleus: the
+ * smallest prefix of the rank order (logit descending, id ascending) whose
+ * weight reaches `need`. Returns cut. The nucleus is left in no particular
+ * (but deterministic) order.
  *
  * HOW IT WORKS. Keep a window [lo, hi) that contains the boundary; every
  * entry left of lo ranks before every entry in the window and belongs to
@@ -363,7 +490,7 @@ static void swap_cand(cand *a, cand *b)
  * the last entry, the whole array is the nucleus. need <= 0 keeps only the
  * best candidate (the nucleus is never empty).
  */
-static int32_t find_nucleus(cand *c, int32_t m, float max_logit, double need)
+static int32_t find_nucleus(cand *c, int32_t m, double need)
 {
     int32_t lo = 0, hi = m;
     while (hi - lo > 16) {
@@ -380,18 +507,17 @@ static int32_t find_nucleus(cand *c, int32_t m, float max_logit, double need)
         double w_before = 0.0;
         for (int32_t i = lo; i < hi - 1; i++)
             if (ranks_before(c[i], pivot)) {
-                w_before += weight(c[i].logit, max_logit);
+                w_before += c[i].w;
                 swap_cand(&c[i], &c[q]);
                 q++;
             }
         swap_cand(&c[q], &c[hi - 1]);
-        double w_pivot = weight(pivot.logit, max_logit);
         if (w_before >= need && q > lo) {
             hi = q;
-        } else if (w_before + w_pivot >= need) {
+        } else if (w_before + pivot.w >= need) {
             return q + 1;
         } else {
-            need -= w_before + w_pivot;
+            need -= w_before + pivot.w;
             lo = q + 1;
         }
     }
@@ -407,11 +533,72 @@ static int32_t find_nucleus(cand *c, int32_t m, float max_logit, double need)
     }
     double acc = 0.0;
     for (int32_t i = lo; i < hi; i++) {
-        acc += weight(c[i].logit, max_logit);
+        acc += c[i].w;
         if (acc >= need)
             return i + 1;
     }
     return hi > 0 ? hi : 1;
+}
+
+/*
+ * MASS PREFILTER for top-p over many candidates. A weight's float exponent
+ * (its bits >> 23) is a bucket of the rank order: a token in a higher
+ * bucket has a larger weight, hence a larger logit, so every bucket is a
+ * contiguous stretch of ranks. One pass sums the weight per bucket; walking
+ * the buckets from the top until the sum reaches `need` gives the bucket B
+ * that holds the nucleus boundary; every token in a bucket below B is
+ * outside the nucleus and is dropped (one compaction pass). find_nucleus
+ * then partitions only the survivors (the nucleus plus the rest of bucket
+ * B), not the vocabulary. Buckets are factors of 2 in probability, so for
+ * real logits the survivors are a few hundred tokens at most. Returns the
+ * new count; below 1024 candidates it does nothing (quickselect is cheap).
+ */
+static int32_t prefilter_by_mass(cand *c, int32_t m, double need)
+{
+    if (m <= 1024)
+        return m;
+    double hist[128] = {0}; /* weights are in [0, 1]: exponent bits <= 127 */
+    for (int32_t i = 0; i < m; i++)
+        hist[(f2u(c[i].w) >> 23) & 127] += c[i].w;
+    uint32_t b = 127;
+    double acc = hist[127];
+    while (acc < need && b > 0)
+        acc += hist[--b];
+    int32_t k = 0;
+    for (int32_t i = 0; i < m; i++)
+        if ((f2u(c[i].w) >> 23) >= b)
+            c[k++] = c[i];
+    return k;
+}
+
+/* Draws from the whole vocabulary with weights exp((l - max) / T): no
+ * truncation is on. Blocked like vec_sum, so the scan re-adds block sums in
+ * the same order as the total and only walks one block element by element. */
+static int32_t draw_full(tn_sampler *s, const float *l, int32_t n, float max_l, float inv_t)
+{
+    float *w = s->wbuf;
+    weights(l, n, max_l, inv_t, w);
+    double total = vec_sum(w, n);
+    double u = tn_rng_uniform(&s->rng) * total;
+    double acc = 0.0;
+    for (int32_t b = 0; b < n; b += BLOCK) {
+        int32_t len = TN_MIN(BLOCK, n - b);
+        double bs = block_sum(w + b, len);
+        if (u < acc + bs) {
+            int32_t last = -1;
+            for (int32_t i = b; i < b + len; i++) {
+                acc += w[i];
+                if (w[i] > 0.0f)
+                    last = i;
+                if (u < acc)
+                    return i;
+            }
+            if (last >= 0) /* rounding inside the block: its last drawable token */
+                return last;
+        }
+        acc += bs;
+    }
+    return argmax(l, n);
 }
 
 /*
@@ -427,16 +614,18 @@ static int32_t find_nucleus(cand *c, int32_t m, float max_logit, double need)
  *
  * Both sets are prefixes of the rank order, so their intersection is the
  * shorter one. We use this to do min-p FIRST, as a cheap filter: collect the
- * min-p set S (one comparison per token) while summing the total mass Z that
- * top-p is defined over. If S's mass is below top_p * Z, the nucleus
- * extends past S and the answer is S itself; otherwise the nucleus lies
- * inside S and find_nucleus runs on S alone (typically a few dozen tokens
- * instead of the vocabulary). Without min-p, S is every finite logit.
+ * min-p set S (one comparison per token) while the total mass Z that top-p
+ * is defined over is summed (vectorized). If S's mass is below top_p * Z,
+ * the nucleus extends past S and the answer is S itself; otherwise the
+ * nucleus lies inside S and find_nucleus runs on S alone (typically a few
+ * dozen tokens instead of the vocabulary). Without min-p, S is every finite
+ * logit.
  *
  * Temperature then only shapes the draw: weights exp((logit - max) / T)
  * over the kept set, a uniform u in [0, total), the first candidate whose
  * cumulative weight exceeds u. The candidate order is deterministic, so the
- * same seed and logits give the same token.
+ * same seed and logits give the same token. Weights below e^-87 of the best
+ * are 0: such a token is never drawn.
  */
 int32_t tn_sampler_sample(tn_sampler *s, const float *logits)
 {
@@ -449,11 +638,17 @@ int32_t tn_sampler_sample(tn_sampler *s, const float *logits)
     }
     if (!(s->p.temperature > 0.0f))
         return argmax(l, n);
+    /* a temperature so small that 1/T overflows is greedy (the best token
+     * survives every truncation) */
+    const float inv_t = 1.0f / s->p.temperature;
+    if (!isfinite(inv_t))
+        return argmax(l, n);
 
     cand *c = s->cand;
-    int32_t m;     /* candidates in c[0..m) */
-    float max_l;   /* the best candidate logit */
-    double z = 0;  /* weight of the distribution top-p is defined over */
+    int32_t m;          /* candidates in c[0..m) */
+    float max_l;        /* the best candidate logit */
+    double z = 0;       /* weight of the distribution top-p is defined over */
+    double w_s = 0;     /* weight of the min-p set */
     const bool use_min_p = s->p.min_p > 0.0f;
     const bool use_top_p = s->p.top_p < 1.0f;
 
@@ -462,60 +657,66 @@ int32_t tn_sampler_sample(tn_sampler *s, const float *logits)
         if (m == 0)
             return argmax(l, n);
         max_l = c[0].logit;
-        for (int32_t i = 0; i < m; i++)
-            z += weight(c[i].logit, max_l);
+        for (int32_t i = 0; i < m; i++) {
+            c[i].w = exp_nonpos(c[i].logit - max_l);
+            z += c[i].w;
+        }
+        w_s = z;
         if (use_min_p) {
             float t = max_l + logf(s->p.min_p);
             int32_t keep = 1;
+            w_s = c[0].w;
             while (keep < m && c[keep].logit >= t)
-                keep++;
+                w_s += c[keep++].w;
             m = keep;
         }
     } else {
-        max_l = -INFINITY;
-        for (int32_t i = 0; i < n; i++)
-            if (l[i] > max_l)
-                max_l = l[i];
+        max_l = vec_max(l, n);
         if (!(max_l > -INFINITY))
             return argmax(l, n);
+        if (!use_top_p && !use_min_p)
+            return draw_full(s, l, n, max_l, inv_t);
+        if (use_top_p) {
+            weights(l, n, max_l, 1.0f, s->wbuf);
+            z = vec_sum(s->wbuf, n);
+        }
         float t = use_min_p ? max_l + logf(s->p.min_p) : -INFINITY;
         m = 0;
         for (int32_t i = 0; i < n; i++) {
             float v = l[i];
-            if (!(v > -INFINITY))
-                continue;
-            if (use_top_p)
-                z += weight(v, max_l);
-            if (v >= t || v == max_l)
-                c[m++] = (cand){v, i};
+            if ((v >= t || v == max_l) && v > -INFINITY)
+                c[m++] = (cand){v, use_top_p ? s->wbuf[i] : 0.0f, i};
+        }
+        if (use_top_p) {
+            if (use_min_p)
+                for (int32_t i = 0; i < m; i++)
+                    w_s += c[i].w;
+            else
+                w_s = z;
         }
     }
 
     if (use_top_p) {
         double need = (double)s->p.top_p * z;
-        double w_s = 0.0;
-        for (int32_t i = 0; i < m; i++)
-            w_s += weight(c[i].logit, max_l);
         if (w_s >= need)
-            m = find_nucleus(c, m, max_l, need);
+            m = find_nucleus(c, prefilter_by_mass(c, m, need), need);
     }
 
-    /* temperature and the draw; a temperature so small that 1/T overflows
-     * is greedy (the best token survives every truncation above) */
-    const double inv_t = 1.0 / (double)s->p.temperature;
-    if (!isfinite(inv_t))
-        return argmax(l, n);
+    /* temperature and the draw */
     double total = 0.0;
+    int32_t best = 0;
     for (int32_t i = 0; i < m; i++) {
-        c[i].logit = (float)exp(((double)c[i].logit - max_l) * inv_t); /* now a weight */
-        total += c[i].logit;
+        c[i].w = exp_nonpos((c[i].logit - max_l) * inv_t);
+        total += c[i].w;
+        if (ranks_before(c[i], c[best]))
+            best = i;
     }
     double u = tn_rng_uniform(&s->rng) * total;
     double acc = 0.0;
     for (int32_t i = 0; i < m; i++) {
-        acc += c[i].logit;
+        acc += c[i].w;
         if (u < acc)
             return c[i].id;
     }
-    return c[m - 1].id;
+    return c[best].id; /* rounding left u unreached */
 }

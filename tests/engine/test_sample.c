@@ -273,6 +273,45 @@ static void test_top_p_frequencies(void **state)
     assert_true(chi2 < 30.0);
 }
 
+/* No truncation at all: the draw walks the whole vocabulary in blocks.
+ * Five live tokens spread over three blocks (one partial), everything else
+ * -inf or NaN; frequencies must follow softmax(logits / T) with T = 2. */
+static void test_temperature_frequencies(void **state)
+{
+    (void)state;
+    enum { N = 600, DRAWS = 100000 };
+    float logits[N];
+    for (int i = 0; i < N; i++)
+        logits[i] = (i % 2) ? -INFINITY : NAN;
+    const int ids[5] = {3, 255, 256, 511, 599};
+    const float lg[5] = {1.0f, 2.0f, -0.5f, 0.0f, 1.5f};
+    double prob[5], z = 0;
+    for (int j = 0; j < 5; j++) {
+        logits[ids[j]] = lg[j];
+        z += exp(lg[j] / 2.0);
+    }
+    for (int j = 0; j < 5; j++)
+        prob[j] = exp(lg[j] / 2.0) / z;
+    tn_sample_params p = plain_params();
+    p.temperature = 2.0f;
+    p.seed = 4242;
+    tn_sampler *s = make(&p, N);
+    long counts[N];
+    memset(counts, 0, sizeof counts);
+    draw_many(s, logits, N, DRAWS, counts);
+    tn_sampler_free(s);
+    double chi2 = 0;
+    long live = 0;
+    for (int j = 0; j < 5; j++) {
+        double e = DRAWS * prob[j];
+        chi2 += (counts[ids[j]] - e) * (counts[ids[j]] - e) / e;
+        live += counts[ids[j]];
+    }
+    assert_int_equal(live, DRAWS); /* -inf and NaN never drawn */
+    /* 4 degrees of freedom: P(chi2 > 32) ~ 2e-6 */
+    assert_true(chi2 < 32.0);
+}
+
 /* Large vocabularies exercise the quickselect nucleus (no top-k) and the
  * min-p prefilter; the kept set must equal the one found by sorting. */
 static void test_top_p_large_vocab_exact_set(void **state)
@@ -311,7 +350,7 @@ static void test_top_p_large_vocab_exact_set(void **state)
         p.seed = 5 + c;
         tn_sampler *s = make(&p, N);
         memset(counts, 0, N * sizeof *counts);
-        draw_many(s, logits, N, keep * 40 + 200, counts);
+        draw_many(s, logits, N, keep * 25 + 100, counts);
         tn_sampler_free(s);
         assert_support(counts, want, N);
     }
@@ -326,15 +365,15 @@ static void test_top_p_large_vocab_exact_set(void **state)
 static void test_top_p_sweep(void **state)
 {
     (void)state;
-    enum { N = 2000 };
+    enum { N = 1500 };
     float *logits = malloc(N * sizeof *logits);
     bool *want = malloc(N * sizeof *want);
     long *counts = malloc(N * sizeof *counts);
     lcg_state = 77;
     for (int i = 0; i < N; i++)
         logits[i] = lcg_gauss() * 3.0f;
-    for (int step = 1; step < 30; step++) {
-        float top_p = (float)step / 30.0f;
+    for (int step = 1; step < 25; step++) {
+        float top_p = (float)step / 25.0f;
         int32_t keep = ref_nucleus(logits, N, 0, top_p, 0.0f, want);
         tn_sample_params p = plain_params();
         p.temperature = 1e6f;
@@ -342,7 +381,7 @@ static void test_top_p_sweep(void **state)
         p.seed = (uint64_t)step;
         tn_sampler *s = make(&p, N);
         memset(counts, 0, N * sizeof *counts);
-        draw_many(s, logits, N, keep * 40 + 100, counts);
+        draw_many(s, logits, N, keep * 25 + 100, counts);
         tn_sampler_free(s);
         assert_support(counts, want, N);
     }
@@ -557,6 +596,7 @@ int main(void)
         cmocka_unit_test(test_greedy_argmax_ties_lowest),
         cmocka_unit_test(test_top_k1_is_greedy),
         cmocka_unit_test(test_top_p_frequencies),
+        cmocka_unit_test(test_temperature_frequencies),
         cmocka_unit_test(test_top_p_large_vocab_exact_set),
         cmocka_unit_test(test_top_p_sweep),
         cmocka_unit_test(test_min_p_cut),
