@@ -22,6 +22,8 @@
  * and adds each group of four products into an int32 lane, exactly (no
  * saturation). Q4_0 nibbles are unsigned 0..15 and the block wants
  * (nib - 8)·x, so the lane starts from a bias of -8·Σx (shared by the rows);
+ * the high nibbles are masked in place rather than shifted down, so their
+ * lanes hold 16·(nib - 8)·x (bias -128·Σx) and get the block scale / 16.
  * Q8_0 weights are made unsigned as w + 128 (xor 0x80) against a bias of
  * -128·Σx. Each block's eight exact partial sums are converted to f32
  * (exact: |sum| < 2^24) and FMA'd with that block's d_w·d_x. The scales of
