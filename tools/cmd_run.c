@@ -345,20 +345,17 @@ static int run(const run_opts *o)
     if (n_prompt < 0)
         goto out;
 
-    /* The context: prompt + n_predict - 1 cells suffice (the last generated
-     * token is never fed back), but we keep llama.cpp's simpler bound. */
+    /* The context: prompt + n_predict - 1 cells would suffice (the last
+     * generated token is never fed back); we keep the simpler bound, capped
+     * at the trained context unless --ctx asks for more. */
     int32_t n_ctx = o->n_ctx;
     if (n_ctx == 0) {
         int64_t want = o->n_predict < 0 ? hp->n_ctx_train : (int64_t)n_prompt + o->n_predict;
-        n_ctx = (int32_t)TN_MIN(want, (int64_t)hp->n_ctx_train);
-        if (n_ctx < n_prompt)
-            n_ctx = n_prompt;
-        if (n_ctx < 1)
-            n_ctx = 1;
+        n_ctx = (int32_t)TN_MAX(TN_MIN(want, (int64_t)hp->n_ctx_train), 1);
     }
     if (n_prompt > n_ctx) {
-        fprintf(stderr, "tern run: the prompt has %d tokens but the context holds %d (raise --ctx)\n", (int)n_prompt,
-                (int)n_ctx);
+        fprintf(stderr, "tern run: the prompt has %d tokens but the context holds %d%s\n", (int)n_prompt, (int)n_ctx,
+                o->n_ctx ? " (raise --ctx)" : " (the model's trained context; --ctx overrides)");
         goto out;
     }
     if (n_ctx > hp->n_ctx_train)

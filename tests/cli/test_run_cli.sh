@@ -130,6 +130,8 @@ expect "unknown flag"       2 "--bogus" -- -m "$MODEL" -p hi --bogus 1
 expect "missing value"      2 "missing value.*--ctx" -- -m "$MODEL" -p hi --ctx
 expect "no prompt"          2 "-p PROMPT" -- -m "$MODEL"
 expect "prompt > context"   1 "context" -- -m "$MODEL" -p "Once upon a time there was" --ctx 3
+huge=$(for i in $(seq 200); do printf 'Once upon a time '; done)
+expect "prompt > trained context" 1 "has [0-9]+ tokens.*trained context" -- -m "$MODEL" -p "$huge" -n 4
 
 # --- limits that are not errors -------------------------------------------
 expect "context full stops" 0 "context full" -- -m "$MODEL" -p "Once" -n -1 --ctx 12 --seed 5 -t 2
