@@ -1,0 +1,118 @@
+/*
+ * engine — the serving engine: one thread that owns the model and the KV
+ * cache and steps a continuous batch.
+ *
+ * Key idea (DESIGN.md): other threads submit requests and receive their
+ * tokens as events; cancel is a message. Every step the scheduler picks
+ * which sequences run — decode tokens of running requests first, then
+ * chunks of waiting prompts under a per-step token budget (chunked prefill) —
+ * builds one flattened tn_batch and calls tn_forward_run once. The KV cache
+ * is paged: fixed-size blocks of slots, a block table per sequence,
+ * reference counts, and a hash per full block so a prompt prefix already in
+ * the cache (a repeated system prompt) is reused instead of recomputed.
+ * When blocks run out a running request is preempted (its blocks freed, its
+ * tokens recomputed later); a request that fits alone never fails for lack
+ * of blocks.
+ *
+ * The scheduler's decisions are pure logic over a clock it is given, so the
+ * same code runs under a simulated clock later (`tern sim`).
+ *
+ * Threads: tn_engine_new starts the engine thread; submit/cancel/stats may be
+ * called from any thread. Event callbacks run ON THE ENGINE THREAD: they must
+ * be quick and must not call back into the engine except tn_engine_cancel.
+ */
+#ifndef TERN_ENGINE_ENGINE_H
+#define TERN_ENGINE_ENGINE_H
+
+#include "engine/sample.h"
+#include "model/model.h"
+#include "tok/tok.h"
+
+typedef struct tn_engine tn_engine;
+
+typedef struct tn_engine_params {
+    const tn_model *model;       /* borrowed; outlives the engine */
+    const tn_vocab *vocab;       /* borrowed; outlives the engine */
+    int32_t n_threads;           /* compute threads (0: all cores) */
+    int32_t n_ctx;               /* max tokens of one sequence (prompt + output); 0: n_ctx_train */
+    int32_t n_kv_slots;          /* KV-cache capacity in tokens over all sequences (0: 4 * n_ctx) */
+    int32_t block_size;          /* KV block size in tokens (0: 16) */
+    int32_t max_running;         /* max sequences in the batch at once (0: 64) */
+    int32_t step_token_budget;   /* max tokens per forward call, decode + prefill chunks (0: 512) */
+    int32_t max_waiting;         /* queue bound; submit beyond it is TN_ERR_FULL (0: 256) */
+    bool prefix_cache;           /* reuse full blocks of identical prefixes (default on: set true) */
+} tn_engine_params;
+
+typedef enum tn_finish {
+    TN_FINISH_NONE = 0,          /* still running */
+    TN_FINISH_LENGTH,            /* max_tokens reached or context full */
+    TN_FINISH_STOP,              /* end-of-generation token or a stop token */
+    TN_FINISH_CANCELLED,         /* tn_engine_cancel or engine shutdown */
+    TN_FINISH_ERROR,             /* see tn_engine_event.error */
+} tn_finish;
+
+#define TN_MAX_TOP_LOGPROBS 20
+
+typedef struct tn_engine_event {
+    uint64_t id;                 /* the request's id */
+    int32_t token;               /* the new token, or -1 for a final event without one */
+    float logprob;               /* log-probability of token under the unmodified distribution (if asked) */
+    int32_t n_top;               /* number of top alternatives filled (<= request's top_logprobs) */
+    int32_t top_token[TN_MAX_TOP_LOGPROBS];
+    float top_logprob[TN_MAX_TOP_LOGPROBS];
+    tn_finish finish;            /* != NONE on the last event of the request */
+    int32_t n_prompt;            /* usage, on every event */
+    int32_t n_cached;            /* prompt tokens served from the prefix cache */
+    int32_t n_generated;
+    const char *error;           /* message when finish == ERROR (valid during the callback) */
+} tn_engine_event;
+
+/* Called on the engine thread for every generated token and once at the
+ * end (the last event has finish != NONE; it may also carry a token). */
+typedef void (*tn_engine_cb)(void *user, const tn_engine_event *ev);
+
+typedef struct tn_request_params {
+    const int32_t *prompt;       /* copied at submit */
+    int32_t n_prompt;            /* >= 1 */
+    int32_t max_tokens;          /* >= 0; clipped to the context */
+    tn_sample_params sample;
+    bool ignore_eos;
+    const int32_t *stop_tokens;  /* extra token ids that end generation (copied) */
+    int32_t n_stop_tokens;
+    int32_t top_logprobs;        /* 0..TN_MAX_TOP_LOGPROBS; -1: no logprobs at all */
+    double timeout_s;            /* 0: none; a request running longer is cancelled */
+} tn_request_params;
+
+tn_status tn_engine_new(const tn_engine_params *p, tn_engine **out) TN_MUST_CHECK;
+/* Cancels everything still queued or running (each gets its final
+ * CANCELLED event), stops and joins the engine thread, frees. */
+void tn_engine_free(tn_engine *e);
+
+/* Queues a request; *id identifies it in events. Errors: TN_ERR_INVALID for
+ * a prompt longer than n_ctx or bad parameters (message says which),
+ * TN_ERR_FULL when the waiting queue is full. Any thread. */
+tn_status tn_engine_submit(tn_engine *e, const tn_request_params *r, tn_engine_cb cb, void *user,
+                           uint64_t *id) TN_MUST_CHECK;
+
+/* Asks the engine to stop a request; it finishes within one step with a
+ * CANCELLED event and its blocks are freed. Unknown ids are ignored. Any
+ * thread, including from a callback. */
+void tn_engine_cancel(tn_engine *e, uint64_t id);
+
+/* Stops accepting new requests (submit then fails with TN_ERR_FULL... or
+ * TN_ERR_INVALID "shutting down"); running ones continue. */
+void tn_engine_drain(tn_engine *e);
+
+typedef struct tn_engine_stats {
+    int32_t n_running, n_waiting;
+    int32_t kv_blocks_total, kv_blocks_used;
+    uint64_t prefix_queries, prefix_hits;   /* in tokens */
+    uint64_t n_preemptions;
+    uint64_t prompt_tokens, generated_tokens; /* totals */
+    uint64_t n_steps;
+} tn_engine_stats;
+
+/* A snapshot of the counters (any thread). */
+void tn_engine_get_stats(tn_engine *e, tn_engine_stats *out);
+
+#endif /* TERN_ENGINE_ENGINE_H */
