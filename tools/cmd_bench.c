@@ -1,0 +1,373 @@
+/*
+ * cmd_bench.c — `tern bench`: prompt-processing and text-generation speed
+ * of one or more models, in llama-bench's terms.
+ *
+ * Key idea: the two numbers that matter on a CPU, measured the way
+ * llama-bench measures them so the two tools can be put side by side
+ * (bench/compare-llamacpp.sh):
+ *
+ *   pp N  one forward call with a batch of N prompt tokens (only the last
+ *         token's logits), from an empty cache: arithmetic-bound;
+ *   tg N  N forward calls of one token each, from an empty cache:
+ *         bound by memory bandwidth (every weight is read once per token).
+ *
+ * Each test runs once untimed (warm-up: page cache, the pool's threads, the
+ * CPU's clocks), then -r times; the table shows mean ± sample standard
+ * deviation of tokens/s over the runs. Token ids are drawn from a fixed
+ * pseudo-random sequence (the speed does not depend on them).
+ *
+ * Output: a Markdown table (default) or JSON (-o json) on stdout; progress
+ * and errors on stderr. Exit codes: 0 ok, 1 failure, 2 usage error.
+ */
+#include "tools.h"
+
+#include "base/pool.h"
+#include "model/model.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_MODELS 16
+
+typedef struct bench_opts {
+    const char *models[MAX_MODELS];
+    int n_models;
+    int32_t n_prompt;  /* 0: no pp test */
+    int32_t n_gen;     /* 0: no tg test */
+    int32_t n_reps;
+    int32_t n_threads; /* 0: all cores */
+    bool json;
+} bench_opts;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: tern bench -m MODEL.gguf [-m MODEL2.gguf ...] [options]\n"
+            "\n"
+            "Measures prompt processing (pp: one batch of P tokens) and text\n"
+            "generation (tg: N single-token decode steps) in tokens/s, mean ± sd\n"
+            "over R runs after one warm-up run, like llama-bench.\n"
+            "\n"
+            "  -m, --model PATH      GGUF model (repeatable, up to %d)\n"
+            "  -p, --n-prompt P      prompt tokens (default 512; 0: skip pp)\n"
+            "  -n, --n-gen N         generated tokens (default 128; 0: skip tg)\n"
+            "  -r, --repetitions R   timed runs per test (default 5)\n"
+            "  -t, --threads T       compute threads (default: all cores)\n"
+            "  -o, --output FMT      md (default) or json\n"
+            "  -h, --help            this text\n",
+            MAX_MODELS);
+}
+
+static bool parse_i32(const char *s, long lo, long hi, int32_t *out)
+{
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return false;
+    *out = (int32_t)v;
+    return true;
+}
+
+/* 0 go on, 2 usage error (printed), -1 help printed. */
+static int parse_args(int argc, char **argv, bench_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->n_prompt = 512;
+    o->n_gen = 128;
+    o->n_reps = 5;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return -1;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "tern bench: %s '%s'\n\n", a[0] == '-' ? "missing value after" : "unexpected argument", a);
+            usage(stderr);
+            return 2;
+        }
+        const char *v = argv[++i];
+        bool ok = true;
+        const char *want = NULL;
+#define FLAG(s, l) (!strcmp(a, s) || !strcmp(a, l))
+        if (FLAG("-m", "--model")) {
+            ok = o->n_models < MAX_MODELS;
+            want = "at most 16 models";
+            if (ok)
+                o->models[o->n_models++] = v;
+        } else if (FLAG("-p", "--n-prompt")) {
+            ok = parse_i32(v, 0, 1 << 16, &o->n_prompt);
+            want = "an integer in [0, 65536]";
+        } else if (FLAG("-n", "--n-gen")) {
+            ok = parse_i32(v, 0, 1 << 16, &o->n_gen);
+            want = "an integer in [0, 65536]";
+        } else if (FLAG("-r", "--repetitions")) {
+            ok = parse_i32(v, 1, 1000, &o->n_reps);
+            want = "an integer in [1, 1000]";
+        } else if (FLAG("-t", "--threads")) {
+            ok = parse_i32(v, 1, 4096, &o->n_threads);
+            want = "an integer >= 1";
+        } else if (FLAG("-o", "--output")) {
+            ok = !strcmp(v, "md") || !strcmp(v, "json");
+            o->json = !strcmp(v, "json");
+            want = "md or json";
+        } else {
+            fprintf(stderr, "tern bench: unknown option '%s'\n\n", a);
+            usage(stderr);
+            return 2;
+        }
+#undef FLAG
+        if (!ok) {
+            fprintf(stderr, "tern bench: bad value '%s' for %s: want %s\n", v, a, want);
+            return 2;
+        }
+    }
+    if (o->n_models == 0) {
+        fprintf(stderr, "tern bench: -m MODEL is required\n\n");
+        usage(stderr);
+        return 2;
+    }
+    if (o->n_prompt == 0 && o->n_gen == 0) {
+        fprintf(stderr, "tern bench: -p 0 and -n 0 leave nothing to measure\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* --- one model ---------------------------------------------------------------- */
+
+typedef struct bench_model {
+    tn_model *model;
+    tn_pool *pool;
+    tn_kv_cache *kv;
+    tn_forward *fwd;
+    int32_t *tok, *pos, *seq; /* (n_batch) */
+    bool *want;               /* (n_batch) */
+    float *logits;            /* (n_vocab) */
+    int32_t n_batch;
+} bench_model;
+
+static void bench_model_free(bench_model *b)
+{
+    tn_forward_free(b->fwd);
+    tn_kv_free(b->kv);
+    tn_pool_free(b->pool);
+    tn_model_free(b->model);
+    free(b->tok);
+    free(b->pos);
+    free(b->seq);
+    free(b->want);
+    free(b->logits);
+    memset(b, 0, sizeof *b);
+}
+
+/* One forward call of tokens [start, start + n) of b->tok at positions
+ * start.., last token's logits only. */
+static tn_status step(bench_model *b, int32_t start, int32_t n)
+{
+    for (int32_t i = 0; i < n; i++) {
+        b->pos[i] = start + i;
+        b->seq[i] = 0;
+        b->want[i] = i == n - 1;
+    }
+    tn_batch batch = {
+        .n_tokens = n,
+        .token = b->tok + start,
+        .pos = b->pos,
+        .seq_id = b->seq,
+        .kv_slot = b->pos,
+        .want_logits = b->want,
+    };
+    return tn_forward_run(b->fwd, b->kv, b->pool, &batch, b->logits);
+}
+
+/* Seconds of one pp (gen == false: one batch of n) or tg (n steps of one)
+ * run from an empty cache; negative on failure (message in tn_last_error). */
+static double run_test(bench_model *b, bool gen, int32_t n)
+{
+    tn_kv_clear(b->kv);
+    double t0 = tn_time_s();
+    if (!gen) {
+        if (step(b, 0, n) != TN_OK)
+            return -1;
+    } else {
+        for (int32_t i = 0; i < n; i++)
+            if (step(b, i, 1) != TN_OK)
+                return -1;
+    }
+    return tn_time_s() - t0;
+}
+
+/* Model description for the table: "llama 1.1B q4_0", size, params. */
+static void describe(const tn_model *m, char *name, size_t cap, double *gib, double *params)
+{
+    uint64_t bytes = 0, n = 0;
+    for (int64_t i = 0; i < tn_gguf_n_tensors(m->gguf); i++) {
+        const tn_gguf_tensor *t = tn_gguf_tensor_at(m->gguf, i);
+        uint64_t ne = 1;
+        for (int d = 0; d < t->n_dims; d++)
+            ne *= (uint64_t)t->ne[d];
+        bytes += t->nbytes;
+        n += ne;
+    }
+    *gib = (double)bytes / (1024.0 * 1024.0 * 1024.0);
+    *params = (double)n;
+    const tn_dtype_traits *tr = tn_dtype_traits_of(m->layers[0].ffn_gate.type);
+    if (n >= 1000000000ull)
+        snprintf(name, cap, "%s %.1fB %s", m->hp.arch_name, (double)n / 1e9, tr ? tr->name : "?");
+    else
+        snprintf(name, cap, "%s %.0fM %s", m->hp.arch_name, (double)n / 1e6, tr ? tr->name : "?");
+}
+
+typedef struct result {
+    char model[96];
+    const char *path;
+    double gib, params;
+    const char *isa;
+    int threads;
+    char test[16];
+    int32_t n_tokens;
+    double mean, sd; /* tokens/s */
+    double *samples; /* (n_reps) tokens/s */
+} result;
+
+static void print_md_header(void)
+{
+    printf("| %-24s | %9s | %9s | %-10s | %7s | %8s | %20s |\n", "model", "size", "params", "backend", "threads", "test",
+           "t/s");
+    printf("| %-24s | %9s | %9s | %-10s | %7s | %8s | %20s |\n", "------------------------", "--------:", "--------:",
+           "----------", "------:", "-------:", "-------------------:");
+}
+
+static void print_md_row(const result *r)
+{
+    char sz[32], pr[32], ts[48];
+    snprintf(sz, sizeof sz, "%.2f GiB", r->gib);
+    snprintf(pr, sizeof pr, "%.2f B", r->params / 1e9);
+    snprintf(ts, sizeof ts, "%.2f ± %.2f", r->mean, r->sd);
+    char be[24];
+    snprintf(be, sizeof be, "CPU %s", r->isa);
+    printf("| %-24s | %9s | %9s | %-10s | %7d | %8s | %20s |\n", r->model, sz, pr, be, r->threads, r->test, ts);
+    fflush(stdout);
+}
+
+static void print_json_row(const result *r, int n_reps, bool first)
+{
+    printf("%s  {\"model\": \"%s\", \"model_path\": \"", first ? "" : ",\n", r->model);
+    for (const char *p = r->path; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            putchar('\\');
+        putchar(*p);
+    }
+    printf("\", \"size_bytes\": %.0f, \"params\": %.0f, \"backend\": \"CPU\", \"isa\": \"%s\", \"threads\": %d, "
+           "\"test\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, \"avg_ts\": %.4f, \"stddev_ts\": %.4f, \"samples_ts\": [",
+           r->gib * 1024 * 1024 * 1024, r->params, r->isa, r->threads, r->test, r->test[0] == 'p' ? r->n_tokens : 0,
+           r->test[0] == 't' ? r->n_tokens : 0, r->mean, r->sd);
+    for (int i = 0; i < n_reps; i++)
+        printf("%s%.4f", i ? ", " : "", r->samples[i]);
+    printf("]}");
+    fflush(stdout);
+}
+
+/* Runs both tests of one model; prints rows as they finish. Returns 0/1. */
+static int bench_one(const bench_opts *o, const char *path, bool *first)
+{
+    bench_model b = {0};
+    int rc = 1;
+    double *samples = calloc((size_t)o->n_reps, sizeof(double));
+    if (!samples) {
+        fprintf(stderr, "tern bench: out of memory\n");
+        return 1;
+    }
+    if (tn_model_load(path, &b.model) != TN_OK) {
+        fprintf(stderr, "tern bench: cannot load %s: %s\n", path, tn_last_error());
+        goto out;
+    }
+    const tn_hparams *hp = &b.model->hp;
+    int32_t n_ctx = o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen;
+    b.n_batch = TN_MAX(o->n_prompt, 1);
+    if (tn_pool_new(o->n_threads, &b.pool) != TN_OK || tn_kv_new(b.model, n_ctx, 1, &b.kv) != TN_OK ||
+        tn_forward_new(b.model, b.n_batch, &b.fwd) != TN_OK) {
+        fprintf(stderr, "tern bench: %s: %s\n", path, tn_last_error());
+        goto out;
+    }
+    b.tok = malloc((size_t)n_ctx * sizeof *b.tok);
+    b.pos = malloc((size_t)b.n_batch * sizeof *b.pos);
+    b.seq = malloc((size_t)b.n_batch * sizeof *b.seq);
+    b.want = malloc((size_t)b.n_batch * sizeof *b.want);
+    b.logits = malloc((size_t)hp->n_vocab * sizeof *b.logits);
+    if (!b.tok || !b.pos || !b.seq || !b.want || !b.logits) {
+        fprintf(stderr, "tern bench: out of memory\n");
+        goto out;
+    }
+    uint32_t s = 12345;
+    for (int32_t i = 0; i < n_ctx; i++) {
+        s = s * 1664525u + 1013904223u;
+        b.tok[i] = (int32_t)((s >> 8) % (uint32_t)hp->n_vocab);
+    }
+
+    result r = {.path = path, .isa = tn_isa_name(tn_kern_isa()), .threads = tn_pool_size(b.pool), .samples = samples};
+    describe(b.model, r.model, sizeof r.model, &r.gib, &r.params);
+    for (int test = 0; test < 2; test++) {
+        const bool gen = test == 1;
+        const int32_t n = gen ? o->n_gen : o->n_prompt;
+        if (n == 0)
+            continue;
+        snprintf(r.test, sizeof r.test, "%s%d", gen ? "tg" : "pp", (int)n);
+        r.n_tokens = n;
+        fprintf(stderr, "tern bench: %s %s ...\n", r.model, r.test);
+        if (run_test(&b, gen, n) < 0) { /* warm-up */
+            fprintf(stderr, "tern bench: %s %s: %s\n", path, r.test, tn_last_error());
+            goto out;
+        }
+        double sum = 0, sq = 0;
+        for (int i = 0; i < o->n_reps; i++) {
+            double t = run_test(&b, gen, n);
+            if (t < 0) {
+                fprintf(stderr, "tern bench: %s %s: %s\n", path, r.test, tn_last_error());
+                goto out;
+            }
+            samples[i] = n / t;
+            sum += samples[i];
+        }
+        r.mean = sum / o->n_reps;
+        for (int i = 0; i < o->n_reps; i++)
+            sq += (samples[i] - r.mean) * (samples[i] - r.mean);
+        r.sd = o->n_reps > 1 ? sqrt(sq / (o->n_reps - 1)) : 0.0;
+        if (o->json)
+            print_json_row(&r, o->n_reps, *first);
+        else
+            print_md_row(&r);
+        *first = false;
+    }
+    rc = 0;
+out:
+    free(samples);
+    bench_model_free(&b);
+    return rc;
+}
+
+/* `tern bench`: returns the exit status (0 ok, 1 failure, 2 usage). */
+int tn_cmd_bench(int argc, char **argv)
+{
+    bench_opts o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc != 0)
+        return rc < 0 ? 0 : rc;
+    bool first = true;
+    if (o.json)
+        printf("[\n");
+    else
+        print_md_header();
+    for (int i = 0; i < o.n_models && rc == 0; i++)
+        rc = bench_one(&o, o.models[i], &first);
+    if (o.json)
+        printf("\n]\n");
+    return rc;
+}
