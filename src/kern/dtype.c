@@ -7,6 +7,7 @@
  * bit; they are the specification the faster kernels are checked against.
  */
 #include "kern/dtype.h"
+#include "kern/quants.h"
 
 #include <ctype.h>
 #include <inttypes.h>
@@ -16,18 +17,18 @@ static const tn_dtype_traits traits[TN_DTYPE_COUNT] = {
     [TN_DTYPE_F32] = {"f32", 1, 4, true},
     [TN_DTYPE_F16] = {"f16", 1, 2, true},
     [TN_DTYPE_Q4_0] = {"q4_0", 32, 18, true},
-    [TN_DTYPE_Q4_1] = {"q4_1", 32, 20, false},
-    [TN_DTYPE_Q5_0] = {"q5_0", 32, 22, false},
-    [TN_DTYPE_Q5_1] = {"q5_1", 32, 24, false},
+    [TN_DTYPE_Q4_1] = {"q4_1", 32, 20, true},
+    [TN_DTYPE_Q5_0] = {"q5_0", 32, 22, true},
+    [TN_DTYPE_Q5_1] = {"q5_1", 32, 24, true},
     [TN_DTYPE_Q8_0] = {"q8_0", 32, 34, true},
     [TN_DTYPE_Q8_1] = {"q8_1", 32, 36, false},
-    [TN_DTYPE_Q2_K] = {"q2_k", 256, 84, false},
-    [TN_DTYPE_Q3_K] = {"q3_k", 256, 110, false},
-    [TN_DTYPE_Q4_K] = {"q4_k", 256, 144, false},
-    [TN_DTYPE_Q5_K] = {"q5_k", 256, 176, false},
-    [TN_DTYPE_Q6_K] = {"q6_k", 256, 210, false},
+    [TN_DTYPE_Q2_K] = {"q2_k", 256, 84, true},
+    [TN_DTYPE_Q3_K] = {"q3_k", 256, 110, true},
+    [TN_DTYPE_Q4_K] = {"q4_k", 256, 144, true},
+    [TN_DTYPE_Q5_K] = {"q5_k", 256, 176, true},
+    [TN_DTYPE_Q6_K] = {"q6_k", 256, 210, true},
     [TN_DTYPE_Q8_K] = {"q8_k", 256, 292, false},
-    [TN_DTYPE_IQ4_NL] = {"iq4_nl", 32, 18, false},
+    [TN_DTYPE_IQ4_NL] = {"iq4_nl", 32, 18, true},
     [TN_DTYPE_I8] = {"i8", 1, 1, false},
     [TN_DTYPE_I16] = {"i16", 1, 2, false},
     [TN_DTYPE_I32] = {"i32", 1, 4, false},
@@ -189,6 +190,8 @@ tn_status tn_quantize_row(tn_dtype t, const float *src, void *dst, int64_t n)
         quantize_q4_0(src, dst, n);
         return TN_OK;
     default:
+        if (tn__quants_quantize_row(t, src, dst, n))
+            return TN_OK;
         return tn__err(TN_ERR_UNSUPPORTED, "quantize: type %s is not supported yet", tn_dtype_traits_of(t)->name);
     }
 }
@@ -230,6 +233,8 @@ tn_status tn_dequantize_row(tn_dtype t, const void *src, float *dst, int64_t n)
         return TN_OK;
     }
     default:
+        if (tn__quants_dequantize_row(t, src, dst, n))
+            return TN_OK;
         return tn__err(TN_ERR_UNSUPPORTED, "dequantize: type %s is not supported yet", tn_dtype_traits_of(t)->name);
     }
 }

@@ -96,8 +96,9 @@ static inline float tn_bf16_to_fp32(uint16_t h)
 uint16_t tn_fp32_to_bf16(float f);
 
 /* Quantizes / dequantizes one row of n elements (n a multiple of the block
- * size). Supported for F32, F16, BF16, Q8_0, Q4_0 (and more as kernels
- * land); returns TN_ERR_UNSUPPORTED for others. Rounding follows
+ * size). Dequantization: every computable type and Q8_K (layouts of the
+ * others in quants.h). Quantization: F32, F16, BF16, Q8_0, Q4_0, Q4_1,
+ * Q5_0, Q5_1 and Q8_K; returns TN_ERR_UNSUPPORTED for others. Rounding follows
  * llama.cpp's reference quantizers so files agree bit for bit. */
 tn_status tn_quantize_row(tn_dtype t, const float *src, void *dst, int64_t n) TN_MUST_CHECK;
 tn_status tn_dequantize_row(tn_dtype t, const void *src, float *dst, int64_t n) TN_MUST_CHECK;

@@ -28,6 +28,7 @@
 #define TERN_KERN_IMPL_H
 
 #include "kern/kern.h"
+#include "kern/quants.h"
 
 /* Most weight rows one dot call computes. */
 #define TN__DOT_ROWS 4
@@ -36,7 +37,8 @@
  * y[r] = w_r · x for r in [0, nr), 1 <= nr <= TN__DOT_ROWS, where row r
  * starts w_stride bytes after row r-1 and holds n elements of the weight
  * dtype; x holds n elements of the dtype's activation type (F32 for
- * F32/F16/BF16 weights, Q8_0 blocks for Q8_0/Q4_0 weights). Computing rows
+ * F32/F16/BF16 weights, Q8_0 blocks for Q8_0/Q4_0 and the other 32-element
+ * formats, Q8_K blocks for the K-quants). Computing rows
  * together shares the activation loads and per-block activation work; each
  * y[r] is bit-identical to what nr = 1 gives for that row alone. */
 typedef void (*tn__dot_fn)(const void *w, size_t w_stride, int nr, const void *x, int64_t n, float *y);
@@ -64,6 +66,28 @@ const tn__kern_ops *tn__kern_ops_cur(void);
 /* The table of an ISA, or NULL if this CPU/OS cannot run it. */
 const tn__kern_ops *tn__kern_ops_of(tn_isa isa);
 
+/* Dot kernels of the formats in quants.h (Q4_1, Q5_0, Q5_1, IQ4_NL against
+ * Q8_0 activations; Q2_K..Q6_K against Q8_K), indexed by weight dtype, with
+ * the same contract as the table above. One table per ISA file; a NULL entry
+ * means that ISA has no faster kernel and the next lower ISA's is used
+ * (quants_ref.c has them all). */
+typedef struct tn__quant_ops {
+    tn__dot_fn dot[TN_DTYPE_COUNT];
+} tn__quant_ops;
+
+extern const tn__quant_ops tn__quant_ops_scalar; /* quants_ref.c */
+extern const tn__quant_ops tn__quant_ops_avx2;   /* kern_avx2_q.c */
+
+/* The dot kernel of a quants.h format for an ISA, or NULL if it has none. */
+static inline tn__dot_fn tn__quant_dot(tn_isa isa, tn_dtype wt)
+{
+    if ((unsigned)wt >= TN_DTYPE_COUNT)
+        return NULL;
+    if (isa >= TN_ISA_AVX2 && tn__quant_ops_avx2.dot[wt])
+        return tn__quant_ops_avx2.dot[wt];
+    return tn__quant_ops_scalar.dot[wt];
+}
+
 /* The dot kernel of a weight dtype in a table, or NULL if it has none. */
 static inline tn__dot_fn tn__kern_dot(const tn__kern_ops *ops, tn_dtype wt)
 {
@@ -73,11 +97,23 @@ static inline tn__dot_fn tn__kern_dot(const tn__kern_ops *ops, tn_dtype wt)
     case TN_DTYPE_BF16: return ops->dot_bf16;
     case TN_DTYPE_Q8_0: return ops->dot_q8_0;
     case TN_DTYPE_Q4_0: return ops->dot_q4_0;
-    default: return NULL;
+    default: return tn__quant_dot(ops->isa, wt);
     }
 }
 
 /* True if the activations of weight dtype wt are quantized to Q8_0. */
-static inline bool tn__kern_act_q8_0(tn_dtype wt) { return wt == TN_DTYPE_Q8_0 || wt == TN_DTYPE_Q4_0; }
+static inline bool tn__kern_act_q8_0(tn_dtype wt)
+{
+    return wt == TN_DTYPE_Q8_0 || wt == TN_DTYPE_Q4_0 || wt == TN_DTYPE_Q4_1 || wt == TN_DTYPE_Q5_0 ||
+           wt == TN_DTYPE_Q5_1 || wt == TN_DTYPE_IQ4_NL;
+}
+
+/* True if the activations of weight dtype wt are quantized to Q8_K
+ * (tn__quantize_row_q8_K, the same on every ISA). */
+static inline bool tn__kern_act_q8_K(tn_dtype wt)
+{
+    return wt == TN_DTYPE_Q2_K || wt == TN_DTYPE_Q3_K || wt == TN_DTYPE_Q4_K || wt == TN_DTYPE_Q5_K ||
+           wt == TN_DTYPE_Q6_K;
+}
 
 #endif /* TERN_KERN_IMPL_H */

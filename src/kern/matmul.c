@@ -52,14 +52,19 @@ typedef struct mm_job {
     float *y;        /* (n_tokens, n_out) */
     /* activation quantization */
     void (*quantize)(const float *x, tn_block_q8_0 *y, int64_t n);
+    void (*quantize_k)(const float *x, tn_block_q8_K *y, int64_t n); /* instead, for K-quants */
     const float *xf; /* (n_tokens, n_in) */
     char *xq;        /* (n_tokens, x_row bytes) */
 } mm_job;
 
 static void quantize_rows(const mm_job *j, int64_t t0, int64_t t1)
 {
-    for (int64_t t = t0; t < t1; t++)
-        j->quantize(j->xf + t * j->n_in, (tn_block_q8_0 *)(j->xq + (size_t)t * j->x_row), j->n_in);
+    for (int64_t t = t0; t < t1; t++) {
+        if (j->quantize_k)
+            j->quantize_k(j->xf + t * j->n_in, (tn_block_q8_K *)(j->xq + (size_t)t * j->x_row), j->n_in);
+        else
+            j->quantize(j->xf + t * j->n_in, (tn_block_q8_0 *)(j->xq + (size_t)t * j->x_row), j->n_in);
+    }
 }
 
 static void quantize_fn(void *ctx, int ith, int nth)
@@ -106,7 +111,11 @@ static void rows_fn(void *ctx, int ith, int nth)
  * weights, 0 for float weights. */
 size_t tn_matmul_wsize(tn_dtype wt, int64_t n_in, int64_t n_tokens)
 {
-    if (!tn__kern_act_q8_0(wt) || n_in <= 0 || n_tokens <= 0)
+    if (n_in <= 0 || n_tokens <= 0)
+        return 0;
+    if (tn__kern_act_q8_K(wt))
+        return tn_dtype_row_size(TN_DTYPE_Q8_K, n_in) * (size_t)n_tokens;
+    if (!tn__kern_act_q8_0(wt))
         return 0;
     return tn_dtype_row_size(TN_DTYPE_Q8_0, n_in) * (size_t)n_tokens;
 }
@@ -136,13 +145,14 @@ void tn_matmul(tn_pool *pool, const void *w, tn_dtype wt, int64_t n_in, int64_t 
     };
     assert(j.dot);
     const bool parallel = n_in * n_out * n_tokens >= MIN_PARALLEL_MACS;
-    if (tn__kern_act_q8_0(wt)) {
+    if (tn__kern_act_q8_0(wt) || tn__kern_act_q8_K(wt)) {
         assert(wdata);
         j.quantize = ops->quantize_q8_0;
+        j.quantize_k = tn__kern_act_q8_K(wt) ? tn__quantize_row_q8_K : NULL;
         j.xf = x;
         j.xq = wdata;
         j.x = wdata;
-        j.x_row = tn_dtype_row_size(TN_DTYPE_Q8_0, n_in);
+        j.x_row = tn_dtype_row_size(tn__kern_act_q8_K(wt) ? TN_DTYPE_Q8_K : TN_DTYPE_Q8_0, n_in);
         if (parallel && n_tokens > 1 && n_tokens * n_in >= MIN_PARALLEL_QUANT)
             tn_pool_run(pool, quantize_fn, &j);
         else
