@@ -10,3 +10,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq build-essential cmake pkg-config libcmocka-dev python3 python3-pip >/dev/null
 python3 -m pip install -q --disable-pip-version-check numpy gguf 2>/dev/null ||
   python3 -m pip install -q --disable-pip-version-check --break-system-packages numpy gguf
+# serve: libevent (evhttp) and jansson; its tests drive it with the official openai client
+$SUDO apt-get install -y -qq libevent-dev libjansson-dev >/dev/null
+python3 -m pip install -q --disable-pip-version-check openai pytest requests 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check --break-system-packages openai pytest requests

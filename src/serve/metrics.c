@@ -1,0 +1,131 @@
+/*
+ * metrics.c — Prometheus text exposition of the server and the engine.
+ *
+ * Names follow vLLM's with a `tern:` prefix (num_requests_running,
+ * kv_cache_usage_perc, prefix_cache_queries_total, time_to_first_token_seconds,
+ * ...) so existing dashboards need only the prefix changed. Gauges and
+ * token counters come from tn_engine_get_stats() at scrape time; the
+ * latency histograms are observed on the loop thread as events arrive
+ * (TTFT once per request, TPOT once per token after the first of each
+ * choice, e2e once per request), so no locking is needed.
+ */
+#include "serve/serve_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const double ttft_b[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5,
+                                0.75,  1.0,   2.5,  5.0,  7.5,  10.0, 20.0, 40.0, 80.0};
+static const double tpot_b[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
+                                0.4,   0.5,   0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0};
+static const double e2e_b[] = {0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0,
+                               10.0, 15.0, 20.0, 30.0, 40.0, 60.0, 120.0, 240.0, 480.0, 960.0};
+static const double tok_b[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000};
+
+static void hist_init(hist *h, const double *b, int n)
+{
+    memset(h, 0, sizeof *h);
+    h->bounds = b;
+    h->n_bounds = TN_MIN(n, HIST_MAX_BUCKETS);
+}
+
+void metrics_init(metrics *m)
+{
+    memset(m, 0, sizeof *m);
+    hist_init(&m->ttft, ttft_b, (int)TN_ARRAY_LEN(ttft_b));
+    hist_init(&m->tpot, tpot_b, (int)TN_ARRAY_LEN(tpot_b));
+    hist_init(&m->e2e, e2e_b, (int)TN_ARRAY_LEN(e2e_b));
+    hist_init(&m->n_prompt, tok_b, (int)TN_ARRAY_LEN(tok_b));
+    hist_init(&m->n_gen, tok_b, (int)TN_ARRAY_LEN(tok_b));
+}
+
+void hist_observe(hist *h, double v)
+{
+    int i = 0;
+    while (i < h->n_bounds && v > h->bounds[i])
+        i++;
+    h->counts[i]++;
+    h->sum += v;
+    h->count++;
+}
+
+static void out(sbuf *b, const char *fmt, ...) TN_PRINTF(2, 3);
+static void out(sbuf *b, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        (void)sbuf_add(b, line, TN_MIN((size_t)n, sizeof line - 1));
+}
+
+static void head(sbuf *b, const char *name, const char *type, const char *help)
+{
+    out(b, "# HELP tern:%s %s\n# TYPE tern:%s %s\n", name, help, name, type);
+}
+
+static void scalar(sbuf *b, const char *lbl, const char *name, const char *type, const char *help, double v)
+{
+    head(b, name, type, help);
+    out(b, "tern:%s{%s} %.17g\n", name, lbl, v);
+}
+
+static void histogram(sbuf *b, const char *lbl, const char *name, const char *help, const hist *h)
+{
+    head(b, name, "histogram", help);
+    uint64_t cum = 0;
+    for (int i = 0; i < h->n_bounds; i++) {
+        cum += h->counts[i];
+        out(b, "tern:%s_bucket{%s,le=\"%g\"} %llu\n", name, lbl, h->bounds[i], (unsigned long long)cum);
+    }
+    cum += h->counts[h->n_bounds];
+    out(b, "tern:%s_bucket{%s,le=\"+Inf\"} %llu\n", name, lbl, (unsigned long long)cum);
+    out(b, "tern:%s_sum{%s} %.17g\n", name, lbl, h->sum);
+    out(b, "tern:%s_count{%s} %llu\n", name, lbl, (unsigned long long)h->count);
+}
+
+char *metrics_render(srv *s)
+{
+    tn_engine_stats st;
+    memset(&st, 0, sizeof st);
+    tn_engine_get_stats(s->engine, &st);
+    const metrics *m = &s->m;
+    char lbl[300];
+    snprintf(lbl, sizeof lbl, "model_name=\"%s\"", s->model_name);
+    for (char *p = lbl + 12; *p && p[1]; p++) /* a quote or backslash in a name would break the format */
+        if (*p == '"' || *p == '\\' || *p == '\n')
+            *p = '_';
+    sbuf b = {0};
+    scalar(&b, lbl, "num_requests_running", "gauge", "Number of requests in the running batch.", st.n_running);
+    scalar(&b, lbl, "num_requests_waiting", "gauge", "Number of requests waiting to be scheduled.", st.n_waiting);
+    scalar(&b, lbl, "num_requests_http", "gauge", "Number of HTTP generation requests in flight.", s->n_live);
+    scalar(&b, lbl, "kv_cache_usage_perc", "gauge", "Fraction of KV-cache blocks in use (1 = full).",
+           st.kv_blocks_total > 0 ? (double)st.kv_blocks_used / st.kv_blocks_total : 0.0);
+    scalar(&b, lbl, "kv_cache_blocks_total", "gauge", "KV-cache blocks in all.", st.kv_blocks_total);
+    scalar(&b, lbl, "prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.",
+           (double)st.prefix_queries);
+    scalar(&b, lbl, "prefix_cache_hits_total", "counter", "Prompt tokens found in the prefix cache.",
+           (double)st.prefix_hits);
+    scalar(&b, lbl, "num_preemptions_total", "counter", "Requests preempted for lack of KV blocks.",
+           (double)st.n_preemptions);
+    scalar(&b, lbl, "prompt_tokens_total", "counter", "Prompt tokens processed.", (double)st.prompt_tokens);
+    scalar(&b, lbl, "generation_tokens_total", "counter", "Tokens generated.", (double)st.generated_tokens);
+    scalar(&b, lbl, "engine_steps_total", "counter", "Forward steps of the engine.", (double)st.n_steps);
+    head(&b, "request_success_total", "counter", "Finished requests (choices) by finish reason.");
+    const char *reasons[] = {"stop", "length", "abort", "error"};
+    const uint64_t counts[] = {m->finished_stop, m->finished_length, m->finished_abort, m->finished_error};
+    for (int i = 0; i < 4; i++)
+        out(&b, "tern:request_success_total{%s,finished_reason=\"%s\"} %llu\n", lbl, reasons[i],
+            (unsigned long long)counts[i]);
+    scalar(&b, lbl, "http_requests_total", "counter", "HTTP requests received.", (double)m->http_requests);
+    scalar(&b, lbl, "http_errors_total", "counter", "HTTP requests answered with an error.", (double)m->http_errors);
+    histogram(&b, lbl, "time_to_first_token_seconds", "Time from request arrival to its first token.", &m->ttft);
+    histogram(&b, lbl, "time_per_output_token_seconds", "Time between consecutive tokens of a choice.", &m->tpot);
+    histogram(&b, lbl, "e2e_request_latency_seconds", "Time from request arrival to its last token.", &m->e2e);
+    histogram(&b, lbl, "request_prompt_tokens", "Prompt tokens per request.", &m->n_prompt);
+    histogram(&b, lbl, "request_generation_tokens", "Generated tokens per choice.", &m->n_gen);
+    return b.p;
+}

@@ -1,0 +1,40 @@
+/*
+ * serve — the HTTP serving layer: an OpenAI-compatible server (plus TGI- and
+ * Triton-style generate endpoints, tokenize/detokenize, Prometheus metrics)
+ * over the engine (src/engine/engine.h).
+ *
+ * Key idea: one libevent loop thread owns every HTTP object; the engine
+ * thread owns the model and the KV cache. Engine events cross from the
+ * engine thread to the loop thread through one locked queue and an
+ * event_active() wake-up, so no evhttp object is ever touched off the loop
+ * thread. See docs/serve.md for the API.
+ */
+#ifndef TERN_SERVE_SERVE_H
+#define TERN_SERVE_SERVE_H
+
+#include "base/base.h"
+
+typedef struct tn_serve_params {
+    const char *model_path;   /* GGUF file (required) */
+    const char *model_name;   /* id reported by /v1/models and accepted in "model"; NULL: the file's base name */
+    const char *host;         /* NULL: 127.0.0.1 */
+    int port;                 /* 0: 8080 */
+    const char *api_key;      /* NULL: no authentication */
+    int32_t n_threads;        /* compute threads (0: all cores) */
+    int32_t n_ctx;            /* max tokens per sequence (0: the model's trained context) */
+    int32_t n_parallel;       /* max sequences decoded at once (0: engine default) */
+    size_t max_body;          /* request body limit in bytes (0: 1 MiB) */
+    int32_t max_queue;        /* waiting requests beyond which submit answers 429 (0: engine default) */
+    double timeout_s;         /* per-request generation timeout (0: none) */
+    int32_t http_timeout_s;   /* idle connection timeout, reading a request or writing (0: 60) */
+} tn_serve_params;
+
+/* Loads the model, starts the engine, listens, and serves until SIGTERM or
+ * SIGINT: then it stops accepting connections, lets running requests finish
+ * (cancelling them after a grace period), and returns TN_OK. Returns an
+ * error (message in tn_last_error) if the model cannot be loaded or the
+ * address cannot be bound. Call from the main thread; it installs signal
+ * handlers for SIGTERM, SIGINT and ignores SIGPIPE. */
+tn_status tn_serve_run(const tn_serve_params *p) TN_MUST_CHECK;
+
+#endif /* TERN_SERVE_SERVE_H */
