@@ -63,6 +63,12 @@ def _field(reader, key, default=None):
     return f.contents()
 
 
+# Weight types whose matrix products tern (like llama.cpp) computes on
+# activations rounded to Q8_0 (blocks of 32) or to Q8_K (blocks of 256).
+ACT_Q8_0_TYPES = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL")
+ACT_Q8_K_TYPES = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+
+
 def _tensor(reader, name, quantized=None):
     """A tensor as float64 ndarray in GGUF row order: shape (ne[1], ne[0])
     for matrices, (ne[0],) for vectors; None when absent."""
@@ -71,13 +77,16 @@ def _tensor(reader, name, quantized=None):
             qt = t.tensor_type
             if qt == GGMLQuantizationType.F32:
                 a = np.asarray(t.data, dtype=np.float32)
-            elif qt in (GGMLQuantizationType.F16, GGMLQuantizationType.BF16,
-                        GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0):
-                a = gq.dequantize(np.asarray(t.data), qt)
             else:
-                raise ValueError(f"{name}: tensor type {qt.name} not supported by the reference")
-            if quantized is not None and qt in (GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0):
+                try:
+                    a = gq.dequantize(np.asarray(t.data), qt)
+                except NotImplementedError:
+                    raise ValueError(f"{name}: tensor type {qt.name} not supported by the reference")
+            if quantized is not None and qt.name in ACT_Q8_0_TYPES:
                 quantized.add(name)
+            if quantized is not None and qt.name in ACT_Q8_K_TYPES:
+                quantized.add(name)
+                quantized.add(name + "#q8_K")
             shape = tuple(int(s) for s in reversed(t.shape))   # outermost first
             return np.asarray(a, dtype=np.float64).reshape(shape)
     return None
@@ -119,6 +128,8 @@ def load(path):
         w["output.weight"] = w["token_embd.weight"]          # tied embeddings
         if "token_embd.weight" in m.quantized:
             m.quantized.add("output.weight")
+        if "token_embd.weight#q8_K" in m.quantized:
+            m.quantized.add("output.weight#q8_K")
     for il in range(m.n_layer):
         for s in ("attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
                   "attn_output.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias",
@@ -177,10 +188,31 @@ def quantize_act_q8_0(x):
     return (d.astype(np.float16).astype(np.float64) * q).reshape(n, k)
 
 
+def quantize_act_q8_K(x):
+    """Rounds each row of x to Q8_K and back, as tern's activation quantizer
+    for K-quant weights does: per block of 256, the value of largest
+    magnitude (sign kept) maps to -127: iscale = -127 / max (float32),
+    q = min(127, round-half-away(iscale * x)), x' = float32(1 / iscale) * q."""
+    n, k = x.shape
+    b = x.astype(np.float32).reshape(n, k // 256, 256)
+    idx = np.abs(b).argmax(axis=2)[..., None]
+    mx = np.take_along_axis(b, idx, axis=2)
+    with np.errstate(divide="ignore"):
+        iscale = np.where(mx != 0, np.float32(-127) / np.where(mx != 0, mx, 1), np.float32(0)).astype(np.float32)
+    v = (iscale * b).astype(np.float32)
+    q = np.minimum(np.trunc(v + np.copysign(np.float32(0.5), v)), 127)
+    with np.errstate(divide="ignore"):
+        d = np.where(iscale != 0, np.float32(1) / np.where(iscale != 0, iscale, 1), np.float32(0)).astype(np.float32)
+    return (d.astype(np.float64) * q).reshape(n, k)
+
+
 def matmul(m, x, name):
-    """x Wᵀ for the weight called name (activations rounded to Q8_0 first
-    when m.act_q8 is set and the weight is Q8_0/Q4_0)."""
-    if m.act_q8 and name in m.quantized:
+    """x Wᵀ for the weight called name (activations rounded to Q8_0, or to
+    Q8_K for K-quant weights, first when m.act_q8 is set and the weight is
+    quantized)."""
+    if m.act_q8 and name + "#q8_K" in m.quantized:
+        x = quantize_act_q8_K(x)
+    elif m.act_q8 and name in m.quantized:
         x = quantize_act_q8_0(x)
     return x @ m.w[name].T
 
@@ -288,6 +320,8 @@ def main():
     ap.add_argument("model")
     ap.add_argument("--tokens", help="comma-separated token ids")
     ap.add_argument("--greedy", type=int, default=0, help="greedy steps from --tokens (default BOS=1)")
+    ap.add_argument("--act-q8", action="store_true",
+                    help="round matmul activations of quantized weights as tern does (Q8_0 / Q8_K)")
     ap.add_argument("--selftest", metavar="EXPECTED_TOKENS",
                     help="check the reference on stories260K against llama2.c's greedy token ids")
     args = ap.parse_args()
@@ -298,6 +332,7 @@ def main():
         print("selftest", "failed" if errs else "passed")
         return 1 if errs else 0
     m = load(args.model)
+    m.act_q8 = args.act_q8
     toks = [int(t) for t in args.tokens.split(",")] if args.tokens else [1]
     if args.greedy:
         print(" ".join(str(t) for t in greedy(m, toks, args.greedy)))
