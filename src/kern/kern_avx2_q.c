@@ -30,6 +30,7 @@
 #include "kern/kern_impl.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 #define AI static inline __attribute__((always_inline))
 
@@ -138,6 +139,128 @@ AI float row_q6_K(const tn_block_q6_K *w, const tn_block_q8_K *x, int64_t nb)
     return hsum(acc);
 }
 
+/* --- Q3_K, Q2_K ----------------------------------------------------------------- */
+
+/* Q3_K: the quants as unsigned q + 4 = low 2 bits | high bit << 2 in 0..7;
+ * the offset -4·Σ_j s_j·bsums_j is one madd of the scales against bsums. */
+AI float row_q3_K(const tn_block_q3_K *w, const tn_block_q8_K *x, int64_t nb)
+{
+    const __m256i m2 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, w++, x++) {
+        int16_t sc[16];
+        for (int j = 0; j < 16; j++)
+            sc[j] = (int16_t)tn__q3_K_scale(w, j);
+        const __m256i sc16 = _mm256_loadu_si256((const __m256i *)sc);
+        __m256i isum = _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)x->bsums)), 2);
+        isum = _mm256_sub_epi32(_mm256_setzero_si256(), isum);
+        const __m256i hm = _mm256_loadu_si256((const __m256i *)w->hmask);
+        for (int h = 0; h < 2; h++) {
+            const __m256i qs = _mm256_loadu_si256((const __m256i *)(w->qs + 32 * h));
+            for (int k = 0; k < 4; k++) {
+                const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(qs, 2 * k), m2);
+                const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + k), one);
+                const __m256i q = _mm256_or_si256(lo, _mm256_slli_epi16(hb, 2));
+                const int j = 8 * h + 2 * k;
+                const __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[j + 1]), _mm_set1_epi16(sc[j]));
+                isum = _mm256_add_epi32(isum, dot32(q, x->qs + 128 * h + 32 * k, s));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w->d) * x->d), _mm256_cvtepi32_ps(isum), acc);
+    }
+    return hsum(acc);
+}
+
+AI float row_q2_K(const tn_block_q2_K *w, const tn_block_q8_K *x, int64_t nb)
+{
+    const __m256i m2 = _mm256_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0.0f;
+    for (int64_t b = 0; b < nb; b++, w++, x++) {
+        int32_t summ = 0;
+        for (int j = 0; j < 16; j++)
+            summ += (w->scales[j] >> 4) * (int32_t)x->bsums[j];
+        __m256i isum = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i qs = _mm256_loadu_si256((const __m256i *)(w->qs + 32 * h));
+            for (int k = 0; k < 4; k++) {
+                const __m256i q = _mm256_and_si256(_mm256_srli_epi16(qs, 2 * k), m2);
+                const int j = 8 * h + 2 * k;
+                const __m256i s =
+                    _mm256_set_m128i(_mm_set1_epi16((short)(w->scales[j + 1] & 15)), _mm_set1_epi16((short)(w->scales[j] & 15)));
+                isum = _mm256_add_epi32(isum, dot32(q, x->qs + 128 * h + 32 * k, s));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w->d) * x->d), _mm256_cvtepi32_ps(isum), acc);
+        mins += (f16(w->dmin) * x->d) * (float)summ;
+    }
+    return hsum(acc) - mins;
+}
+
+/* --- 32-element blocks against Q8_0 ------------------------------------------------ */
+
+enum { W_Q4_1, W_Q5_0, W_Q5_1, W_IQ4_NL };
+
+/* A block's 16 nibble bytes as 32 unsigned bytes in element order. */
+AI __m256i nibbles(const uint8_t *qs)
+{
+    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    return _mm256_and_si256(_mm256_blend_epi32(v, _mm256_srli_epi16(v, 4), 0xf0), _mm256_set1_epi8(15));
+}
+
+/* Bit i of the 32-bit word at qh as 0x10 in byte i. */
+AI __m256i high_bits(const uint8_t *qh)
+{
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int)h), _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2,
+                                                    3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+/* One row of 32-element blocks: per block the exact int32 partial sums of
+ * q·x (eight lanes) FMA'd with d_w·d_x, and for the formats with a minimum
+ * the partial sums of x FMA'd with m_w·d_x into a second accumulator. */
+AI float row_32(const int kind, const char *wr, const tn_block_q8_0 *x, int64_t nb)
+{
+    const __m256i ones16 = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1), sixteen = _mm256_set1_epi8(16);
+    const __m256i kv = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tn__iq4nl_values));
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, x++) {
+        const __m256i xq = _mm256_loadu_si256((const __m256i *)x->qs);
+        const float dx = f16(x->d);
+        __m256i p16;
+        float d, m = 0.0f;
+        if (kind == W_Q4_1) {
+            const tn_block_q4_1 *w = (const tn_block_q4_1 *)wr + b;
+            p16 = _mm256_maddubs_epi16(nibbles(w->qs), xq);
+            d = f16(w->d), m = f16(w->m);
+        } else if (kind == W_Q5_1) {
+            const tn_block_q5_1 *w = (const tn_block_q5_1 *)wr + b;
+            p16 = _mm256_maddubs_epi16(_mm256_or_si256(nibbles(w->qs), high_bits(w->qh)), xq);
+            d = f16(w->d), m = f16(w->m);
+        } else if (kind == W_Q5_0) {
+            const tn_block_q5_0 *w = (const tn_block_q5_0 *)wr + b;
+            const __m256i q = _mm256_or_si256(nibbles(w->qs), high_bits(w->qh));
+            p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, xq), _mm256_maddubs_epi16(sixteen, xq));
+            d = f16(w->d);
+        } else {
+            const tn_block_iq4_nl *w = (const tn_block_iq4_nl *)wr + b;
+            const __m256i q = _mm256_shuffle_epi8(kv, nibbles(w->qs)); /* signed levels */
+            p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xq, q));
+            d = f16(w->d);
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones16)), acc);
+        if (kind == W_Q4_1 || kind == W_Q5_1) {
+            const __m256i xs = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, xq), ones16);
+            accm = _mm256_fmadd_ps(_mm256_set1_ps(m * dx), _mm256_cvtepi32_ps(xs), accm);
+        }
+    }
+    return hsum(acc) + hsum(accm);
+}
+
 /* --- the table's entry points: one row at a time -------------------------------- */
 
 static void dot_q4_K(const void *w, size_t ws, int nr, const void *x, int64_t n, float *y)
@@ -158,11 +281,41 @@ static void dot_q6_K(const void *w, size_t ws, int nr, const void *x, int64_t n,
         y[r] = row_q6_K((const tn_block_q6_K *)((const char *)w + ws * (size_t)r), x, n / TN_QK_K);
 }
 
+#define ROWS32(name, kind)                                                                     \
+    static void dot_##name(const void *w, size_t ws, int nr, const void *x, int64_t n, float *y) \
+    {                                                                                          \
+        for (int r = 0; r < nr; r++)                                                           \
+            y[r] = row_32(kind, (const char *)w + ws * (size_t)r, x, n / 32);                  \
+    }
+ROWS32(q4_1, W_Q4_1)
+ROWS32(q5_0, W_Q5_0)
+ROWS32(q5_1, W_Q5_1)
+ROWS32(iq4_nl, W_IQ4_NL)
+#undef ROWS32
+
+static void dot_q3_K(const void *w, size_t ws, int nr, const void *x, int64_t n, float *y)
+{
+    for (int r = 0; r < nr; r++)
+        y[r] = row_q3_K((const tn_block_q3_K *)((const char *)w + ws * (size_t)r), x, n / TN_QK_K);
+}
+
+static void dot_q2_K(const void *w, size_t ws, int nr, const void *x, int64_t n, float *y)
+{
+    for (int r = 0; r < nr; r++)
+        y[r] = row_q2_K((const tn_block_q2_K *)((const char *)w + ws * (size_t)r), x, n / TN_QK_K);
+}
+
 const tn__quant_ops tn__quant_ops_avx2 = {
     .dot =
         {
             [TN_DTYPE_Q4_K] = dot_q4_K,
             [TN_DTYPE_Q5_K] = dot_q5_K,
             [TN_DTYPE_Q6_K] = dot_q6_K,
+            [TN_DTYPE_Q3_K] = dot_q3_K,
+            [TN_DTYPE_Q2_K] = dot_q2_K,
+            [TN_DTYPE_Q4_1] = dot_q4_1,
+            [TN_DTYPE_Q5_0] = dot_q5_0,
+            [TN_DTYPE_Q5_1] = dot_q5_1,
+            [TN_DTYPE_IQ4_NL] = dot_iq4_nl,
         },
 };

@@ -112,8 +112,9 @@ static void test_traits(void **state)
         }
     }
     assert_false(tn_dtype_traits_of(TN_DTYPE_Q8_K)->computable); /* activations only */
-    assert_int_equal(tn_matmul_wsize(TN_DTYPE_Q4_K, 512, 3), 3 * 2 * 292);
-    assert_int_equal(tn_matmul_wsize(TN_DTYPE_Q5_1, 64, 1), 2 * 34);
+    /* scratch for the activations: at least their Q8_K / Q8_0 rows */
+    assert_true(tn_matmul_wsize(TN_DTYPE_Q4_K, 512, 3) >= 3 * 2 * 292);
+    assert_true(tn_matmul_wsize(TN_DTYPE_Q5_1, 64, 1) >= 2 * 34);
 }
 
 /* --- goldens from the gguf package -------------------------------------------------- */
