@@ -1,0 +1,632 @@
+/*
+ * engine.c — the engine thread: requests in through a locked inbox, one
+ * scheduler step and one batched forward call per iteration, tokens out
+ * through callbacks.
+ *
+ * Key idea: everything that touches the model, the KV cache, the scheduler
+ * and the samplers happens on the one engine thread; other threads only
+ * append to the inbox or the cancel list (under e->mu) and read a stats
+ * snapshot the engine thread publishes (also under e->mu). Callbacks are
+ * called with no lock held, so a callback may call tn_engine_cancel or
+ * tn_engine_get_stats.
+ *
+ * One iteration of the loop:
+ *
+ *     take the inbox and the cancel list            (locked)
+ *     new requests -> tn_sched_add                  (prompt copied again, as tokens of the sequence)
+ *     cancels -> tn_sched_finish + CANCELLED event  (blocks freed before the event)
+ *     tn_sched_schedule(now)                        (expired ones -> CANCELLED "timeout")
+ *     for each item: tn_kv_seq_set_slots(lane, seq->slots, pos0 + n), batch rows
+ *     tn_forward_run                                (one call for the whole step)
+ *     tn_sched_commit; per sampled item: sample, stop checks, event, maybe finish
+ *     publish stats                                 (locked)
+ *
+ * The step's buffers (batch rows, logits) are sized at tn_engine_new for
+ * step_token_budget tokens and max_running logits rows, so the loop itself
+ * allocates only when a request arrives (its sequence) and frees when it
+ * ends.
+ */
+#include "engine/engine.h"
+
+#include "base/pool.h"
+#include "engine/sched.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct request {
+    uint64_t id;
+    tn_engine_cb cb;
+    void *user;
+    tn_sampler *sampler;
+    int32_t *prompt;        /* (n_prompt) until handed to the scheduler */
+    int32_t n_prompt;
+    int32_t max_new;        /* max_tokens clipped to the context */
+    int32_t *stop;          /* (n_stop) */
+    int32_t n_stop;
+    bool ignore_eos;
+    int32_t top_logprobs;   /* -1: none */
+    double deadline;        /* absolute tn_time_s(); 0: none */
+    int32_t n_generated;
+    tn_sched_seq *seq;      /* once added */
+    struct request *next;   /* inbox */
+} request;
+
+struct tn_engine {
+    tn_engine_params p;     /* defaults resolved */
+    int32_t n_vocab;
+    tn_pool *pool;
+    tn_kv_cache *kv;
+    tn_forward *fwd;
+    tn_sched *sched;
+
+    /* Step buffers: (step_token_budget) rows, (max_running, n_vocab) logits. */
+    int32_t *b_tok, *b_pos, *b_seq, *b_slot;
+    bool *b_want;
+    float *logits;
+    int32_t *row_item;      /* (max_running) item index of each logits row */
+
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* engine thread waits for work */
+    pthread_cond_t idle_cv; /* tn_engine_wait_idle waits for idleness */
+
+    /* Shared under mu. */
+    request *in_head, *in_tail;
+    int32_t n_inbox;
+    uint64_t *cancels;      /* (cancel_cap) */
+    int32_t n_cancels, cancel_cap;
+    bool stop, draining;
+    uint64_t next_id;
+    tn_engine_stats pub;    /* published snapshot (n_waiting excludes the inbox) */
+    int32_t pub_live;       /* sequences in the scheduler */
+
+    /* Engine thread only. */
+    uint64_t *cancels_local;
+    int32_t cancels_local_cap;
+    uint64_t n_steps, prompt_tokens, generated_tokens;
+    int32_t n_live;
+};
+
+/* ==========================================================================
+ * Requests and events
+ * ======================================================================== */
+
+static void request_free(request *r)
+{
+    if (!r)
+        return;
+    tn_sampler_free(r->sampler);
+    free(r->prompt);
+    free(r->stop);
+    free(r);
+}
+
+static void event_init(tn_engine_event *ev, const request *r)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->id = r->id;
+    ev->token = -1;
+    ev->n_prompt = r->n_prompt;
+    ev->n_cached = r->seq ? r->seq->n_cached : 0;
+    ev->n_generated = r->n_generated;
+}
+
+static void emit(const request *r, const tn_engine_event *ev)
+{
+    if (r->cb)
+        r->cb(r->user, ev);
+}
+
+static void publish(tn_engine *e, bool settled);
+
+/* Sends r's final event without a token, removes its sequence and frees it.
+ * The stats are published first, so the callback sees the blocks freed. */
+static void finish_request(tn_engine *e, request *r, tn_finish why, const char *msg)
+{
+    tn_engine_event ev;
+    event_init(&ev, r);
+    ev.finish = why;
+    ev.error = msg;
+    if (r->seq) {
+        tn_sched_finish(e->sched, r->seq);
+        r->seq = NULL;
+        e->n_live--;
+        publish(e, false);
+    }
+    emit(r, &ev);
+    request_free(r);
+}
+
+/* Log-softmax of row (n floats): logprob of tok and the top n_top tokens. */
+static void fill_logprobs(const float *row, int32_t n, int32_t tok, int32_t n_top, tn_engine_event *ev)
+{
+    float mx = row[0];
+    for (int32_t i = 1; i < n; i++)
+        mx = row[i] > mx ? row[i] : mx;
+    double sum = 0;
+    for (int32_t i = 0; i < n; i++)
+        sum += exp((double)(row[i] - mx));
+    float lse = mx + (float)log(sum);
+    ev->logprob = row[tok] - lse;
+    n_top = TN_MIN(n_top, TN_MIN(n, TN_MAX_TOP_LOGPROBS));
+    int32_t k = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (k == n_top && (n_top == 0 || row[i] <= row[ev->top_token[k - 1]]))
+            continue;
+        int32_t j = k < n_top ? k++ : k - 1;
+        while (j > 0 && row[ev->top_token[j - 1]] < row[i]) {
+            ev->top_token[j] = ev->top_token[j - 1];
+            j--;
+        }
+        ev->top_token[j] = i;
+    }
+    ev->n_top = k;
+    for (int32_t j = 0; j < k; j++)
+        ev->top_logprob[j] = row[ev->top_token[j]] - lse;
+}
+
+/* ==========================================================================
+ * The engine thread
+ * ======================================================================== */
+
+/* Copies the counters into the snapshot other threads read. settled: the
+ * iteration's events have all been delivered, so idleness may be announced
+ * (tn_engine_wait_idle must not return before the last final event). */
+static void publish(tn_engine *e, bool settled)
+{
+    tn_sched_stats ss;
+    tn_sched_get_stats(e->sched, &ss);
+    pthread_mutex_lock(&e->mu);
+    e->pub.n_running = ss.n_running;
+    e->pub.n_waiting = ss.n_waiting;
+    e->pub.kv_blocks_total = ss.blocks_total;
+    e->pub.kv_blocks_used = ss.blocks_used;
+    e->pub.prefix_queries = ss.prefix_queries;
+    e->pub.prefix_hits = ss.prefix_hits;
+    e->pub.n_preemptions = ss.n_preemptions;
+    e->pub.prompt_tokens = e->prompt_tokens;
+    e->pub.generated_tokens = e->generated_tokens;
+    e->pub.n_steps = e->n_steps;
+    if (settled) {
+        e->pub_live = e->n_live;
+        if (e->n_live == 0 && e->n_inbox == 0)
+            pthread_cond_broadcast(&e->idle_cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Hands a request from the inbox to the scheduler (or finishes it at once:
+ * zero tokens to generate, or the scheduler refused it). */
+static void admit(tn_engine *e, request *r, bool stopping)
+{
+    if (stopping) {
+        finish_request(e, r, TN_FINISH_CANCELLED, "engine shutting down");
+        return;
+    }
+    if (r->max_new == 0) {
+        finish_request(e, r, TN_FINISH_LENGTH, NULL);
+        return;
+    }
+    tn_sched_seq *q;
+    if (tn_sched_add(e->sched, r->id, r->prompt, r->n_prompt, r->max_new, r->deadline, r, &q) != TN_OK) {
+        finish_request(e, r, TN_FINISH_ERROR, tn_last_error());
+        return;
+    }
+    r->seq = q;
+    e->n_live++;
+    e->prompt_tokens += (uint64_t)r->n_prompt;
+    free(r->prompt);
+    r->prompt = NULL;
+}
+
+/* Samples the next token of item it from its logits row; emits it and
+ * finishes the request when a stop condition holds. */
+static void sample_item(tn_engine *e, const tn_sched_item *it, const float *row)
+{
+    tn_sched_seq *q = it->seq;
+    request *r = q->user;
+    int32_t tok = tn_sampler_sample(r->sampler, row);
+    tn_sampler_accept(r->sampler, tok);
+    tn_sched_append(e->sched, q, tok);
+    r->n_generated++;
+    e->generated_tokens++;
+
+    tn_engine_event ev;
+    event_init(&ev, r);
+    ev.token = tok;
+    if (r->top_logprobs >= 0)
+        fill_logprobs(row, e->n_vocab, tok, r->top_logprobs, &ev);
+    tn_finish why = TN_FINISH_NONE;
+    if (!r->ignore_eos && e->p.vocab && tn_vocab_is_eog(e->p.vocab, tok))
+        why = TN_FINISH_STOP;
+    for (int32_t i = 0; i < r->n_stop && why == TN_FINISH_NONE; i++)
+        if (r->stop[i] == tok)
+            why = TN_FINISH_STOP;
+    if (why == TN_FINISH_NONE && (r->n_generated >= r->max_new || q->n_tokens >= q->cap))
+        why = TN_FINISH_LENGTH;
+    ev.finish = why;
+    if (why != TN_FINISH_NONE) {
+        tn_sched_finish(e->sched, q);
+        r->seq = NULL;
+        e->n_live--;
+        publish(e, false);
+    }
+    emit(r, &ev);
+    if (why != TN_FINISH_NONE)
+        request_free(r);
+}
+
+/* Runs one planned step: batch, forward, commit, sampling. */
+static void run_step(tn_engine *e, const tn_sched_step *st)
+{
+    int32_t n = 0, n_rows = 0;
+    for (int32_t i = 0; i < st->n_items; i++) {
+        const tn_sched_item *it = &st->items[i];
+        tn_sched_seq *q = it->seq;
+        tn_status s = tn_kv_seq_set_slots(e->kv, q->lane, q->slots, it->pos0 + it->n);
+        if (s != TN_OK) {
+            /* Only allocation can fail here; fail the request, keep the rest. */
+            finish_request(e, q->user, TN_FINISH_ERROR, tn_last_error());
+            return;
+        }
+        for (int32_t k = 0; k < it->n; k++, n++) {
+            int32_t p = it->pos0 + k;
+            e->b_tok[n] = q->tokens[p];
+            e->b_pos[n] = p;
+            e->b_seq[n] = q->lane;
+            e->b_slot[n] = q->slots[p];
+            e->b_want[n] = it->sample && k == it->n - 1;
+        }
+        if (it->sample)
+            e->row_item[n_rows++] = i;
+    }
+    tn_batch b = {
+        .n_tokens = n,
+        .token = e->b_tok,
+        .pos = e->b_pos,
+        .seq_id = e->b_seq,
+        .kv_slot = e->b_slot,
+        .want_logits = e->b_want,
+    };
+    tn_status s = tn_forward_run(e->fwd, e->kv, e->pool, &b, e->logits);
+    e->n_steps++;
+    if (s != TN_OK) {
+        /* A malformed batch is a bug of ours; fail what was in it. */
+        const char *msg = tn_last_error();
+        for (int32_t i = 0; i < st->n_items; i++)
+            finish_request(e, st->items[i].seq->user, TN_FINISH_ERROR, msg);
+        return;
+    }
+    tn_sched_commit(e->sched, st);
+    for (int32_t r = 0; r < n_rows; r++)
+        sample_item(e, &st->items[e->row_item[r]], e->logits + (size_t)r * e->n_vocab);
+}
+
+static void *engine_main(void *arg)
+{
+    tn_engine *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        while (!e->stop && !e->in_head && e->n_cancels == 0 && e->n_live == 0)
+            pthread_cond_wait(&e->cv, &e->mu);
+        request *in = e->in_head;
+        e->in_head = e->in_tail = NULL;
+        e->pub.n_waiting += e->n_inbox; /* they wait in the scheduler now */
+        e->pub_live += e->n_inbox;      /* not idle until their events are out */
+        e->n_inbox = 0;
+        /* Swap the cancel list with our local one (no allocation here). */
+        uint64_t *c = e->cancels;
+        int32_t n_c = e->n_cancels, cap = e->cancel_cap;
+        e->cancels = e->cancels_local;
+        e->cancel_cap = e->cancels_local_cap;
+        e->n_cancels = 0;
+        e->cancels_local = c;
+        e->cancels_local_cap = cap;
+        bool stopping = e->stop;
+        pthread_mutex_unlock(&e->mu);
+
+        while (in) {
+            request *r = in;
+            in = in->next;
+            r->next = NULL;
+            admit(e, r, stopping);
+        }
+        for (int32_t i = 0; i < n_c; i++) {
+            tn_sched_seq *q = tn_sched_find(e->sched, e->cancels_local[i]);
+            if (q)
+                finish_request(e, q->user, TN_FINISH_CANCELLED, "cancelled");
+        }
+        if (stopping) {
+            tn_sched_seq *q;
+            while ((q = tn_sched_any(e->sched)) != NULL)
+                finish_request(e, q->user, TN_FINISH_CANCELLED, "engine shutting down");
+            break;
+        }
+
+        tn_sched_step st;
+        tn_sched_schedule(e->sched, tn_time_s(), &st);
+        for (int32_t i = 0; i < st.n_expired; i++) {
+            request *r = st.expired[i]->user;
+            finish_request(e, r, TN_FINISH_CANCELLED, "timeout");
+        }
+        publish(e, false); /* running/waiting as planned, before callbacks run */
+        if (st.n_items > 0)
+            run_step(e, &st);
+        publish(e, true);
+    }
+    publish(e, true);
+    return NULL;
+}
+
+/* ==========================================================================
+ * Public API
+ * ======================================================================== */
+
+/* Contract in engine.h. Resolves defaults, sizes the cache as blocks, and
+ * starts the engine thread. */
+tn_status tn_engine_new(const tn_engine_params *p, tn_engine **out)
+{
+    *out = NULL;
+    if (!p || !p->model)
+        return tn__err(TN_ERR_INVALID, "engine: model is NULL");
+    tn_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return tn__err(TN_ERR_NOMEM, "engine: out of memory");
+    e->p = *p;
+    const tn_hparams *hp = &p->model->hp;
+    e->n_vocab = hp->n_vocab;
+    if (e->p.n_ctx <= 0)
+        e->p.n_ctx = hp->n_ctx_train > 0 ? hp->n_ctx_train : 2048;
+    if (e->p.block_size <= 0)
+        e->p.block_size = 16;
+    if (e->p.n_kv_slots <= 0)
+        e->p.n_kv_slots = 4 * e->p.n_ctx;
+    if (e->p.max_running <= 0)
+        e->p.max_running = 64;
+    if (e->p.step_token_budget <= 0)
+        e->p.step_token_budget = 512;
+    if (e->p.max_waiting <= 0)
+        e->p.max_waiting = 256;
+    int32_t n_blocks = e->p.n_kv_slots / e->p.block_size;
+    tn_status s = TN_OK;
+    if ((int64_t)n_blocks * e->p.block_size < e->p.n_ctx) {
+        s = tn__err(TN_ERR_INVALID, "engine: n_kv_slots %d (%d blocks of %d) cannot hold one sequence of n_ctx %d",
+                    e->p.n_kv_slots, n_blocks, e->p.block_size, e->p.n_ctx);
+        free(e);
+        return s;
+    }
+    tn_sched_params sp = {
+        .n_blocks = n_blocks,
+        .block_size = e->p.block_size,
+        .max_running = e->p.max_running,
+        .step_token_budget = e->p.step_token_budget,
+        .n_ctx = e->p.n_ctx,
+        .prefix_cache = e->p.prefix_cache,
+    };
+    size_t B = (size_t)e->p.step_token_budget, R = (size_t)e->p.max_running;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    pthread_cond_init(&e->idle_cv, NULL);
+    if ((s = tn_sched_new(&sp, &e->sched)) != TN_OK ||
+        (s = tn_kv_new(p->model, n_blocks * e->p.block_size, e->p.max_running, &e->kv)) != TN_OK ||
+        (s = tn_forward_new(p->model, e->p.step_token_budget, &e->fwd)) != TN_OK ||
+        (s = tn_pool_new(e->p.n_threads, &e->pool)) != TN_OK)
+        goto err;
+    e->b_tok = malloc(B * sizeof(int32_t));
+    e->b_pos = malloc(B * sizeof(int32_t));
+    e->b_seq = malloc(B * sizeof(int32_t));
+    e->b_slot = malloc(B * sizeof(int32_t));
+    e->b_want = malloc(B * sizeof(bool));
+    e->row_item = malloc(R * sizeof(int32_t));
+    e->logits = malloc(R * (size_t)e->n_vocab * sizeof(float));
+    e->cancel_cap = e->cancels_local_cap = 64;
+    e->cancels = malloc((size_t)e->cancel_cap * sizeof(uint64_t));
+    e->cancels_local = malloc((size_t)e->cancels_local_cap * sizeof(uint64_t));
+    if (!e->b_tok || !e->b_pos || !e->b_seq || !e->b_slot || !e->b_want || !e->row_item || !e->logits ||
+        !e->cancels || !e->cancels_local) {
+        s = tn__err(TN_ERR_NOMEM, "engine: out of memory for step buffers");
+        goto err;
+    }
+    e->next_id = 1;
+    e->pub.kv_blocks_total = n_blocks;
+    if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
+        s = tn__err(TN_ERR_NOMEM, "engine: cannot start the engine thread");
+        goto err;
+    }
+    e->thread_started = true;
+    *out = e;
+    return TN_OK;
+err:
+    tn_engine_free(e);
+    return s;
+}
+
+/* Contract in engine.h. */
+void tn_engine_free(tn_engine *e)
+{
+    if (!e)
+        return;
+    if (e->thread_started) {
+        pthread_mutex_lock(&e->mu);
+        e->stop = true;
+        pthread_cond_signal(&e->cv);
+        pthread_mutex_unlock(&e->mu);
+        pthread_join(e->thread, NULL);
+    }
+    for (request *r = e->in_head; r;) {
+        request *n = r->next;
+        request_free(r);
+        r = n;
+    }
+    tn_sched_free(e->sched);
+    tn_kv_free(e->kv);
+    tn_forward_free(e->fwd);
+    tn_pool_free(e->pool);
+    free(e->b_tok);
+    free(e->b_pos);
+    free(e->b_seq);
+    free(e->b_slot);
+    free(e->b_want);
+    free(e->row_item);
+    free(e->logits);
+    free(e->cancels);
+    free(e->cancels_local);
+    pthread_cond_destroy(&e->idle_cv);
+    pthread_cond_destroy(&e->cv);
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+}
+
+/* Checks r's fields; the message names the first bad one. */
+static tn_status check_request(const tn_engine *e, const tn_request_params *r)
+{
+    if (!r)
+        return tn__err(TN_ERR_INVALID, "request: params are NULL");
+    if (r->n_prompt < 1 || !r->prompt)
+        return tn__err(TN_ERR_INVALID, "request: the prompt is empty (need at least one token)");
+    if (r->n_prompt > e->p.n_ctx)
+        return tn__err(TN_ERR_INVALID, "request: prompt of %d tokens is longer than the context (%d)", r->n_prompt,
+                       e->p.n_ctx);
+    for (int32_t i = 0; i < r->n_prompt; i++)
+        if (r->prompt[i] < 0 || r->prompt[i] >= e->n_vocab)
+            return tn__err(TN_ERR_INVALID, "request: prompt token %d is %d, outside the vocabulary [0, %d)", i,
+                           r->prompt[i], e->n_vocab);
+    if (r->max_tokens < 0)
+        return tn__err(TN_ERR_INVALID, "request: max_tokens %d is negative", r->max_tokens);
+    if (r->n_stop_tokens < 0 || (r->n_stop_tokens > 0 && !r->stop_tokens))
+        return tn__err(TN_ERR_INVALID, "request: %d stop tokens given without an array", r->n_stop_tokens);
+    if (r->top_logprobs < -1 || r->top_logprobs > TN_MAX_TOP_LOGPROBS)
+        return tn__err(TN_ERR_INVALID, "request: top_logprobs %d out of range [-1, %d]", r->top_logprobs,
+                       TN_MAX_TOP_LOGPROBS);
+    if (!(r->timeout_s >= 0) || isinf(r->timeout_s))
+        return tn__err(TN_ERR_INVALID, "request: timeout_s must be a finite number >= 0");
+    return TN_OK;
+}
+
+/* Contract in engine.h. Allocates the request (prompt copy, sampler) on the
+ * caller's thread, then queues it under the lock. */
+tn_status tn_engine_submit(tn_engine *e, const tn_request_params *rp, tn_engine_cb cb, void *user, uint64_t *id)
+{
+    tn_status s = check_request(e, rp);
+    if (s != TN_OK)
+        return s;
+    request *r = calloc(1, sizeof *r);
+    if (!r)
+        return tn__err(TN_ERR_NOMEM, "engine: out of memory for a request");
+    r->cb = cb;
+    r->user = user;
+    r->n_prompt = rp->n_prompt;
+    r->max_new = TN_MIN(rp->max_tokens, e->p.n_ctx - rp->n_prompt);
+    r->ignore_eos = rp->ignore_eos;
+    r->top_logprobs = rp->top_logprobs;
+    r->n_stop = rp->n_stop_tokens;
+    r->prompt = malloc((size_t)rp->n_prompt * sizeof(int32_t));
+    r->stop = malloc((size_t)TN_MAX(rp->n_stop_tokens, 1) * sizeof(int32_t));
+    if (!r->prompt || !r->stop) {
+        request_free(r);
+        return tn__err(TN_ERR_NOMEM, "engine: out of memory for a request of %d tokens", rp->n_prompt);
+    }
+    memcpy(r->prompt, rp->prompt, (size_t)rp->n_prompt * sizeof(int32_t));
+    if (r->n_stop > 0)
+        memcpy(r->stop, rp->stop_tokens, (size_t)r->n_stop * sizeof(int32_t));
+    if ((s = tn_sampler_new(&rp->sample, e->n_vocab, &r->sampler)) != TN_OK) {
+        request_free(r);
+        return s;
+    }
+    for (int32_t i = 0; i < rp->n_prompt; i++)
+        tn_sampler_accept(r->sampler, rp->prompt[i]);
+    r->deadline = rp->timeout_s > 0 ? tn_time_s() + rp->timeout_s : 0;
+
+    pthread_mutex_lock(&e->mu);
+    if (e->draining || e->stop) {
+        pthread_mutex_unlock(&e->mu);
+        request_free(r);
+        return tn__err(TN_ERR_FULL, "engine: draining, not accepting requests");
+    }
+    if (e->pub.n_waiting + e->n_inbox >= e->p.max_waiting) {
+        int32_t n = e->pub.n_waiting + e->n_inbox;
+        pthread_mutex_unlock(&e->mu);
+        request_free(r);
+        return tn__err(TN_ERR_FULL, "engine: %d requests waiting (max_waiting %d)", n, e->p.max_waiting);
+    }
+    r->id = e->next_id++;
+    if (e->in_tail)
+        e->in_tail->next = r;
+    else
+        e->in_head = r;
+    e->in_tail = r;
+    e->n_inbox++;
+    if (id)
+        *id = r->id;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    return TN_OK;
+}
+
+/* Contract in engine.h. If the cancel list cannot grow, the id is dropped
+ * with a log line (the request still ends by itself). */
+void tn_engine_cancel(tn_engine *e, uint64_t id)
+{
+    pthread_mutex_lock(&e->mu);
+    if (e->n_cancels == e->cancel_cap) {
+        uint64_t *c = realloc(e->cancels, (size_t)e->cancel_cap * 2 * sizeof(uint64_t));
+        if (!c) {
+            pthread_mutex_unlock(&e->mu);
+            tn_log(TN_LOG_ERROR, "engine: out of memory: cancel of request %llu dropped", (unsigned long long)id);
+            return;
+        }
+        e->cancels = c;
+        e->cancel_cap *= 2;
+    }
+    e->cancels[e->n_cancels++] = id;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Contract in engine.h. */
+void tn_engine_drain(tn_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    e->draining = true;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Contract in engine.h. */
+bool tn_engine_wait_idle(tn_engine *e, double timeout_s)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    if (timeout_s > 0) {
+        double t = (double)until.tv_sec + until.tv_nsec * 1e-9 + timeout_s;
+        until.tv_sec = (time_t)t;
+        until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
+    }
+    pthread_mutex_lock(&e->mu);
+    bool idle;
+    while (!(idle = e->pub_live == 0 && e->n_inbox == 0)) {
+        if (timeout_s > 0) {
+            if (pthread_cond_timedwait(&e->idle_cv, &e->mu, &until) != 0) {
+                idle = e->pub_live == 0 && e->n_inbox == 0;
+                break;
+            }
+        } else {
+            pthread_cond_wait(&e->idle_cv, &e->mu);
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    return idle;
+}
+
+/* Contract in engine.h. */
+void tn_engine_get_stats(tn_engine *e, tn_engine_stats *out)
+{
+    pthread_mutex_lock(&e->mu);
+    *out = e->pub;
+    out->n_waiting += e->n_inbox;
+    pthread_mutex_unlock(&e->mu);
+}
