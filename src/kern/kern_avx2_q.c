@@ -1,14 +1,24 @@
 /*
- * kern_avx2_q.c — AVX2 dot products of the K-quant formats in quants.h
- * (compiled with -mavx2 -mfma -mf16c, like kern_avx2.c; cpu.c selects them
- * with it; CPUs with AVX-512 use them too, see tn__quant_dot).
+ * kern_avx2_q.c — AVX2 dot products of the formats in quants.h (compiled
+ * with -mavx2 -mfma -mf16c, like kern_avx2.c; cpu.c selects them with it;
+ * CPUs with AVX-512 use them too, see tn__quant_dot).
  *
  * HOW IT WORKS
  *
- * One weight row at a time against one Q8_K activation row; a multi-row
- * call is a loop over rows, so each row's result is trivially the bits it
- * gets alone (the activation row is 292 bytes per 256 elements and stays in
- * L1 between rows). Per 256-element super-block:
+ * One weight row at a time against one activation row; a multi-row call is
+ * a loop over rows, so each row's result is trivially the bits it gets
+ * alone (the activation row stays in L1 between rows).
+ *
+ * 32-element blocks (Q4_1, Q5_0, Q5_1, IQ4_NL) against Q8_0: one ymm holds
+ * a block's 32 quants as bytes (nibbles spread with a blend; Q5's high bits
+ * from the 32-bit qh word with a byte shuffle and a bit-mask compare;
+ * IQ4_NL's levels looked up with pshufb and multiplied with the sign trick);
+ * maddubs + madd give eight exact int32 partial sums, FMA'd with d_w·d_x;
+ * Q5_0's offset is the pairs of 16·x subtracted in int16; Q4_1/Q5_1's
+ * minimum term is the partial sums of x FMA'd with m_w·d_x into a second
+ * accumulator.
+ *
+ * K-quants against Q8_K, per 256-element super-block:
  *
  *   - 32 weight quants are unpacked into one ymm of unsigned bytes (Q4_K:
  *     nibbles; Q5_K: nibbles | high bit << 4; Q6_K: nibbles | 2 high bits << 4,
@@ -19,13 +29,14 @@
  *     halves are two 16-element sub-blocks with their own scales) widens to
  *     eight exact int32 sums, accumulated over the block;
  *   - Q6_K's offset of -32 is -32·Σ_j s_j·bsums_j (one madd of the scales
- *     against the bsums); Q4_K/Q5_K's minimum term dmin·Σ_j m_j·(bsums) is an
+ *     against the bsums; Q3_K's -4 likewise, its quants taken as q + 4 in
+ *     0..7; Q2_K's quants are 0..3); Q2_K/Q4_K/Q5_K's minimum term dmin·Σ_j m_j·(bsums) is an
  *     exact integer sum too, kept in a separate f32 total;
  *   - the eight int32 lanes are converted to f32 (exact: below 2^24 per lane
  *     for these ranges) and FMA'd with d_w·d_x into an f32 accumulator.
  *
- * The block loop covers whole super-blocks (n is a multiple of 256), so no
- * scalar tail is left over; the order of every sum depends only on n.
+ * The block loops cover whole blocks (n is a multiple of the block size),
+ * so no scalar tail is left over; the order of every sum depends only on n.
  */
 #include "kern/kern_impl.h"
 
