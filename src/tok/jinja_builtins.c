@@ -305,10 +305,13 @@ static jv indent(jx *x, jv s, jv width, bool first, bool blank)
         memset(sp, ' ', (size_t)w);
         ind = mkstr(sp, (size_t)w);
     }
-    /* s.splitlines() of s + "\n" */
+    /* (s + "\n").splitlines(), as jinja2 does it */
     jlist *lines = tn__jv_list(x).u.l;
-    const char *p = s.u.s.p;
-    size_t n = s.u.s.n, i = 0;
+    jbuf sb = {0};
+    tn__jb_put(x, &sb, s.u.s.p, s.u.s.n);
+    tn__jb_putc(x, &sb, '\n');
+    const char *p = sb.p;
+    size_t n = sb.n, i = 0;
     while (i < n) {
         size_t k = i;
         while (k < n && p[k] != '\n' && p[k] != '\r' && p[k] != '\v' && p[k] != '\f')
@@ -318,8 +321,6 @@ static jv indent(jx *x, jv s, jv width, bool first, bool blank)
             k++;
         i = k + 1;
     }
-    if (n == 0 || lines->n == 0)
-        tn__jl_push(x, lines, mkstr("", 0));
     jbuf b = {0};
     if (first)
         tn__jb_put(x, &b, ind.u.s.p, ind.u.s.n);
@@ -542,7 +543,7 @@ static jv first_or_last(jx *x, jv v, bool last)
  * or truthiness) is `want`, after taking attribute attr if given. */
 static jv select_items(jx *x, jv v, const jargs *g, int start, bool want, bool by_attr)
 {
-    jlist *l = tn__jv_iter(x, v);
+    jlist *l = tn__jv_iter(x, tn__jv_truthy(v) ? v : UNDEF); /* jinja2: `if value:` first */
     jv r = tn__jv_list(x);
     jv attr = by_attr ? need_str(x, arg(g, 0, NULL), "selectattr attribute") : UNDEF;
     jv test = arg(g, start, NULL);
@@ -714,7 +715,7 @@ jv tn__jx_filter(jx *x, const char *f, jv v, const jv *args, int n_args, const c
         return tn__jb_take(x, &b);
     }
     if (IS("map")) {
-        jlist *l = tn__jv_iter(x, v);
+        jlist *l = tn__jv_iter(x, tn__jv_truthy(v) ? v : UNDEF);
         jv r = tn__jv_list(x);
         jv attr = arg(&g, -1, "attribute");
         jv dflt = arg(&g, -1, "default");

@@ -679,7 +679,7 @@ static jnode *parse_postfix(jp *p, jnode *n)
             n = m;
         } else if (is_op(t, "(")) {
             next(p);
-            jnode *m = mk(p, N_CALL, t->off);
+            jnode *m = mk(p, N_CALL, n->off); /* errors point at the callee */
             m->a = n;
             parse_args(p, m);
             n = m;
