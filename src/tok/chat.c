@@ -17,11 +17,8 @@
 
 struct tn_chat_template {
     tn_jinja *j;
-    const char *src;
-    size_t len;
     bool mentions_tools;   /* "tools" appears in the source */
     bool object_arguments; /* pipes tool_call.arguments into items/tojson */
-    int system_ok;         /* -1 not probed yet; 0/1 */
 };
 
 static bool contains(const char *s, size_t n, const char *needle)
@@ -41,12 +38,9 @@ tn_status tn_chat_template_new(const char *src, size_t len, tn_chat_template **o
         free(t);
         return st;
     }
-    t->src = t->j->src;
-    t->len = t->j->len;
     t->mentions_tools = contains(src, len, "tools");
     t->object_arguments = contains(src, len, "tool_call.arguments | items") ||
                           contains(src, len, "tool_call.arguments | tojson");
-    t->system_ok = -1;
     *out = t;
     return TN_OK;
 }
@@ -60,9 +54,8 @@ void tn_chat_template_free(tn_chat_template *t)
 }
 
 /* The variables object for a render; NULL on out of memory. */
-static json_t *make_vars(const tn_chat_ctx *c, json_t *messages, const char *today_unused)
+static json_t *make_vars(const tn_chat_ctx *c, json_t *messages)
 {
-    (void)today_unused;
     json_t *v = c->vars && json_is_object(c->vars) ? json_copy((json_t *)c->vars) : json_object();
     if (!v)
         return NULL;
@@ -92,7 +85,7 @@ static bool probe_system(const tn_chat_template *t, const tn_chat_ctx *c)
     pc.tools = NULL;
     pc.vars = NULL;
     pc.add_generation_prompt = false;
-    json_t *v = make_vars(&pc, msgs, NULL);
+    json_t *v = make_vars(&pc, msgs);
     json_decref(msgs);
     if (!v)
         return true;
@@ -257,7 +250,7 @@ tn_status tn_chat_template_render(const tn_chat_template *t, const tn_chat_ctx *
     }
     if (!msgs)
         return tn__err(TN_ERR_NOMEM, "chat template: out of memory");
-    json_t *v = make_vars(c, msgs, NULL);
+    json_t *v = make_vars(c, msgs);
     json_decref(msgs);
     if (!v)
         return tn__err(TN_ERR_NOMEM, "chat template: out of memory");
@@ -353,9 +346,8 @@ const char *tn_chat_builtin(const char *name)
 
 const char *const *tn_chat_builtin_names(void)
 {
-    static const char *names[TN_ARRAY_LEN(builtins) + 1];
-    if (!names[0]) /* benign race: every writer stores the same pointers */
-        for (size_t i = 0; i < TN_ARRAY_LEN(builtins); i++)
-            names[i] = builtins[i].name;
+    static const char *const names[] = {"chatml", "llama2", "llama3", "mistral", "gemma", "phi3",
+                                        "zephyr", "vicuna", "deepseek", "alpaca", NULL};
+    _Static_assert(TN_ARRAY_LEN(names) == TN_ARRAY_LEN(builtins) + 1, "one name per built-in");
     return names;
 }

@@ -511,13 +511,11 @@ static void newline_indent(jx *x, jbuf *b, int indent, int level)
         tn__jb_putc(x, b, ' ');
 }
 
-static const jdict *sort_dict;
-static int cmp_keys(const void *pa, const void *pb)
+static bool key_less(jv a, jv b)
 {
-    jv a = sort_dict->k[*(const size_t *)pa], b = sort_dict->k[*(const size_t *)pb];
     size_t n = TN_MIN(a.u.s.n, b.u.s.n);
     int c = memcmp(a.u.s.p, b.u.s.p, n);
-    return c ? c : (a.u.s.n > b.u.s.n) - (a.u.s.n < b.u.s.n);
+    return c ? c < 0 : a.u.s.n < b.u.s.n;
 }
 
 void tn__jv_json_into(jx *x, jbuf *b, jv v, int indent, bool sort_keys, int level)
@@ -569,8 +567,12 @@ void tn__jv_json_into(jx *x, jbuf *b, jv v, int indent, bool sort_keys, int leve
             for (size_t i = 0; i < d->n; i++)
                 if (d->k[i].k != JV_STR)
                     tn__jx_fail(x, TN_ERR_INVALID, "tojson: sort_keys needs string keys");
-            sort_dict = d; /* qsort has no context argument in C11 */
-            qsort(order, d->n, sizeof *order, cmp_keys);
+            for (size_t i = 1; i < d->n; i++) { /* insertion sort: template dicts are small */
+                size_t o = order[i], j = i;
+                for (; j > 0 && key_less(d->k[o], d->k[order[j - 1]]); j--)
+                    order[j] = order[j - 1];
+                order[j] = o;
+            }
         }
         tn__jb_putc(x, b, '{');
         for (size_t j = 0; j < d->n; j++) {
