@@ -178,8 +178,9 @@ tn_status tn_sched_add(tn_sched *s, uint64_t id, const int32_t *prompt, int32_t 
     q->block_hash = malloc((size_t)q->max_blocks * sizeof(uint64_t));
     q->slots = malloc((size_t)q->max_blocks * bs * sizeof(int32_t));
     if (!q->tokens || !q->table || !q->block_hash || !q->slots) {
+        int32_t cap = q->cap;
         seq_free_mem(q);
-        return tn__err(TN_ERR_NOMEM, "sched: out of memory for a sequence of %d tokens", q->cap);
+        return tn__err(TN_ERR_NOMEM, "sched: out of memory for a sequence of %d tokens", cap);
     }
     memcpy(q->tokens, prompt, (size_t)n_prompt * sizeof(int32_t));
     q->id = id;
