@@ -16,6 +16,7 @@ static const command commands[] = {
     {"run", tn_cmd_run, "generate text from a prompt"},
     {"info", tn_cmd_info, "print a GGUF file's metadata and tensor table"},
     {"synth", tn_cmd_synth, "write a random-weight model of a real shape"},
+    {"serve", tn_cmd_serve, "serve a model over OpenAI-compatible HTTP"},
     {"template", tn_cmd_template, "render a chat template with a conversation"},
     {"bench", tn_cmd_bench, "measure prompt and generation speed (like llama-bench)"},
 };

@@ -1,98 +1,154 @@
 /*
  * chatfmt.c — chat messages to one prompt string.
  *
- * Messages are validated and normalized first (role one of system, developer,
- * user, assistant, tool; content a string, an array of text parts
- * {"type":"text","text":...}, or null for an assistant turn that only
- * called tools), then rendered. Until the model's own chat template can be
- * rendered (src/tok chat templates), a plain fallback is used:
- *
- *     System: ...\n\nUser: ...\n\nAssistant: ...\n\nAssistant:
- *
- * which reads as a dialogue to any model and needs no special tokens.
+ * Messages are validated and normalized first (role one of system,
+ * developer, user, assistant, tool; content a string, an array of text parts
+ * {"type":"text","text":...} joined into one string, or null for an
+ * assistant turn that only called tools; other fields such as tool_calls
+ * and tool_call_id pass through), then rendered with the chat template
+ * (src/tok/chat.h): the model's tokenizer.chat_template, or the built-in
+ * format named by --chat-template, or "chatml" when the model has none (as
+ * llama.cpp does).
  */
 #include "serve/serve_int.h"
+
+#include "tok/chat.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static const char *role_label(const char *role)
+static bool known_role(const char *role)
 {
-    if (!strcmp(role, "system") || !strcmp(role, "developer"))
-        return "System";
-    if (!strcmp(role, "user"))
-        return "User";
-    if (!strcmp(role, "assistant"))
-        return "Assistant";
-    if (!strcmp(role, "tool"))
-        return "Tool";
-    return NULL;
+    static const char *const roles[] = {"system", "developer", "user", "assistant", "tool"};
+    for (size_t i = 0; i < TN_ARRAY_LEN(roles); i++)
+        if (!strcmp(role, roles[i]))
+            return true;
+    return false;
 }
 
-/* Appends the text of a message's content to b; -1 with e set if the
- * content has the wrong shape. */
-static int content_text(json_t *content, size_t i, sbuf *b, api_err *e)
+/* The text of a message's content as one JSON string (new reference), or
+ * json_null() for null content; NULL with e set if it has the wrong shape. */
+static json_t *content_text(json_t *content, size_t i, api_err *e)
 {
     if (!content || json_is_null(content))
-        return 0;
-    if (json_is_string(content)) {
-        if (!sbuf_add(b, json_string_value(content), json_string_length(content)))
-            return api_fail(e, 400, "messages", "messages[%zu]: content too long", i);
-        return 0;
+        return json_null();
+    if (json_is_string(content))
+        return json_incref(content);
+    if (!json_is_array(content)) {
+        api_fail(e, 400, "messages", "messages[%zu].content must be a string or a list of parts", i);
+        return NULL;
     }
-    if (!json_is_array(content))
-        return api_fail(e, 400, "messages", "messages[%zu].content must be a string or a list of parts", i);
+    sbuf b = {0};
     size_t k;
     json_t *part;
     json_array_foreach(content, k, part) {
         json_t *type = json_object_get(part, "type"), *text = json_object_get(part, "text");
-        if (!json_is_object(part) || !json_is_string(type))
-            return api_fail(e, 400, "messages", "messages[%zu].content[%zu] must be an object with a 'type'", i, k);
-        if (strcmp(json_string_value(type), "text") != 0)
-            return api_fail(e, 400, "messages", "messages[%zu].content[%zu]: part type '%.40s' is not supported "
-                            "(text only)", i, k, json_string_value(type));
-        if (!json_is_string(text))
-            return api_fail(e, 400, "messages", "messages[%zu].content[%zu].text must be a string", i, k);
-        if (!sbuf_add(b, json_string_value(text), json_string_length(text)))
-            return api_fail(e, 400, "messages", "messages[%zu]: content too long", i);
+        if (!json_is_object(part) || !json_is_string(type)) {
+            api_fail(e, 400, "messages", "messages[%zu].content[%zu] must be an object with a 'type'", i, k);
+            goto fail;
+        }
+        if (strcmp(json_string_value(type), "text") != 0) {
+            api_fail(e, 400, "messages", "messages[%zu].content[%zu]: part type '%.40s' is not supported (text only)",
+                     i, k, json_string_value(type));
+            goto fail;
+        }
+        if (!json_is_string(text)) {
+            api_fail(e, 400, "messages", "messages[%zu].content[%zu].text must be a string", i, k);
+            goto fail;
+        }
+        if (!sbuf_add(&b, json_string_value(text), json_string_length(text))) {
+            api_fail(e, 400, "messages", "messages[%zu]: content too long", i);
+            goto fail;
+        }
     }
-    return 0;
+    json_t *j = json_stringn(b.p ? b.p : "", b.len);
+    sbuf_free(&b);
+    if (!j)
+        api_fail(e, 400, "messages", "messages[%zu].content is not valid UTF-8", i);
+    return j;
+fail:
+    sbuf_free(&b);
+    return NULL;
+}
+
+/* A piece of the vocabulary as a C string for bos_token / eos_token. */
+static const char *piece_or_empty(srv *s, int32_t id)
+{
+    const char *p = id >= 0 ? tn_vocab_piece(s->vocab, id) : NULL;
+    return p ? p : "";
 }
 
 char *render_chat(srv *s, json_t *messages, api_err *e)
 {
-    sbuf out = {0}, text = {0};
+    json_t *norm = json_array();
     size_t i;
     json_t *m;
+    char *out = NULL;
     json_array_foreach(messages, i, m) {
         json_t *role = json_object_get(m, "role");
         if (!json_is_object(m) || !json_is_string(role)) {
             api_fail(e, 400, "messages", "messages[%zu] must be an object with a string 'role'", i);
-            goto fail;
+            goto done;
         }
-        const char *label = role_label(json_string_value(role));
-        if (!label) {
+        if (!known_role(json_string_value(role))) {
             api_fail(e, 400, "messages", "messages[%zu].role '%.40s' is not one of system, developer, user, "
                      "assistant, tool", i, json_string_value(role));
-            goto fail;
+            goto done;
         }
-        text.len = 0;
-        if (content_text(json_object_get(m, "content"), i, &text, e))
-            goto fail;
-        if (!sbuf_add(&out, label, strlen(label)) || !sbuf_add(&out, ": ", 2) ||
-            !sbuf_add(&out, text.p ? text.p : "", text.len) || !sbuf_add(&out, "\n\n", 2)) {
-            api_fail(e, 400, "messages", "the conversation is too long");
-            goto fail;
-        }
+        json_t *content = content_text(json_object_get(m, "content"), i, e);
+        if (!content)
+            goto done;
+        json_t *copy = json_copy(m);
+        json_object_set_new(copy, "content", content);
+        json_array_append_new(norm, copy);
     }
-    if (!sbuf_add(&out, "Assistant:", 10)) {
-        api_fail(e, 400, "messages", "the conversation is too long");
-        goto fail;
+    tn_chat_ctx ctx = {
+        .messages = norm,
+        .add_generation_prompt = true,
+        .bos_token = piece_or_empty(s, tn_vocab_bos(s->vocab)),
+        .eos_token = piece_or_empty(s, tn_vocab_eos(s->vocab)),
+    };
+    size_t len = 0;
+    tn_status st = tn_chat_template_render(s->chat, &ctx, &out, &len);
+    if (st != TN_OK) {
+        api_fail(e, 400, "messages", "the chat template cannot render these messages: %s", tn_last_error());
+        out = NULL;
     }
-    sbuf_free(&text);
-    return out.p;
-fail:
-    sbuf_free(&text);
-    sbuf_free(&out);
-    return NULL;
+done:
+    json_decref(norm);
+    return out;
+}
+
+bool chat_wants_bos(srv *s, const char *text)
+{
+    const char *bos = tn_vocab_bos(s->vocab) >= 0 ? tn_vocab_piece(s->vocab, tn_vocab_bos(s->vocab)) : NULL;
+    return tn_vocab_add_bos(s->vocab) && !(bos && *bos && !strncmp(text, bos, strlen(bos)));
+}
+
+tn_status chat_init(srv *s, const char *name)
+{
+    const char *src = NULL;
+    size_t len = 0;
+    const char *what = name;
+    if (name) {
+        src = tn_chat_builtin(name);
+        if (!src)
+            return tn__err(TN_ERR_INVALID, "unknown chat template '%s' (built-in formats: chatml, llama2, llama3, "
+                           "mistral, gemma, phi3, zephyr, vicuna, deepseek, alpaca)", name);
+        len = strlen(src);
+    } else if (tn_gguf_find_key(s->model->gguf, "tokenizer.chat_template") >= 0 &&
+               tn_gguf_get_str(s->model->gguf, "tokenizer.chat_template", &src, &len) == TN_OK) {
+        what = "the model's tokenizer.chat_template";
+    } else {
+        what = "chatml (the model has no chat template)";
+        src = tn_chat_builtin("chatml");
+        len = src ? strlen(src) : 0;
+    }
+    if (!src)
+        return tn__err(TN_ERR_NOT_FOUND, "no chat template");
+    tn_status st = tn_chat_template_new(src, len, &s->chat);
+    if (st != TN_OK)
+        return tn__err_prefix(st, "chat template %s", what);
+    tn_log(TN_LOG_INFO, "tern serve: chat template: %s\n", what);
+    return TN_OK;
 }

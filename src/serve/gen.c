@@ -23,8 +23,9 @@
  * LIFETIME. The gen lives until every submitted engine request has sent its
  * final event, even when the client left or an error was already answered
  * (the engine still holds the choice pointers until then). The HTTP side
- * ends earlier: when the client disconnects (on_close: g->req = NULL, every
- * choice cancelled) or when the reply is sent.
+ * ends earlier: when the reply is sent, or when the client disconnects
+ * (on_close: every choice cancelled; the reply is still finished at the end,
+ * which is how libevent frees a request whose connection went away).
  */
 #include "serve/serve_int.h"
 
@@ -63,12 +64,34 @@ static void cancel_choices(gen *g)
             tn_engine_cancel(g->s->engine, g->c[i].id);
 }
 
-/* The client went away: never touch req again; stop the work. */
+/* The client went away (EOF or timeout on the connection). libevent then
+ * either detaches a request whose reply the user has not finished (its
+ * connection becomes NULL and the request stays ours: finishing the reply
+ * as usual frees it, sending chunks does nothing) or frees it right after
+ * this callback; in that case forget it. Either way: stop the work. */
 static void on_close(struct evhttp_connection *conn, void *arg)
 {
     gen *g = arg;
+    if (g->req) {
+        evhttp_request_set_on_complete_cb(g->req, NULL, NULL);
+        if (evhttp_request_get_connection(g->req) != NULL)
+            g->req = NULL;
+    }
+    g->conn = NULL;
+    g->gone = true;
+    cancel_choices(g);
+}
+
+/* libevent finished the request itself (an error reply on a failing
+ * connection); it frees req right after. */
+static void on_complete(struct evhttp_request *req, void *arg)
+{
+    gen *g = arg;
+    if (g->conn)
+        evhttp_connection_set_closecb(g->conn, NULL, NULL);
     g->req = NULL;
     g->conn = NULL;
+    g->gone = true;
     cancel_choices(g);
 }
 
@@ -78,11 +101,14 @@ void gen_cancel_all(srv *s)
         cancel_choices(g);
 }
 
-/* Ends the HTTP side: no close callback any more (the connection may live
- * on, keep-alive, after g is freed). */
+/* Ends the HTTP side: no callbacks any more (the connection may live on,
+ * keep-alive, after g is freed). The caller then finishes the reply on the
+ * returned request (which frees it, also when the client has gone). */
 static struct evhttp_request *detach(gen *g)
 {
     struct evhttp_request *req = g->req;
+    if (req)
+        evhttp_request_set_on_complete_cb(req, NULL, NULL);
     if (g->conn)
         evhttp_connection_set_closecb(g->conn, NULL, NULL);
     g->req = NULL;
@@ -192,7 +218,13 @@ static void gen_finish(gen *g)
         if (g->c[i].finish && !strcmp(g->c[i].finish, "error"))
             error = "the engine failed while generating";
     struct evhttp_request *req = detach(g);
-    if (req) {
+    if (req && g->gone) {
+        /* the connection is gone: finishing the reply frees the request */
+        if (g->streaming)
+            evhttp_send_reply_end(req);
+        else
+            evhttp_send_reply(req, 200, "OK", NULL);
+    } else if (req) {
         api_err e;
         if (error)
             api_fail(&e, 500, NULL, "%s", error);
@@ -371,6 +403,7 @@ void gen_start(srv *s, struct evhttp_request *req, gen_params *gp, const char *u
         c->submitted = true;
     }
     evhttp_connection_set_closecb(g->conn, on_close, g);
+    evhttp_request_set_on_complete_cb(req, on_complete, g);
     if (g->gp.stream) {
         sse_begin(req);
         g->streaming = true;

@@ -25,6 +25,8 @@
  */
 #include "serve/serve_int.h"
 
+#include "tok/chat.h"
+
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
@@ -341,7 +343,14 @@ static void on_request(struct evhttp_request *req, void *arg)
             char name[256];
             snprintf(name, sizeof name, "%.*s", (int)TN_MIN((size_t)(slash - m), sizeof name - 1), m);
             char *dec = evhttp_uridecode(name, 0, NULL);
-            route_generate(s, req, API_TRITON, !strcmp(slash, "/generate_stream"), dec ? dec : name);
+            if (strcmp(dec ? dec : name, s->model_name) != 0) {
+                api_fail(&e, 404, "model", "the model '%.200s' does not exist; this server serves '%s'",
+                         dec ? dec : name, s->model_name);
+                e.code = "model_not_found";
+                reply_error(s, req, &e);
+            } else {
+                route_generate(s, req, API_TRITON, !strcmp(slash, "/generate_stream"), s->model_name);
+            }
             free(dec);
             return;
         }
@@ -387,6 +396,7 @@ static void srv_free(srv *s)
         evhttp_free(s->http);
     if (s->base)
         event_base_free(s->base);
+    tn_chat_template_free(s->chat);
     tn_vocab_free(s->vocab);
     tn_model_free(s->model);
     pthread_mutex_destroy(&s->mu);
@@ -434,6 +444,8 @@ tn_status tn_serve_run(const tn_serve_params *p)
         tn__err_prefix(st, "cannot read the vocabulary of %s", p->model_path);
         goto out;
     }
+    if ((st = chat_init(s, s->p.chat_template)) != TN_OK)
+        goto out;
     s->n_ctx = s->p.n_ctx > 0 ? s->p.n_ctx : s->model->hp.n_ctx_train;
     tn_engine_params ep = {
         .model = s->model,

@@ -161,10 +161,11 @@ static int add_prompt(gen_params *gp, int32_t *tok, int32_t n, char *text, api_e
     return 0;
 }
 
-static int add_text_prompt(srv *s, gen_params *gp, const char *text, size_t len, const char *param, api_err *e)
+static int add_text_prompt(srv *s, gen_params *gp, const char *text, size_t len, bool add_bos, const char *param,
+                           api_err *e)
 {
     int32_t n = 0;
-    int32_t *tok = tokenize_text(s, text, len, tn_vocab_add_bos(s->vocab), &n, e);
+    int32_t *tok = tokenize_text(s, text, len, add_bos, &n, e);
     if (!tok)
         return -1;
     if (n == 0) {
@@ -210,7 +211,8 @@ static int parse_prompt(srv *s, json_t *body, gen_params *gp, const char *key, a
     if (!p || json_is_null(p))
         return api_fail(e, 400, key, "'%s' is required", key);
     if (json_is_string(p))
-        return add_text_prompt(s, gp, json_string_value(p), json_string_length(p), key, e);
+        return add_text_prompt(s, gp, json_string_value(p), json_string_length(p), tn_vocab_add_bos(s->vocab), key,
+                               e);
     if (!json_is_array(p) || json_array_size(p) == 0)
         return api_fail(e, 400, key, "'%s' must be a string, a list of strings, a list of token ids or a list of "
                                      "lists of token ids; got %s", key, json_is_array(p) ? "an empty list" : type_name(p));
@@ -225,7 +227,8 @@ static int parse_prompt(srv *s, json_t *body, gen_params *gp, const char *key, a
     json_array_foreach(p, i, v) {
         int rc;
         if (json_is_string(v))
-            rc = add_text_prompt(s, gp, json_string_value(v), json_string_length(v), key, e);
+            rc = add_text_prompt(s, gp, json_string_value(v), json_string_length(v), tn_vocab_add_bos(s->vocab),
+                                 key, e);
         else if (json_is_array(v))
             rc = add_token_prompt(s, gp, v, key, e);
         else
@@ -397,7 +400,7 @@ static int parse_openai(srv *s, api_kind api, json_t *body, gen_params *gp, api_
         char *text = render_chat(s, msgs, e);
         if (!text)
             return -1;
-        rc = add_text_prompt(s, gp, text, strlen(text), "messages", e);
+        rc = add_text_prompt(s, gp, text, strlen(text), chat_wants_bos(s, text), "messages", e);
         free(text);
         if (rc)
             return -1;
@@ -443,7 +446,7 @@ static int parse_tgi(srv *s, json_t *body, gen_params *gp, api_err *e)
         return -1;
     if (gp->sample.temperature < 0)
         gp->sample.temperature = sample ? 1.0f : 0.0f;
-    return add_text_prompt(s, gp, inputs, strlen(inputs), "inputs", e);
+    return add_text_prompt(s, gp, inputs, strlen(inputs), tn_vocab_add_bos(s->vocab), "inputs", e);
 }
 
 /* Triton: {"text_input": "...", "max_tokens": N, "parameters": {...}}; the
@@ -467,7 +470,7 @@ static int parse_triton(srv *s, json_t *body, gen_params *gp, api_err *e)
             (!gp->stop && parse_stop(p, "stop", gp, e)))
             return -1;
     }
-    return add_text_prompt(s, gp, text, strlen(text), "text_input", e);
+    return add_text_prompt(s, gp, text, strlen(text), tn_vocab_add_bos(s->vocab), "text_input", e);
 }
 
 int parse_gen_request(srv *s, api_kind api, json_t *body, gen_params *gp, api_err *e)

@@ -82,6 +82,7 @@ void route_tokenize(srv *s, struct evhttp_request *req)
         text = render_chat(s, msgs, &e);
         if (!text)
             goto fail;
+        add_bos = (!ast || json_is_true(ast)) && chat_wants_bos(s, text);
     } else {
         api_fail(&e, 400, "prompt", "expected 'prompt' (a string) or 'messages' (a non-empty list)");
         goto fail;

@@ -99,9 +99,16 @@ int parse_gen_request(srv *s, api_kind api, json_t *body, gen_params *gp, api_er
  * filled. */
 int32_t *tokenize_text(srv *s, const char *text, size_t len, bool add_bos, int32_t *n, api_err *e);
 
-/* Renders chat messages (a validated JSON array) to one prompt string
- * (malloc'ed), or NULL with e filled. chatfmt.c. */
+/* Renders chat messages (a JSON array) with the server's chat template to
+ * one prompt string (malloc'ed), or NULL with e filled (400 naming the
+ * message). chatfmt.c. */
 char *render_chat(srv *s, json_t *messages, api_err *e);
+/* Compiles the chat template: the built-in format name (NULL: the model's
+ * tokenizer.chat_template, else chatml) into s->chat. */
+tn_status chat_init(srv *s, const char *name) TN_MUST_CHECK;
+/* Whether a rendered chat prompt gets BOS prepended: as the vocabulary
+ * says, unless the template already wrote the BOS text itself. */
+bool chat_wants_bos(srv *s, const char *text);
 
 /* --- generations (gen.c) ---------------------------------------------------- */
 
@@ -139,14 +146,14 @@ typedef struct choice {
 struct gen {
     srv *s;
     gen *prev, *next;         /* srv's live list */
-    struct evhttp_request *req;   /* NULL once replied or the client left */
+    struct evhttp_request *req;   /* NULL once replied (or freed by libevent) */
     struct evhttp_connection *conn;
     gen_params gp;
     char id[48];
     long created;
     double t_start, t_first;
     bool streaming;           /* SSE headers sent */
-    bool replied;             /* the HTTP side is done */
+    bool gone;                /* the client disconnected */
     char *model_in_path;      /* Triton: the model name from the URL (owned) */
     int32_t n_choices, n_final;
     choice *c;                /* (n_choices) */
@@ -223,6 +230,7 @@ struct srv {
     tn_model *model;
     tn_vocab *vocab;
     tn_engine *engine;
+    struct tn_chat_template *chat;
     int32_t n_ctx;
     struct event_base *base;
     struct evhttp *http;

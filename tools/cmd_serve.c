@@ -1,0 +1,135 @@
+/*
+ * cmd_serve.c — `tern serve`: an OpenAI-compatible HTTP server over the
+ * engine (src/serve). Parses flags, then runs until SIGTERM or SIGINT.
+ *
+ * Exit codes: 0 after a clean shutdown, 1 a failure (the model cannot be
+ * loaded, the address cannot be bound), 2 a usage error.
+ */
+#include "tools.h"
+
+#include "serve/serve.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: tern serve -m MODEL.gguf [options]\n"
+            "\n"
+            "Serves the model over HTTP: OpenAI /v1/chat/completions, /v1/completions,\n"
+            "/v1/models; /health, /metrics (Prometheus), /tokenize, /detokenize; TGI\n"
+            "/generate[_stream]; Triton /v2/models/NAME/generate[_stream]. See docs/serve.md.\n"
+            "\n"
+            "  -m, --model PATH       GGUF model file (required)\n"
+            "      --name NAME        model id in the API (default: the file name without .gguf)\n"
+            "      --chat-template F  built-in chat format (chatml, llama3, ...) instead of the\n"
+            "                         model's template (default: the model's, else chatml)\n"
+            "      --host ADDR        address to listen on (default 127.0.0.1)\n"
+            "      --port N           port (default 8080)\n"
+            "      --api-key KEY      require 'Authorization: Bearer KEY' (default: none;\n"
+            "                         also read from $TERN_API_KEY)\n"
+            "  -t, --threads N        compute threads (default: all cores)\n"
+            "  -c, --ctx N            max tokens per sequence (default: the trained context)\n"
+            "  -np, --parallel N      max sequences decoded at once (default 64)\n"
+            "      --max-body BYTES   request body limit (default 1048576)\n"
+            "      --max-queue N      waiting requests before 429 (default 256)\n"
+            "      --timeout S        cancel a request generating longer than S seconds (default: none)\n"
+            "  -h, --help             this text\n");
+}
+
+static bool parse_long(const char *s, long lo, long hi, long *out)
+{
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* `tern serve`: returns the exit status (0 ok, 1 failure, 2 usage). */
+int tn_cmd_serve(int argc, char **argv)
+{
+    tn_serve_params p;
+    memset(&p, 0, sizeof p);
+    p.api_key = getenv("TERN_API_KEY");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "tern serve: %s '%s'\n\n", a[0] == '-' ? "missing value after" : "unexpected argument", a);
+            usage(stderr);
+            return 2;
+        }
+        const char *v = argv[++i];
+        long x = 0;
+        bool ok = true;
+        const char *want = NULL;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            p.model_path = v;
+        } else if (!strcmp(a, "--chat-template")) {
+            p.chat_template = v;
+        } else if (!strcmp(a, "--name")) {
+            p.model_name = v;
+        } else if (!strcmp(a, "--host")) {
+            p.host = v;
+        } else if (!strcmp(a, "--port")) {
+            ok = parse_long(v, 1, 65535, &x);
+            p.port = (int)x;
+            want = "a port in [1, 65535]";
+        } else if (!strcmp(a, "--api-key")) {
+            p.api_key = v;
+        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            ok = parse_long(v, 1, 4096, &x);
+            p.n_threads = (int32_t)x;
+            want = "an integer in [1, 4096]";
+        } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) {
+            ok = parse_long(v, 1, 1 << 24, &x);
+            p.n_ctx = (int32_t)x;
+            want = "an integer in [1, 16777216]";
+        } else if (!strcmp(a, "-np") || !strcmp(a, "--parallel")) {
+            ok = parse_long(v, 1, 4096, &x);
+            p.n_parallel = (int32_t)x;
+            want = "an integer in [1, 4096]";
+        } else if (!strcmp(a, "--max-body")) {
+            ok = parse_long(v, 16, 1L << 32, &x);
+            p.max_body = (size_t)x;
+            want = "a byte count in [16, 4294967296]";
+        } else if (!strcmp(a, "--max-queue")) {
+            ok = parse_long(v, 1, 1 << 20, &x);
+            p.max_queue = (int32_t)x;
+            want = "an integer in [1, 1048576]";
+        } else if (!strcmp(a, "--timeout")) {
+            ok = parse_long(v, 1, 1L << 30, &x);
+            p.timeout_s = (double)x;
+            want = "seconds >= 1";
+        } else {
+            fprintf(stderr, "tern serve: unknown option '%s'\n\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (!ok) {
+            fprintf(stderr, "tern serve: bad value '%s' for %s: want %s\n", v, a, want);
+            return 2;
+        }
+    }
+    if (!p.model_path) {
+        fprintf(stderr, "tern serve: -m MODEL is required\n\n");
+        usage(stderr);
+        return 2;
+    }
+    if (tn_serve_run(&p) != TN_OK) {
+        fprintf(stderr, "tern serve: %s\n", tn_last_error());
+        return 1;
+    }
+    return 0;
+}
