@@ -64,7 +64,8 @@ typedef struct tn_engine_event {
     int32_t n_prompt;            /* usage, on every event */
     int32_t n_cached;            /* prompt tokens served from the prefix cache */
     int32_t n_generated;
-    const char *error;           /* message when finish == ERROR (valid during the callback) */
+    const char *error;           /* message when finish == ERROR; for CANCELLED the reason ("cancelled",
+                                    "timeout", "engine shutting down"); valid during the callback */
 } tn_engine_event;
 
 /* Called on the engine thread for every generated token and once at the
@@ -99,9 +100,16 @@ tn_status tn_engine_submit(tn_engine *e, const tn_request_params *r, tn_engine_c
  * thread, including from a callback. */
 void tn_engine_cancel(tn_engine *e, uint64_t id);
 
-/* Stops accepting new requests (submit then fails with TN_ERR_FULL... or
- * TN_ERR_INVALID "shutting down"); running ones continue. */
+/* Stops accepting new requests (submit then fails with TN_ERR_FULL,
+ * message "engine: draining, not accepting requests"); queued and running
+ * ones continue to the end. Any thread. */
 void tn_engine_drain(tn_engine *e);
+
+/* Waits until nothing is queued or running (true), or timeout_s seconds
+ * pass (false; timeout_s <= 0 waits without limit). With drain, the clean
+ * shutdown: drain, wait_idle, free. Any thread except the engine's (not
+ * from a callback). */
+bool tn_engine_wait_idle(tn_engine *e, double timeout_s);
 
 typedef struct tn_engine_stats {
     int32_t n_running, n_waiting;

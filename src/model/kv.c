@@ -26,6 +26,20 @@
  * that would create a second copy is rejected before anything is written
  * (rewind with tn_kv_seq_truncate, or reuse the same slot).
  *
+ * TABLE MODE (tn_kv_seq_set_slots)
+ *
+ * With prefix caching one slot belongs to several sequences at once (a full
+ * block of a shared prompt prefix sits in every sharing sequence's block
+ * table), which a cell's single (sequence, position) cannot say. A sequence
+ * in table mode therefore bypasses the cells: the caller hands over its
+ * position -> slot array (borrowed), the batch check verifies that each of
+ * its tokens writes slots[pos], and the flattening copies slots[0..] instead
+ * of walking a list. Attention reads the same flat layout either way, so
+ * the visiting order (increasing position) and hence the arithmetic are the
+ * same as in the ordinary mode. The flat layout is sized n_slots (list runs
+ * are distinct cells) plus the tables' total; set_slots grows it
+ * geometrically when the total exceeds the capacity.
+ *
  * LIMITATIONS
  *
  * K/V are F32 for now. Inserting far before the tail of a long sequence
@@ -85,10 +99,13 @@ tn_status tn_kv_new(const tn_model *m, int32_t n_slots, int32_t n_seq_max, tn_kv
     kv->seq_off = malloc(nq * sizeof(int32_t));
     kv->order_slot = malloc(ns * sizeof(int32_t));
     kv->order_pos = malloc(ns * sizeof(int32_t));
+    kv->order_cap = n_slots;
+    kv->tab = calloc(nq, sizeof(const int32_t *));
+    kv->tab_n = calloc(nq, sizeof(int32_t));
     kv->scores = tn_alloc_aligned((size_t)kv->n_score_rows * ns * sizeof(float), 64);
     if (!kv->k || !kv->v || !kv->cell_seq || !kv->cell_pos || !kv->cell_prev || !kv->cell_next ||
         !kv->seq_head || !kv->seq_tail || !kv->seq_n || !kv->slot_mark || !kv->seq_mark || !kv->keys ||
-        !kv->seq_off || !kv->order_slot || !kv->order_pos || !kv->scores) {
+        !kv->seq_off || !kv->order_slot || !kv->order_pos || !kv->tab || !kv->tab_n || !kv->scores) {
         tn_kv_free(kv);
         return tn__err(TN_ERR_NOMEM, "kv: out of memory for %d slots (%llu bytes of K and V each)", n_slots,
                        (unsigned long long)bytes);
@@ -118,6 +135,8 @@ void tn_kv_free(tn_kv_cache *kv)
     free(kv->seq_off);
     free(kv->order_slot);
     free(kv->order_pos);
+    free(kv->tab);
+    free(kv->tab_n);
     tn_free_aligned(kv->scores);
     free(kv);
 }
@@ -186,11 +205,21 @@ static int32_t seq_find(const tn_kv_cache *kv, int32_t s, int32_t pos)
     return c >= 0 && kv->cell_pos[c] == pos ? c : -1;
 }
 
-/* Forgets every cell of sequence seq. Out-of-range seq is a no-op. */
+/* Takes seq out of table mode. */
+static void tab_drop(tn_kv_cache *kv, int32_t seq)
+{
+    kv->tab_total -= kv->tab_n[seq];
+    kv->tab[seq] = NULL;
+    kv->tab_n[seq] = 0;
+}
+
+/* Forgets every cell of sequence seq (and its table). Out-of-range seq is a
+ * no-op. */
 void tn_kv_seq_rm(tn_kv_cache *kv, int32_t seq)
 {
     if (!kv || seq < 0 || seq >= kv->n_seq_max)
         return;
+    tab_drop(kv, seq);
     for (int32_t c = kv->seq_head[seq]; c >= 0;) {
         int32_t next = kv->cell_next[c];
         cell_free(kv, c);
@@ -200,11 +229,19 @@ void tn_kv_seq_rm(tn_kv_cache *kv, int32_t seq)
     kv->seq_n[seq] = 0;
 }
 
-/* Forgets the cells of seq at positions >= pos. Out-of-range seq is a no-op. */
+/* Forgets the cells of seq at positions >= pos (in table mode: shortens
+ * the table). Out-of-range seq is a no-op. */
 void tn_kv_seq_truncate(tn_kv_cache *kv, int32_t seq, int32_t pos)
 {
     if (!kv || seq < 0 || seq >= kv->n_seq_max)
         return;
+    if (kv->tab[seq] && pos < kv->tab_n[seq]) {
+        int32_t keep = TN_MAX(pos, 0);
+        kv->tab_total -= kv->tab_n[seq] - keep;
+        kv->tab_n[seq] = keep;
+        if (keep == 0)
+            kv->tab[seq] = NULL;
+    }
     while (kv->seq_tail[seq] >= 0 && kv->cell_pos[kv->seq_tail[seq]] >= pos)
         cell_unlink(kv, kv->seq_tail[seq]);
 }
@@ -219,7 +256,49 @@ void tn_kv_clear(tn_kv_cache *kv)
     for (int32_t s = 0; s < kv->n_seq_max; s++) {
         kv->seq_head[s] = kv->seq_tail[s] = -1;
         kv->seq_n[s] = 0;
+        kv->tab[s] = NULL;
+        kv->tab_n[s] = 0;
     }
+    kv->tab_total = 0;
+}
+
+/* Contract in model.h. */
+tn_status tn_kv_seq_set_slots(tn_kv_cache *kv, int32_t seq, const int32_t *slots, int32_t n)
+{
+    if (!kv || seq < 0 || seq >= kv->n_seq_max)
+        return tn__err(TN_ERR_INVALID, "kv: set_slots: seq %d out of range [0, %d)", seq, kv ? kv->n_seq_max : 0);
+    if (n < 0 || n > kv->n_slots || (n > 0 && !slots))
+        return tn__err(TN_ERR_INVALID, "kv: set_slots: seq %d: %d slots (cache has %d)%s", seq, n, kv->n_slots,
+                       n > 0 && !slots ? " but the array is NULL" : "");
+    for (int32_t p = 0; p < n; p++)
+        if (slots[p] < 0 || slots[p] >= kv->n_slots)
+            return tn__err(TN_ERR_INVALID, "kv: set_slots: seq %d pos %d: slot %d out of range [0, %d)", seq, p,
+                           slots[p], kv->n_slots);
+    int64_t total = kv->tab_total - kv->tab_n[seq] + n;
+    if (kv->n_slots + total > kv->order_cap) {
+        int64_t cap = TN_MAX(kv->n_slots + total, 2 * kv->order_cap);
+        int32_t *os = realloc(kv->order_slot, (size_t)cap * sizeof(int32_t));
+        if (os)
+            kv->order_slot = os;
+        int32_t *op = os ? realloc(kv->order_pos, (size_t)cap * sizeof(int32_t)) : NULL;
+        if (!op)
+            return tn__err(TN_ERR_NOMEM, "kv: set_slots: out of memory for %lld table entries", (long long)cap);
+        kv->order_pos = op;
+        kv->order_cap = cap;
+    }
+    if (kv->seq_head[seq] >= 0 && n > 0) {
+        for (int32_t c = kv->seq_head[seq]; c >= 0;) {
+            int32_t next = kv->cell_next[c];
+            cell_free(kv, c);
+            c = next;
+        }
+        kv->seq_head[seq] = kv->seq_tail[seq] = -1;
+        kv->seq_n[seq] = 0;
+    }
+    kv->tab_total = total;
+    kv->tab[seq] = n > 0 ? slots : NULL;
+    kv->tab_n[seq] = n;
+    return TN_OK;
 }
 
 /* ==========================================================================
@@ -284,6 +363,15 @@ tn_status tn__kv_check_batch(tn_kv_cache *kv, const tn_batch *b)
         return tn__err(TN_ERR_INVALID, "batch token %d: pos %d of seq_id %d is also given by token %d", j, p, s, i);
     }
     for (int32_t i = 0; i < n; i++) {
+        int32_t s = b->seq_id[i];
+        if (kv->tab[s]) {
+            if (b->pos[i] >= kv->tab_n[s] || kv->tab[s][b->pos[i]] != b->kv_slot[i])
+                return tn__err(TN_ERR_INVALID,
+                               "batch token %d: seq_id %d is in table mode and its table %s (kv_slot %d given)",
+                               i, s, b->pos[i] >= kv->tab_n[s] ? "does not reach this pos" : "names another slot",
+                               b->kv_slot[i]);
+            continue;
+        }
         int32_t c = seq_find(kv, b->seq_id[i], b->pos[i]);
         if (c >= 0 && kv->slot_mark[c] != st)
             return tn__err(TN_ERR_INVALID,
@@ -304,10 +392,12 @@ void tn__kv_apply_batch(tn_kv_cache *kv, const tn_batch *b, int32_t *vis_off, in
         if (kv->cell_seq[b->kv_slot[i]] >= 0)
             cell_unlink(kv, b->kv_slot[i]);
     for (int32_t i = 0; i < n; i++)
-        cell_link(kv, b->kv_slot[i], b->seq_id[i], b->pos[i]);
+        if (!kv->tab[b->seq_id[i]])
+            cell_link(kv, b->kv_slot[i], b->seq_id[i], b->pos[i]);
 
     /* Flatten each distinct sequence of the batch once. Cells are distinct
-     * slots, so the runs together hold at most n_slots entries. */
+     * slots, so the list runs together hold at most n_slots entries; table
+     * runs at most tab_total more (order_cap covers both). */
     uint32_t st = next_stamp(kv);
     int32_t used = 0;
     for (int32_t i = 0; i < n; i++) {
@@ -316,6 +406,13 @@ void tn__kv_apply_batch(tn_kv_cache *kv, const tn_batch *b, int32_t *vis_off, in
             continue;
         kv->seq_mark[s] = st;
         kv->seq_off[s] = used;
+        if (kv->tab[s]) {
+            memcpy(kv->order_slot + used, kv->tab[s], (size_t)kv->tab_n[s] * sizeof(int32_t));
+            for (int32_t p = 0; p < kv->tab_n[s]; p++)
+                kv->order_pos[used + p] = p;
+            used += kv->tab_n[s];
+            continue;
+        }
         for (int32_t c = kv->seq_head[s]; c >= 0; c = kv->cell_next[c]) {
             kv->order_slot[used] = c;
             kv->order_pos[used] = kv->cell_pos[c];
@@ -327,6 +424,11 @@ void tn__kv_apply_batch(tn_kv_cache *kv, const tn_batch *b, int32_t *vis_off, in
      * first position above it, found by binary search. */
     for (int32_t i = 0; i < n; i++) {
         int32_t s = b->seq_id[i], off = kv->seq_off[s];
+        if (kv->tab[s]) {
+            vis_off[i] = off;
+            vis_n[i] = b->pos[i] + 1;
+            continue;
+        }
         int32_t lo = 0, hi = kv->seq_n[s];
         const int32_t *pos = kv->order_pos + off;
         while (lo < hi) {

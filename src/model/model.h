@@ -105,6 +105,27 @@ void tn_kv_seq_truncate(tn_kv_cache *kv, int32_t seq, int32_t pos);
 /* Forgets everything. */
 void tn_kv_clear(tn_kv_cache *kv);
 
+/* Table mode, for a paged cache whose full blocks are shared by several
+ * sequences (prefix caching). A cell records ONE (sequence, position), so a
+ * slot in several sequences' block tables cannot be described by the cells;
+ * instead the caller declares the whole mapping: sequence seq's positions
+ * 0..n-1 live in slots[0..n-1] (the block table flattened to slots). From
+ * then on, until tn_kv_seq_rm(seq), tn_kv_clear or another call for seq:
+ *   - a batch token of seq at pos must have pos < n and kv_slot == slots[pos]
+ *     (TN_ERR_INVALID otherwise), and writing it records nothing in the cells;
+ *   - token i of seq attends to slots[0..pos[i]], in that order.
+ * slots is BORROWED and read at every tn_forward_run: keep it alive and
+ * unchanged in [0, n) until the next call for seq (growing it is fine: call
+ * again with the larger n). slots == NULL or n == 0 leaves table mode. Any
+ * cells seq held in the ordinary mode are forgotten. Slot contents are the
+ * caller's business: writing a slot another sequence's table also names
+ * overwrites that sequence's K/V.
+ * Errors: TN_ERR_INVALID for seq out of range, n > n_slots or a slot out of
+ * range (nothing changes then); TN_ERR_NOMEM if the per-call layout could
+ * not grow. It grows only when the tables' total exceeds every earlier
+ * total, so a steady decode loop does not allocate. Owner thread only. */
+tn_status tn_kv_seq_set_slots(tn_kv_cache *kv, int32_t seq, const int32_t *slots, int32_t n) TN_MUST_CHECK;
+
 /* --- batched forward -------------------------------------------------- */
 
 typedef struct tn_batch {

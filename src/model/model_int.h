@@ -45,8 +45,15 @@ struct tn_kv_cache {
     uint32_t *seq_mark;    /* (n_seq_max) */
     int64_t *keys;         /* (n_slots) (seq << 32 | pos) of the batch, sorted */
     int32_t *seq_off;      /* (n_seq_max) start of the sequence's run in order_* */
-    int32_t *order_slot;   /* (n_slots) cells of the batch's sequences, grouped by sequence, position-ascending */
-    int32_t *order_pos;    /* (n_slots) their positions */
+    int32_t *order_slot;   /* (order_cap) cells of the batch's sequences, grouped by sequence, position-ascending */
+    int32_t *order_pos;    /* (order_cap) their positions */
+    int64_t order_cap;     /* n_slots + the largest tab_total seen: list runs fill at most n_slots, tables the rest */
+
+    /* Table mode (tn_kv_seq_set_slots): seq's positions 0..tab_n-1 live in
+     * the borrowed tab[seq][0..tab_n); tab == NULL is the ordinary mode. */
+    const int32_t **tab;   /* (n_seq_max) */
+    int32_t *tab_n;        /* (n_seq_max) */
+    int64_t tab_total;     /* sum of tab_n */
 
     /* Attention scores: one row per compute thread. */
     int32_t n_score_rows;  /* tn_n_cores() at creation: a pool never has more threads */
