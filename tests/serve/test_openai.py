@@ -212,7 +212,7 @@ def test_n_and_seed(client):
     assert sorted(c.index for c in a.choices) == [0, 1, 2]
     b = client.completions.create(n=3, **kw)
     assert [c.text for c in a.choices] == [c.text for c in b.choices]
-    assert a.usage.completion_tokens == sum(1 for _ in a.choices) * 20 or a.usage.completion_tokens <= 60
+    assert a.usage.completion_tokens <= 60 and a.usage.prompt_tokens == b.usage.prompt_tokens
     c = client.completions.create(**{**kw, "seed": 99})
     d = client.completions.create(**{**kw, "seed": 99})
     assert c.choices[0].text == d.choices[0].text
@@ -398,8 +398,8 @@ def test_concurrent_streams_match_alone(srv):
         s = srv.client().completions.create(model=NAME, prompt=p, max_tokens=24, temperature=0, stream=True)
         return p, "".join(ch.choices[0].text for ch in s if ch.choices)
 
-    with concurrent.futures.ThreadPoolExecutor(16) as ex:
-        res = list(ex.map(stream, prompts * 2))
+    with concurrent.futures.ThreadPoolExecutor(32) as ex:
+        res = list(ex.map(stream, prompts * 4))
     for p, text in res:
         assert text == alone[p]
 
