@@ -17,27 +17,20 @@
  * Float weights: two 16-lane FMA accumulators per row (32 elements per
  * step), summed at the end by one fixed tree, then a scalar tail.
  *
- * Int8 weights: a zmm register holds two 32-byte blocks (lanes 0-7 block a,
- * 8-15 block b). VNNI's vpdpbusd multiplies unsigned bytes by signed bytes
- * and adds each group of four products into an int32 lane, exactly (no
- * saturation). Q4_0 nibbles are unsigned 0..15 and the block wants
- * (nib - 8)·x, so the lane starts from a bias of -8·Σx (shared by the rows);
- * the high nibbles are masked in place rather than shifted down, so their
- * lanes hold 16·(nib - 8)·x (bias -128·Σx) and get the block scale / 16.
- * Q8_0 weights are made unsigned as w + 128 (xor 0x80) against a bias of
- * -128·Σx. Each block's eight exact partial sums are converted to f32
- * (exact: |sum| < 2^24) and FMA'd with that block's d_w·d_x. The scales of
- * eight blocks are gathered at once with vpermt2w (blocks are 18 or 34 bytes,
- * so the f16 scales sit at fixed word offsets) and converted with one
- * vcvtph2ps. Blocks are arranged with broadcast loads and blends rather than
- * lane shuffles, which keep port 5 free. Each row is software-prefetched
- * PREFETCH_BYTES ahead. Blocks left over after the groups of eight go
- * through a scalar tail.
+ * Int8 weights (Q8_0, Q4_0 against Q8_0 activations): VNNI's vpdpbusd over
+ * groups of four blocks, with each token's activations packed once per
+ * matmul into the vectors the loop loads; gemm_q runs register tiles of up
+ * to 4 rows × 4 tokens, and the dot kernels (one token) the same per-element
+ * sequence. The essay above the int8 section explains the layout and why
+ * the result of an element never depends on the tile. Each weight row is
+ * software-prefetched PREFETCH_BYTES ahead. Blocks left over after the last
+ * group of four go through a scalar tail.
  */
 #include "kern/kern_impl.h"
 
 #include <immintrin.h>
 #include <stdalign.h>
+#include <string.h>
 
 #define AI static inline __attribute__((always_inline))
 
@@ -103,66 +96,168 @@ AI void float_rows(const int kind, const char *w, size_t ws, const int nr, const
 
 /* --- int8 weights ------------------------------------------------------------ */
 
-/* f16 scales of 8 consecutive blocks of 18 bytes (Q4_0) as f32: the scale
- * of block k is word 9k of the 144 bytes, all within the first 128. */
-AI __m256 scales8_q4_0(const tn_block_q4_0 *b)
-{
-    static const alignas(64) uint16_t idx[32] = {0, 9, 18, 27, 36, 45, 54, 63};
-    const __m512i v = _mm512_permutex2var_epi16(_mm512_loadu_si512(b), _mm512_load_si512(idx),
-                                                _mm512_loadu_si512((const char *)b + 64));
-    return _mm256_cvtph_ps(_mm512_castsi512_si128(v));
-}
-
-/* Same for 8 blocks of 34 bytes (Q8_0): words 17k, all within 256 bytes. */
-AI __m256 scales8_q8_0(const tn_block_q8_0 *b)
-{
-    static const alignas(64) uint16_t lo[32] = {0, 17, 34, 51};
-    static const alignas(64) uint16_t hi[32] = {0, 0, 0, 0, 68 - 64, 85 - 64, 102 - 64, 119 - 64};
-    const char *p = (const char *)b;
-    const __m512i a = _mm512_permutex2var_epi16(_mm512_loadu_si512(p), _mm512_load_si512(lo), _mm512_loadu_si512(p + 64));
-    const __m512i c =
-        _mm512_permutex2var_epi16(_mm512_loadu_si512(p + 128), _mm512_load_si512(hi), _mm512_loadu_si512(p + 192));
-    return _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_mask_blend_epi16(0xf0, a, c)));
-}
-
-/* Two blocks' 32 quants side by side: [a.qs | b.qs]. */
-AI __m512i pair_q8(const tn_block_q8_0 *a, const tn_block_q8_0 *b)
-{
-    return _mm512_mask_blend_epi64(0xf0, _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)a->qs)),
-                                   _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b->qs)));
-}
-
-/* Two Q4_0 blocks' nibbles in element order, 128-bit lanes
- * [a & 15, a & 0xf0, b & 15, b & 0xf0]: the high nibbles are left in place,
- * i.e. multiplied by 16, which pair_scale_q4 undoes in the scale. */
-AI __m512i pair_q4(const tn_block_q4_0 *a, const tn_block_q4_0 *b)
-{
-    const __m512i v = _mm512_mask_blend_epi64(0xf0, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)a->qs)),
-                                              _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)b->qs)));
-    const __m512i m = _mm512_mask_blend_epi64(0xcc, _mm512_set1_epi8(0x0f), _mm512_set1_epi8((char)0xf0));
-    return _mm512_and_si512(v, m);
-}
-
-/* Scale vector of pair k of a group of 8: lanes 0-7 s[2k], 8-15 s[2k+1]. */
-AI __m512 pair_scale(__m512 s8, int k)
-{
-    const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(2 * k),
-                                         _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
-    return _mm512_permutexvar_ps(idx, s8);
-}
-
-/* The same for pair_q4's layout, from s8 and s8/16: lanes 4-7 and 12-15
- * hold the high nibbles' sums, which are 16 times too large. 16·isum is
- * exact in f32 and FMA rounds the exact product once, so (s/16)·(16·isum)
- * gives the same bits as s·isum (s/16 is exact unless s is below 2^-122). */
-AI __m512 pair_scale_q4(__m512 s8, __m512 s8_16, int k)
-{
-    const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(2 * k),
-                                         _mm512_setr_epi32(0, 0, 0, 0, 16, 16, 16, 16, 1, 1, 1, 1, 17, 17, 17, 17));
-    return _mm512_permutex2var_ps(s8, idx, s8_16);
-}
+/*
+ * THE PACKED ACTIVATION LAYOUT
+ *
+ * Both int8 kernels work on groups of four blocks (128 elements). The
+ * activation side of a group is the same for every weight row, so matmul.c
+ * rearranges each token's Q8_0 blocks once per call (xpack) into exactly
+ * the vectors the inner loop wants, and the loop only loads them:
+ *
+ *   Q4_0 weights, 256 bytes per group:
+ *     lo[64]   int8  qs[0..16) of blocks 0..3 side by side (the values the
+ *                    low nibbles multiply)
+ *     hi[64]   int8  qs[16..32) of blocks 0..3 (for the high nibbles)
+ *     bias[16] int32 lane l: -8 · (the 8 x values lane l sums), so that
+ *                    a lane starting from it and adding nib·x over its
+ *                    bytes ends at Σ (nib - 8)·x exactly
+ *     dx[16]   f32   lane l: d_x of block l / 4
+ *   Q8_0 weights, 384 bytes per group:
+ *     xa[64], xb[64]        int8  qs of blocks 0,1 and of blocks 2,3
+ *     bias_a[16], bias_b[16] int32 -128 · Σ of each lane's 4 x values (the
+ *                           weights enter as w + 128, unsigned)
+ *     dx_a[16], dx_b[16]    f32   d_x of the lane's block (8 lanes a block)
+ *
+ * Blocks after the last whole group (n/32 mod 4 of them) follow as plain
+ * Q8_0 blocks and go through a scalar tail.
+ *
+ * THE WEIGHT SIDE OF A GROUP
+ *
+ * A group of Q4_0 weights is 72 bytes; every f16 scale and every 16-byte
+ * run of nibbles starts at an even offset, so one vpermt2w over the first 64
+ * bytes and the next 8 gathers the four blocks' nibbles into one register
+ * and one vpermw spreads the four scales over their four lanes each. The
+ * nibbles are split with an and and a shift. VNNI's vpdpbusd multiplies
+ * unsigned bytes (the nibbles 0..15) by signed bytes (x) and adds each lane's
+ * four products into its int32, exactly; two of them (low, high nibbles)
+ * leave lane l holding the exact integer dot of 8 weights of block l / 4.
+ * Q8_0 is the same with w + 128 (an xor) for the unsigned side, two blocks
+ * per register and two registers a group.
+ *
+ * THE ORDER OF THE FLOATING-POINT SUM (what makes prefill equal decode)
+ *
+ * Per (row, token) there is one f32 accumulator vector. Each group adds
+ * fma(d_w·d_x, float(lane sum), acc) lane by lane (d_w·d_x of two f16 values
+ * is exact in f32, the int32 is exact below 2^24, so each step rounds once);
+ * Q8_0 adds its two halves a then b. At the end one fixed tree reduces the
+ * 16 lanes, then the tail blocks are added left to right. gemm_q (any number
+ * of rows × tokens, register-blocked 4 × 4) and the table's dot kernels
+ * (any number of rows, one token, packing each group on the fly) run this
+ * same sequence per element through one always-inline step function, so a
+ * result never depends on the tile it was computed in.
+ */
 
 enum { W_Q8_0, W_Q4_0 };
+
+#define GROUP_BYTES_Q4 256
+#define GROUP_BYTES_Q8 384
+
+typedef struct xg_q4 {
+    int8_t lo[64], hi[64];
+    int32_t bias[16];
+    float dx[16];
+} xg_q4;
+static_assert(sizeof(xg_q4) == GROUP_BYTES_Q4, "packed q4_0 group");
+
+typedef struct xg_q8 {
+    int8_t xa[64], xb[64];
+    int32_t bias_a[16], bias_b[16];
+    float dx_a[16], dx_b[16];
+} xg_q8;
+static_assert(sizeof(xg_q8) == GROUP_BYTES_Q8, "packed q8_0 group");
+
+/* Packs group g of x (blocks 4g..4g+3) for Q4_0 weights. */
+static inline void pack_q4(const tn_block_q8_0 *x, xg_q4 *o)
+{
+    for (int k = 0; k < 4; k++) {
+        memcpy(o->lo + 16 * k, x[k].qs, 16);
+        memcpy(o->hi + 16 * k, x[k].qs + 16, 16);
+        const float d = f16(x[k].d);
+        for (int l = 0; l < 4; l++)
+            o->dx[4 * k + l] = d;
+    }
+    const __m512i eight = _mm512_set1_epi8(8);
+    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, _mm512_loadu_si512(o->lo));
+    s = _mm512_dpbusd_epi32(s, eight, _mm512_loadu_si512(o->hi));
+    _mm512_storeu_si512(o->bias, _mm512_sub_epi32(_mm512_setzero_si512(), s));
+}
+
+static inline void pack_q8(const tn_block_q8_0 *x, xg_q8 *o)
+{
+    for (int k = 0; k < 4; k++) {
+        memcpy((k < 2 ? o->xa : o->xb) + 32 * (k & 1), x[k].qs, 32);
+        const float d = f16(x[k].d);
+        for (int l = 0; l < 8; l++)
+            (k < 2 ? o->dx_a : o->dx_b)[8 * (k & 1) + l] = d;
+    }
+    const __m512i off = _mm512_set1_epi8((char)0x80);
+    const __m512i z = _mm512_setzero_si512();
+    _mm512_storeu_si512(o->bias_a, _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, off, _mm512_loadu_si512(o->xa))));
+    _mm512_storeu_si512(o->bias_b, _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, off, _mm512_loadu_si512(o->xb))));
+}
+
+/* One group of one weight row, unpacked: Q4_0 fills u0 (low nibbles), u1
+ * (high nibbles), s0 (scales); Q8_0 fills u0, u1 (blocks 0-1, 2-3, as
+ * w + 128) and s0, s1. p: the group's first byte. */
+typedef struct wg {
+    __m512i u0, u1;
+    __m512 s0, s1;
+} wg;
+
+AI wg load_wg(const int kind, const char *p)
+{
+    wg g;
+    if (kind == W_Q4_0) {
+        /* nibbles of block k: words 9k+1 .. 9k+8; scales: word 9k */
+        static const alignas(64) uint16_t iq[32] = {1,  2,  3,  4,  5,  6,  7,  8,  10, 11, 12, 13, 14, 15, 16, 17,
+                                                    19, 20, 21, 22, 23, 24, 25, 26, 28, 29, 30, 31, 32, 33, 34, 35};
+        static const alignas(64) uint16_t id[32] = {0, 0, 0, 0, 9, 9, 9, 9, 18, 18, 18, 18, 27, 27, 27, 27};
+        const __m512i a = _mm512_loadu_si512(p);
+        const __m512i b = _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(p + 64)));
+        const __m512i q = _mm512_permutex2var_epi16(a, _mm512_load_si512(iq), b);
+        const __m512i m = _mm512_set1_epi8(0x0f);
+        g.u0 = _mm512_and_si512(q, m);
+        g.u1 = _mm512_and_si512(_mm512_srli_epi16(q, 4), m);
+        g.s0 = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_load_si512(id), a)));
+        g.s1 = g.s0;
+    } else {
+        /* block k (34 bytes) has its scale at word 17k, its quants at words
+         * 17k+1 .. 17k+16; blocks 2-3 are read relative to p + 64 */
+        static const alignas(64) uint16_t iq[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
+                                                    18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33};
+        static const alignas(64) uint16_t iq2[32] = {3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18,
+                                                     20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35};
+        static const alignas(64) uint16_t id[32] = {0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17};
+        static const alignas(64) uint16_t id2[32] = {2, 2, 2, 2, 2, 2, 2, 2, 19, 19, 19, 19, 19, 19, 19, 19};
+        const __m512i a = _mm512_loadu_si512(p);
+        const __m512i c = _mm512_loadu_si512(p + 64);
+        const __m512i off = _mm512_set1_epi8((char)0x80);
+        const __m512i b = _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(p + 64)));
+        const __m512i d = _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(p + 128)));
+        g.u0 = _mm512_xor_si512(_mm512_permutex2var_epi16(a, _mm512_load_si512(iq), b), off);
+        g.u1 = _mm512_xor_si512(_mm512_permutex2var_epi16(c, _mm512_load_si512(iq2), d), off);
+        g.s0 = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_load_si512(id), a)));
+        g.s1 = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_load_si512(id2), c)));
+    }
+    return g;
+}
+
+/* The step every (row, token) pair takes per group: see the essay. */
+AI __m512 step_group(const int kind, const wg *g, const void *xg, __m512 acc)
+{
+    if (kind == W_Q4_0) {
+        const xg_q4 *x = xg;
+        __m512i s = _mm512_dpbusd_epi32(_mm512_loadu_si512(x->bias), g->u0, _mm512_loadu_si512(x->lo));
+        s = _mm512_dpbusd_epi32(s, g->u1, _mm512_loadu_si512(x->hi));
+        const __m512 sc = _mm512_mul_ps(g->s0, _mm512_loadu_ps(x->dx));
+        return _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), acc);
+    }
+    const xg_q8 *x = xg;
+    const __m512i sa = _mm512_dpbusd_epi32(_mm512_loadu_si512(x->bias_a), g->u0, _mm512_loadu_si512(x->xa));
+    const __m512i sb = _mm512_dpbusd_epi32(_mm512_loadu_si512(x->bias_b), g->u1, _mm512_loadu_si512(x->xb));
+    acc = _mm512_fmadd_ps(_mm512_mul_ps(g->s0, _mm512_loadu_ps(x->dx_a)), _mm512_cvtepi32_ps(sa), acc);
+    return _mm512_fmadd_ps(_mm512_mul_ps(g->s1, _mm512_loadu_ps(x->dx_b)), _mm512_cvtepi32_ps(sb), acc);
+}
 
 /* Exact scalar sum of one block's 32 products. */
 AI int32_t block_isum(const int kind, const void *wb, const tn_block_q8_0 *x)
@@ -182,60 +277,154 @@ AI int32_t block_isum(const int kind, const void *wb, const tn_block_q8_0 *x)
     return isum;
 }
 
-AI void int8_rows(const int kind, const char *w, size_t ws, const int nr, const tn_block_q8_0 *x, int64_t n, float *y)
+/* The end of every element: reduce the lanes, add the tail blocks
+ * [b0, nb) of weight row w (tail activation blocks xt). */
+AI float finish(const int kind, __m512 acc, const char *w, int64_t b0, int64_t nb, const tn_block_q8_0 *xt)
 {
     const size_t bsz = kind == W_Q8_0 ? sizeof(tn_block_q8_0) : sizeof(tn_block_q4_0);
-    const int64_t nb = n / TN_QK8_0;
-    const __m512i zero = _mm512_setzero_si512();
-    /* the unsigned shift of w: w + 128 for Q8_0; nib, or 16·nib in the
-     * high-nibble lanes, for Q4_0 (whose 8 becomes 128 there) */
-    const __m512i offset = kind == W_Q8_0 ? _mm512_set1_epi8((char)0x80)
-                                          : _mm512_mask_blend_epi64(0xcc, _mm512_set1_epi8(8), _mm512_set1_epi8((char)0x80));
-    __m512 acc[TN__DOT_ROWS][2];
-    for (int r = 0; r < nr; r++)
-        acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    int64_t b = 0;
-    for (; b + 8 <= nb; b += 8) {
-        const __m256 dx = scales8_q8_0(x + b);
-        __m512 s8[TN__DOT_ROWS], s8_16[TN__DOT_ROWS];
-        for (int r = 0; r < nr; r++) {
-            const char *wr = w + ws * r + bsz * b;
-            for (size_t off = 0; off < 8 * bsz; off += 64)
-                _mm_prefetch(wr + PREFETCH_BYTES + off, _MM_HINT_T0);
-            const __m256 dw = kind == W_Q8_0 ? scales8_q8_0((const tn_block_q8_0 *)wr) : scales8_q4_0((const tn_block_q4_0 *)wr);
-            s8[r] = _mm512_castps256_ps512(_mm256_mul_ps(dw, dx));
-            if (kind == W_Q4_0)
-                s8_16[r] = _mm512_mul_ps(s8[r], _mm512_set1_ps(1.0f / 16));
+    float sum = _mm512_reduce_add_ps(acc);
+    for (int64_t c = b0; c < nb; c++) {
+        const char *wb = w + bsz * (size_t)c;
+        const uint16_t d = kind == W_Q8_0 ? ((const tn_block_q8_0 *)wb)->d : ((const tn_block_q4_0 *)wb)->d;
+        sum += (float)block_isum(kind, wb, xt + (c - b0)) * (f16(d) * f16(xt[c - b0].d));
+    }
+    return sum;
+}
+
+/* R rows × T tokens, all groups: the register-blocked tile of gemm_q.
+ * w: row 0's first byte; xp: token 0's packed row. */
+AI void tile_q(const int kind, const int R, const int T, const char *w, size_t ws, const char *xp, size_t xps,
+               int64_t n, float *y, size_t ys)
+{
+    const size_t bsz = kind == W_Q8_0 ? sizeof(tn_block_q8_0) : sizeof(tn_block_q4_0);
+    const size_t gx = kind == W_Q8_0 ? GROUP_BYTES_Q8 : GROUP_BYTES_Q4;
+    const int64_t nb = n / TN_QK8_0, ng = nb / 4;
+    __m512 acc[4][4];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++)
+            acc[r][t] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < ng; g++) {
+        wg wr[4];
+        for (int r = 0; r < R; r++) {
+            const char *p = w + ws * (size_t)r + 4 * bsz * (size_t)g;
+            _mm_prefetch(p + PREFETCH_BYTES, _MM_HINT_T0);
+            _mm_prefetch(p + PREFETCH_BYTES + 64, _MM_HINT_T0);
+            wr[r] = load_wg(kind, p);
         }
-        for (int k = 0; k < 4; k++) {
-            const tn_block_q8_0 *xa = x + b + 2 * k;
-            const __m512i xq = pair_q8(xa, xa + 1);
-            const __m512i bias = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, xq));
-            for (int r = 0; r < nr; r++) {
-                const char *wa = w + ws * r + bsz * (size_t)(b + 2 * k);
-                __m512i wq;
-                if (kind == W_Q8_0)
-                    wq = _mm512_xor_si512(pair_q8((const tn_block_q8_0 *)wa, (const tn_block_q8_0 *)(wa + bsz)), offset);
-                else
-                    wq = pair_q4((const tn_block_q4_0 *)wa, (const tn_block_q4_0 *)(wa + bsz));
-                const __m512i p = _mm512_dpbusd_epi32(bias, wq, xq);
-                const __m512 sc = kind == W_Q8_0 ? pair_scale(s8[r], k) : pair_scale_q4(s8[r], s8_16[r], k);
-                acc[r][k & 1] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(p), acc[r][k & 1]);
-            }
+        for (int t = 0; t < T; t++) {
+            const char *xg = xp + xps * (size_t)t + gx * (size_t)g;
+            for (int r = 0; r < R; r++)
+                acc[r][t] = step_group(kind, &wr[r], xg, acc[r][t]);
         }
     }
-    for (int r = 0; r < nr; r++) {
-        float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
-        for (int64_t c = b; c < nb; c++) {
-            const char *wb = w + ws * r + bsz * (size_t)c;
-            const uint16_t d = kind == W_Q8_0 ? ((const tn_block_q8_0 *)wb)->d : ((const tn_block_q4_0 *)wb)->d;
-            sum += (float)block_isum(kind, wb, x + c) * (f16(d) * f16(x[c].d));
-        }
-        y[r] = sum;
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++)
+            y[ys * (size_t)t + (size_t)r] =
+                finish(kind, acc[r][t], w + ws * (size_t)r, 4 * ng, nb,
+                       (const tn_block_q8_0 *)(xp + xps * (size_t)t + gx * (size_t)ng));
+}
+
+/* Dispatch to the tile with compile-time R, T (1..4 each). */
+#define TILE_CASE(kind, R, T) \
+    case (R - 1) * 4 + (T - 1): tile_q(kind, R, T, w, ws, xp, xps, n, y, ys); break;
+#define TILE_ROW(kind, R) TILE_CASE(kind, R, 1) TILE_CASE(kind, R, 2) TILE_CASE(kind, R, 3) TILE_CASE(kind, R, 4)
+
+static void tile_q4_0(int R, int T, const char *w, size_t ws, const char *xp, size_t xps, int64_t n, float *y, size_t ys)
+{
+    switch ((R - 1) * 4 + (T - 1)) {
+        TILE_ROW(W_Q4_0, 1) TILE_ROW(W_Q4_0, 2) TILE_ROW(W_Q4_0, 3) TILE_ROW(W_Q4_0, 4)
     }
 }
 
-/* --- the table's entry points: groups of TN__DOT_ROWS rows, then single rows */
+static void tile_q8_0(int R, int T, const char *w, size_t ws, const char *xp, size_t xps, int64_t n, float *y, size_t ys)
+{
+    switch ((R - 1) * 4 + (T - 1)) {
+        TILE_ROW(W_Q8_0, 1) TILE_ROW(W_Q8_0, 2) TILE_ROW(W_Q8_0, 3) TILE_ROW(W_Q8_0, 4)
+    }
+}
+#undef TILE_ROW
+#undef TILE_CASE
+
+/* Packs one token's Q8_0 activation row for weight type wt; see the essay
+ * and tn__xpack_row_size. */
+static void xpack(tn_dtype wt, const tn_block_q8_0 *x, int64_t n, void *xp)
+{
+    const int64_t nb = n / TN_QK8_0, ng = nb / 4;
+    char *o = xp;
+    for (int64_t g = 0; g < ng; g++) {
+        if (wt == TN_DTYPE_Q4_0)
+            pack_q4(x + 4 * g, (xg_q4 *)o + g);
+        else
+            pack_q8(x + 4 * g, (xg_q8 *)o + g);
+    }
+    memcpy(o + (wt == TN_DTYPE_Q4_0 ? GROUP_BYTES_Q4 : GROUP_BYTES_Q8) * (size_t)ng, x + 4 * ng,
+           sizeof(tn_block_q8_0) * (size_t)(nb - 4 * ng));
+}
+
+/* y[t·ys + r] = w_r · x_t for r < nr, t < nt, in tiles of 4 rows × 4
+ * tokens. Tokens are the outer loop: the four tokens' packed rows stay in
+ * L1 while the rows go by, and the caller keeps the nr rows small enough
+ * to stay in L2 (matmul.c, CHUNK_BYTES_GEMM), so per tile the weights come
+ * from L2 at 72 bytes per 4 × 4 × 128 multiply-adds. xp: nt packed rows,
+ * xps bytes apart. */
+static void gemm_q(tn_dtype wt, const void *w, size_t ws, int64_t nr, const void *xp, size_t xps, int64_t nt,
+                   int64_t n, float *y, size_t ys)
+{
+    void (*tile)(int, int, const char *, size_t, const char *, size_t, int64_t, float *, size_t) =
+        wt == TN_DTYPE_Q4_0 ? tile_q4_0 : tile_q8_0;
+    for (int64_t t = 0; t < nt; t += 4) {
+        const int T = (int)TN_MIN(4, nt - t);
+        for (int64_t r = 0; r < nr; r += 4) {
+            const int R = (int)TN_MIN(4, nr - r);
+            tile(R, T, (const char *)w + ws * (size_t)r, ws, (const char *)xp + xps * (size_t)t, xps, n,
+                 y + ys * (size_t)t + (size_t)r, ys);
+        }
+    }
+}
+
+/* The table's dot kernels: one token, packed on the fly group by group into
+ * a small buffer, then the same tile as gemm_q; rows in fours. */
+AI void int8_dot(const int kind, const char *w, size_t ws, int nr, const tn_block_q8_0 *x, int64_t n, float *y)
+{
+    enum { CHUNK = 16 }; /* groups packed at a time */
+    const int64_t nb = n / TN_QK8_0, ng = nb / 4;
+    const size_t gx = kind == W_Q8_0 ? GROUP_BYTES_Q8 : GROUP_BYTES_Q4;
+    const size_t bsz = kind == W_Q8_0 ? sizeof(tn_block_q8_0) : sizeof(tn_block_q4_0);
+    alignas(64) char buf[CHUNK * GROUP_BYTES_Q8];
+    for (int r0 = 0; r0 < nr; r0 += 4) {
+        const int R = TN_MIN(4, nr - r0);
+        const char *wr = w + ws * (size_t)r0;
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int64_t g0 = 0; g0 < ng; g0 += CHUNK) {
+            const int64_t gn = TN_MIN((int64_t)CHUNK, ng - g0);
+            for (int64_t g = 0; g < gn; g++) {
+                if (kind == W_Q4_0)
+                    pack_q4(x + 4 * (g0 + g), (xg_q4 *)buf + g);
+                else
+                    pack_q8(x + 4 * (g0 + g), (xg_q8 *)buf + g);
+            }
+            for (int64_t g = 0; g < gn; g++)
+                for (int r = 0; r < R; r++) {
+                    const wg wv = load_wg(kind, wr + ws * (size_t)r + 4 * bsz * (size_t)(g0 + g));
+                    acc[r] = step_group(kind, &wv, buf + gx * (size_t)g, acc[r]);
+                }
+        }
+        for (int r = 0; r < R; r++)
+            y[r0 + r] = finish(kind, acc[r], wr + ws * (size_t)r, 4 * ng, nb, x + 4 * ng);
+    }
+}
+
+static void dot_q8_0(const void *w, size_t ws, int nr, const void *x, int64_t n, float *y)
+{
+    int8_dot(W_Q8_0, w, ws, nr, x, n, y);
+}
+
+static void dot_q4_0(const void *w, size_t ws, int nr, const void *x, int64_t n, float *y)
+{
+    int8_dot(W_Q4_0, w, ws, nr, x, n, y);
+}
+
+/* --- the float entry points: groups of TN__DOT_ROWS rows, then single rows */
 
 #define DOT_ENTRY(name, body, kind, xtype)                                                            \
     static void name(const void *w, size_t ws, int nr, const void *x, int64_t n, float *y)           \
@@ -251,8 +440,6 @@ AI void int8_rows(const int kind, const char *w, size_t ws, const int nr, const 
 DOT_ENTRY(dot_f32, float_rows, W_F32, float)
 DOT_ENTRY(dot_f16, float_rows, W_F16, float)
 DOT_ENTRY(dot_bf16, float_rows, W_BF16, float)
-DOT_ENTRY(dot_q8_0, int8_rows, W_Q8_0, tn_block_q8_0)
-DOT_ENTRY(dot_q4_0, int8_rows, W_Q4_0, tn_block_q8_0)
 
 /* --- activation quantization ----------------------------------------------- */
 
@@ -299,4 +486,6 @@ const tn__kern_ops tn__kern_ops_avx512 = {
     .dot_q4_0 = dot_q4_0,
     .quantize_q8_0 = quantize_q8_0,
     .axpy_f32 = axpy_f32,
+    .xpack = xpack,
+    .gemm_q = gemm_q,
 };

@@ -54,7 +54,22 @@ typedef struct tn__kern_ops {
     void (*quantize_q8_0)(const float *x, tn_block_q8_0 *y, int64_t n);
     /* y[i] += a * x[i]. */
     void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
+    /* Optional (NULL: the table has none; matmul.c then calls the dot
+     * kernels): the packed path for Q8_0 and Q4_0 weights. xpack rearranges
+     * one token's Q8_0 activation blocks into tn__xpack_row_size(wt, n)
+     * bytes; gemm_q sets y[t*y_stride + r] = w_r · x_t for nr rows (w_stride
+     * bytes apart) and nt packed tokens (xp_stride bytes apart), each
+     * element bit-identical to what the table's dot kernel gives for that
+     * row and token. */
+    void (*xpack)(tn_dtype wt, const tn_block_q8_0 *x, int64_t n, void *xp);
+    void (*gemm_q)(tn_dtype wt, const void *w, size_t w_stride, int64_t nr, const void *xp, size_t xp_stride,
+                   int64_t nt, int64_t n, float *y, size_t y_stride);
 } tn__kern_ops;
+
+/* Bytes of one token's packed activations for xpack (a multiple of 64):
+ * per group of four Q8_0 blocks 256 (Q4_0 weights) or 384 (Q8_0), then the
+ * n/32 mod 4 leftover blocks as they are. 0 for other dtypes. */
+size_t tn__xpack_row_size(tn_dtype wt, int64_t n);
 
 extern const tn__kern_ops tn__kern_ops_scalar;
 extern const tn__kern_ops tn__kern_ops_avx2;

@@ -4,39 +4,58 @@
  *
  * HOW IT WORKS
  *
- * 1. Activations. For Q8_0 and Q4_0 weights each token's row of X is
- *    quantized to Q8_0 blocks in wdata (llama.cpp's scheme: the dot products
- *    are then exact int8 sums per block, scaled by d_w * d_x). F32, F16 and
- *    BF16 weights take X as it is. Quantization is split over the pool by
- *    tokens when there are enough of them to be worth a second fork/join.
+ * 1. Activations. For Q8_0 and Q4_0 weights (and the other 32-element
+ *    formats) each token's row of X is quantized to Q8_0 blocks in wdata
+ *    (llama.cpp's scheme: the dot products are then exact int8 sums per
+ *    block, scaled by d_w * d_x); K-quants take Q8_K blocks. F32, F16 and
+ *    BF16 weights take X as it is. Where the ISA table has a packed path
+ *    (xpack/gemm_q: AVX-512 VNNI for Q8_0 and Q4_0) each quantized row is
+ *    then rearranged once into the vectors its inner loop loads, so that
+ *    work is not repeated for every weight row. Quantization is split over
+ *    the pool by tokens when there are enough of them to be worth a second
+ *    fork/join.
  *
- * 2. Rows. Output rows (columns of Y) are split over the threads in
- *    contiguous, equal chunks (rounded to groups of TN__DOT_ROWS rows):
- *    thread i of n starts near n_out*i/n, so with n_out >> n all threads
- *    stream the same number of weight bytes and finish together. The caller
- *    is thread 0.
+ * 2. Rows. Output rows (columns of Y) are cut into chunks of a multiple of
+ *    TN__DOT_ROWS rows, about CHUNKS_PER_THREAD per thread, and the threads
+ *    take chunks from a shared atomic counter until none are left. With equal
+ *    chunks all threads would stream the same bytes, but this machine is
+ *    shared: a thread that loses its core for a while must not make the
+ *    others wait at the join, so whoever is running takes the next chunk.
+ *    The caller is thread 0.
  *
- * 3. Tiles. The ISA kernels compute up to TN__DOT_ROWS rows per call,
- *    sharing the activation work. A thread walks its rows in tiles of about
- *    TILE_BYTES of weights; for each tile it loops over all tokens, and for
- *    each token over the tile's rows. The tile stays in L1/L2 while the
- *    tokens go by, so each weight row is read from memory once per call
- *    whatever n_tokens is.
+ * 3. Tiles. A chunk is all its rows against all tokens. The packed path
+ *    hands it to gemm_q, which walks the tokens in fours and, for each four,
+ *    the chunk's rows in fours: a 4 × 4 tile of accumulators in registers,
+ *    the four tokens' activations in L1 and the chunk's weights in L2 while
+ *    the tokens go by, so each weight byte comes from memory once per call.
+ *    Other dtypes call the dot kernels (TN__DOT_ROWS rows per call, sharing
+ *    the activation work) in tiles of about TILE_BYTES of weights, looping
+ *    over all tokens for each tile.
  *
  * DETERMINISM
  *
  * Every Y element is the table's dot kernel on (weight row, activation row,
- * n_in), and the kernels guarantee a row's result does not depend on how
- * many rows share the call (kern_impl.h): the tiling, the thread split and
- * n_tokens only change which element is computed when, never how. The quantized
- * activations of a token depend only on that token's row. So a token's
- * outputs are bit-identical whatever else shares the batch and however many
- * threads run; they differ between ISAs only by summation order.
+ * n_in), or gemm_q, which promises the same bits element by element; the
+ * kernels guarantee a row's result does not depend on how many rows or
+ * tokens share the call (kern_impl.h): the tiling, the chunks, which thread
+ * takes which chunk, and n_tokens only change which element is computed
+ * when, never how. The quantized activations of a token depend only on that
+ * token's row. So a token's outputs are bit-identical whatever else shares
+ * the batch and however many threads run; they differ between ISAs only by
+ * summation order.
  */
 #include "kern/kern_impl.h"
 
-/* Weight bytes per tile (fits L1 with room for an activation row). */
+#include <stdatomic.h>
+
+/* Weight bytes per tile of the dot-kernel path (fits L1 with room for an
+ * activation row). */
 #define TILE_BYTES (32 * 1024)
+/* Weight bytes per chunk of the packed path when n_tokens > 1: the chunk
+ * stays in L2 while all tokens go by. */
+#define CHUNK_BYTES_GEMM (128 * 1024)
+/* Chunks per thread a matrix is cut into (load balance vs. counter traffic). */
+#define CHUNKS_PER_THREAD 8
 /* Below this many multiply-adds a matmul runs on the caller alone. */
 #define MIN_PARALLEL_MACS (1 << 15)
 /* Quantize activations in parallel from this many elements on. */
@@ -44,9 +63,10 @@
 
 typedef struct mm_job {
     tn__dot_fn dot;
+    tn_dtype wt;
     const char *w;   /* (n_out, w_row bytes) */
     size_t w_row;
-    const char *x;   /* (n_tokens, x_row bytes): F32 or Q8_0 rows */
+    const char *x;   /* (n_tokens, x_row bytes): F32, Q8_0/Q8_K or packed rows */
     size_t x_row;
     int64_t n_in, n_out, n_tokens;
     float *y;        /* (n_tokens, n_out) */
@@ -54,16 +74,29 @@ typedef struct mm_job {
     void (*quantize)(const float *x, tn_block_q8_0 *y, int64_t n);
     void (*quantize_k)(const float *x, tn_block_q8_K *y, int64_t n); /* instead, for K-quants */
     const float *xf; /* (n_tokens, n_in) */
-    char *xq;        /* (n_tokens, x_row bytes) */
+    char *xq;        /* (n_tokens, xq_row bytes) */
+    size_t xq_row;
+    /* the packed path (NULL: dot kernels) */
+    void (*xpack)(tn_dtype wt, const tn_block_q8_0 *x, int64_t n, void *xp);
+    void (*gemm_q)(tn_dtype wt, const void *w, size_t w_stride, int64_t nr, const void *xp, size_t xp_stride,
+                   int64_t nt, int64_t n, float *y, size_t y_stride);
+    char *xp;        /* (n_tokens, x_row bytes) packed */
+    /* the chunks */
+    int64_t chunk;   /* rows per chunk, a multiple of TN__DOT_ROWS */
+    int64_t n_chunks;
+    _Alignas(64) atomic_int_fast64_t next; /* next chunk to take */
 } mm_job;
 
 static void quantize_rows(const mm_job *j, int64_t t0, int64_t t1)
 {
     for (int64_t t = t0; t < t1; t++) {
+        char *q = j->xq + (size_t)t * j->xq_row;
         if (j->quantize_k)
-            j->quantize_k(j->xf + t * j->n_in, (tn_block_q8_K *)(j->xq + (size_t)t * j->x_row), j->n_in);
+            j->quantize_k(j->xf + t * j->n_in, (tn_block_q8_K *)q, j->n_in);
         else
-            j->quantize(j->xf + t * j->n_in, (tn_block_q8_0 *)(j->xq + (size_t)t * j->x_row), j->n_in);
+            j->quantize(j->xf + t * j->n_in, (tn_block_q8_0 *)q, j->n_in);
+        if (j->xpack)
+            j->xpack(j->wt, (const tn_block_q8_0 *)q, j->n_in, j->xp + (size_t)t * j->x_row);
     }
 }
 
@@ -82,17 +115,14 @@ static void token_rows(const mm_job *j, const char *xt, float *yt, int64_t r0, i
     }
 }
 
-/* Start of thread i's rows: an equal share, rounded down to whole groups of
- * TN__DOT_ROWS so that only the last thread has a partial group. */
-static int64_t split(int64_t n_out, int i, int nth)
+/* Rows [lo, hi) against all tokens. */
+static void rows_range(const mm_job *j, int64_t lo, int64_t hi)
 {
-    return i == nth ? n_out : n_out * i / nth / TN__DOT_ROWS * TN__DOT_ROWS;
-}
-
-static void rows_fn(void *ctx, int ith, int nth)
-{
-    const mm_job *j = ctx;
-    const int64_t lo = split(j->n_out, ith, nth), hi = split(j->n_out, ith + 1, nth);
+    if (j->gemm_q) {
+        j->gemm_q(j->wt, j->w + (size_t)lo * j->w_row, j->w_row, hi - lo, j->x, j->x_row, j->n_tokens, j->n_in,
+                  j->y + lo, (size_t)j->n_out);
+        return;
+    }
     if (j->n_tokens == 1) {
         token_rows(j, j->x, j->y, lo, hi);
         return;
@@ -107,8 +137,38 @@ static void rows_fn(void *ctx, int ith, int nth)
     }
 }
 
-/* Scratch bytes tn_matmul needs: n_tokens rows of Q8_0 blocks for Q8_0/Q4_0
- * weights, 0 for float weights. */
+/* Takes chunks until none are left (see the essay, 2). */
+static void rows_fn(void *ctx, int ith, int nth)
+{
+    mm_job *j = ctx;
+    (void)ith, (void)nth;
+    for (;;) {
+        const int64_t c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (c >= j->n_chunks)
+            return;
+        const int64_t lo = c * j->chunk;
+        rows_range(j, lo, TN_MIN(lo + j->chunk, j->n_out));
+    }
+}
+
+/* Bytes of one token's packed row; see kern_impl.h. */
+size_t tn__xpack_row_size(tn_dtype wt, int64_t n)
+{
+    const int64_t nb = n / TN_QK8_0, ng = nb / 4;
+    size_t group;
+    if (wt == TN_DTYPE_Q4_0)
+        group = 256;
+    else if (wt == TN_DTYPE_Q8_0)
+        group = 384;
+    else
+        return 0;
+    const size_t s = group * (size_t)ng + sizeof(tn_block_q8_0) * (size_t)(nb - 4 * ng);
+    return (s + 63) / 64 * 64;
+}
+
+/* Scratch bytes tn_matmul needs: n_tokens rows of Q8_0 (Q8_K) blocks for
+ * the quantized-activation dtypes, plus their packed copies for Q8_0/Q4_0
+ * (whatever the ISA: it may change between calls); 0 for float weights. */
 size_t tn_matmul_wsize(tn_dtype wt, int64_t n_in, int64_t n_tokens)
 {
     if (n_in <= 0 || n_tokens <= 0)
@@ -117,7 +177,8 @@ size_t tn_matmul_wsize(tn_dtype wt, int64_t n_in, int64_t n_tokens)
         return tn_dtype_row_size(TN_DTYPE_Q8_K, n_in) * (size_t)n_tokens;
     if (!tn__kern_act_q8_0(wt))
         return 0;
-    return tn_dtype_row_size(TN_DTYPE_Q8_0, n_in) * (size_t)n_tokens;
+    const size_t q = (tn_dtype_row_size(TN_DTYPE_Q8_0, n_in) + 63) / 64 * 64;
+    return (q + tn__xpack_row_size(wt, n_in)) * (size_t)n_tokens;
 }
 
 /* Y = X · Wᵀ; see kern.h and the essay above. Call from the pool's owner
@@ -134,6 +195,7 @@ void tn_matmul(tn_pool *pool, const void *w, tn_dtype wt, int64_t n_in, int64_t 
         return;
     mm_job j = {
         .dot = tn__kern_dot(ops, wt),
+        .wt = wt,
         .w = w,
         .w_row = tn_dtype_row_size(wt, n_in),
         .x = (const char *)x,
@@ -152,16 +214,32 @@ void tn_matmul(tn_pool *pool, const void *w, tn_dtype wt, int64_t n_in, int64_t 
         j.xf = x;
         j.xq = wdata;
         j.x = wdata;
-        j.x_row = tn_dtype_row_size(tn__kern_act_q8_K(wt) ? TN_DTYPE_Q8_K : TN_DTYPE_Q8_0, n_in);
+        j.x_row = j.xq_row = tn_dtype_row_size(tn__kern_act_q8_K(wt) ? TN_DTYPE_Q8_K : TN_DTYPE_Q8_0, n_in);
+        if (ops->xpack && ops->gemm_q && tn__xpack_row_size(wt, n_in) > 0) {
+            j.xq_row = (j.xq_row + 63) / 64 * 64;
+            j.xpack = ops->xpack;
+            j.gemm_q = ops->gemm_q;
+            j.xp = j.xq + j.xq_row * (size_t)n_tokens;
+            j.x = j.xp;
+            j.x_row = tn__xpack_row_size(wt, n_in);
+        }
         if (parallel && n_tokens > 1 && n_tokens * n_in >= MIN_PARALLEL_QUANT)
             tn_pool_run(pool, quantize_fn, &j);
         else
             quantize_rows(&j, 0, n_tokens);
     }
-    if (parallel)
+    const int nth = parallel ? tn_pool_size(pool) : 1;
+    int64_t chunk = (n_out + (int64_t)nth * CHUNKS_PER_THREAD - 1) / ((int64_t)nth * CHUNKS_PER_THREAD);
+    if (j.gemm_q && n_tokens > 1)
+        chunk = TN_MIN(chunk, (int64_t)(CHUNK_BYTES_GEMM / j.w_row));
+    chunk = TN_MAX((chunk + TN__DOT_ROWS - 1) / TN__DOT_ROWS * TN__DOT_ROWS, (int64_t)TN__DOT_ROWS);
+    j.chunk = chunk;
+    j.n_chunks = (n_out + chunk - 1) / chunk;
+    atomic_init(&j.next, 0);
+    if (parallel && j.n_chunks > 1)
         tn_pool_run(pool, rows_fn, &j);
     else
-        rows_fn(&j, 0, 1);
+        rows_range(&j, 0, n_out);
 }
 
 /* Row i of a (rows, n_embd) table of type wt, dequantized into out. */
