@@ -17,6 +17,7 @@ static const command commands[] = {
     {"info", tn_cmd_info, "print a GGUF file's metadata and tensor table"},
     {"synth", tn_cmd_synth, "write a random-weight model of a real shape"},
     {"serve", tn_cmd_serve, "serve a model over OpenAI-compatible HTTP"},
+    {"loadgen", tn_cmd_loadgen, "load-test an OpenAI-compatible server (TTFT, TPOT, goodput)"},
     {"template", tn_cmd_template, "render a chat template with a conversation"},
     {"bench", tn_cmd_bench, "measure prompt and generation speed (like llama-bench)"},
 };
