@@ -7,7 +7,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq build-essential cmake pkg-config libcmocka-dev python3 python3-pip >/dev/null
+$SUDO apt-get install -y -qq build-essential cmake pkg-config libcmocka-dev libpcre2-dev libjansson-dev libutf8proc-dev python3 python3-pip >/dev/null
 python3 -m pip install -q --disable-pip-version-check numpy gguf 2>/dev/null ||
   python3 -m pip install -q --disable-pip-version-check --break-system-packages numpy gguf
 # serve: libevent (evhttp) and jansson; its tests drive it with the official openai client

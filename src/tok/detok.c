@@ -3,7 +3,8 @@
  * detokenizer that never emits half a UTF-8 character.
  *
  * Key idea: a piece is rendered as llama.cpp prints it ("▁" → " ", <0xXX> →
- * that byte, control tokens → nothing). Byte tokens can split a character
+ * that byte, control tokens → nothing; byte-level BPE pieces are mapped
+ * back from GPT-2's byte alphabet to bytes). Byte tokens can split a character
  * over several ids, so the streaming form holds back a trailing incomplete
  * UTF-8 sequence (at most 3 bytes) until the bytes that complete it arrive;
  * anything that cannot become valid is passed through unchanged.
@@ -51,6 +52,8 @@ size_t tn_token_to_piece(const tn_vocab *v, int32_t id, bool render_special, cha
         }
         return copy_out(buf, cap, p, n); /* a malformed byte token prints as itself */
     case TN_TOKEN_NORMAL: {
+        if (v->kind == TN__VOCAB_BPE)
+            return tn__bpe_decode_piece(p, n, buf, cap);
         /* "▁" (E2 96 81) becomes a space */
         size_t w = 0;
         for (size_t i = 0; i < n;) {

@@ -3,11 +3,14 @@
  *
  * Key idea: a vocabulary is built once from GGUF metadata
  * (tokenizer.ggml.*) into flat arrays plus a hash from piece to id; encoding
- * then never allocates per piece. This first version implements the
- * SentencePiece-style tokenizer (`tokenizer.ggml.model = "llama"`): the
- * leading-space rule, "▁" for spaces, score-ordered merges of adjacent
- * pieces, byte fallback to <0xXX>. Other models ("gpt2" byte-level BPE,
- * "bert" WordPiece) return TN_ERR_UNSUPPORTED until they land.
+ * then never allocates per piece. Three families: SentencePiece-style
+ * (`tokenizer.ggml.model = "llama"`: the leading-space rule, "▁" for
+ * spaces, score-ordered merges, byte fallback to <0xXX>), byte-level BPE
+ * ("gpt2": a pre-tokenizer regex chosen by tokenizer.ggml.pre, rank-ordered
+ * merges over GPT-2's byte alphabet) and WordPiece ("bert"). A vocabulary
+ * can also be built from a Hugging Face tokenizer.json or a tiktoken rank
+ * file (Llama 3's tokenizer.model). Other families ("t5", "rwkv") return
+ * TN_ERR_UNSUPPORTED.
  */
 #ifndef TERN_TOK_TOK_H
 #define TERN_TOK_TOK_H
@@ -48,7 +51,30 @@ int tn_vocab_token_type(const tn_vocab *v, int32_t id);
  * NULL for an id out of range. */
 const char *tn_vocab_piece(const tn_vocab *v, int32_t id);
 
-/* Tokenizes len bytes of text. add_bos prepends BOS (if the vocab has one).
+/* Builds a byte-level BPE vocabulary from a Hugging Face tokenizer.json
+ * (model "BPE" with a ByteLevel pre-tokenizer or decoder). The
+ * pre-tokenizer's regexes must be one of the known sets (tokenizer.ggml.pre
+ * names); added_tokens become control (special) or user-defined tokens;
+ * BOS/EOS and add_bos_token come from tokenizer_config.json next to the
+ * file when it exists. Errors name the file and the JSON field. */
+tn_status tn_vocab_from_hf_json(const char *path, tn_vocab **out) TN_MUST_CHECK;
+/* Writes the same vocabulary as tokenizer.ggml.* keys (what llama.cpp's
+ * converter writes), for `tern convert`. */
+tn_status tn_vocab_hf_json_to_gguf(const char *path, tn_gguf_writer *w) TN_MUST_CHECK;
+
+/* Builds a byte-level BPE vocabulary from a tiktoken rank file (one
+ * "base64-token rank" per line, ranks 0..n-1 in order). Merges are derived
+ * from the ranks as Hugging Face's converter does (every split of a token
+ * into two tokens, by the token's rank). A file of 128,000 ranks is Llama
+ * 3's: its 256 special tokens (128000 <|begin_of_text|> ... 128255) are
+ * added as control tokens, the pre-tokenizer is "llama-bpe" and BOS is
+ * added; any other file gets no special tokens and the "llama-bpe"
+ * pre-tokenizer. */
+tn_status tn_vocab_from_tiktoken(const char *path, tn_vocab **out) TN_MUST_CHECK;
+tn_status tn_vocab_tiktoken_to_gguf(const char *path, tn_gguf_writer *w) TN_MUST_CHECK;
+
+/* Tokenizes len bytes of text. add_bos prepends BOS (if the vocab has one;
+ * WordPiece also appends its separator, as BERT does).
  * parse_special: recognize control token texts in the input (otherwise they
  * tokenize as plain text); user-defined tokens are recognized either way,
  * as llama.cpp and Hugging Face tokenizers do. Writes at most cap ids to out and
@@ -77,7 +103,7 @@ void tn_detok_init(tn_detok *d);
 /* Appends the token's text to out (at most cap bytes; control tokens give
  * nothing, as tn_token_to_piece without render_special); returns bytes
  * written (TN_DETOK_MAX bytes of room always suffices for one token). */
-#define TN_DETOK_MAX 256
+#define TN_DETOK_MAX 2048
 size_t tn_detok_push(tn_detok *d, const tn_vocab *v, int32_t id, char *out, size_t cap);
 /* Emits whatever is still held (end of stream). */
 size_t tn_detok_flush(tn_detok *d, char *out, size_t cap);

@@ -4,8 +4,8 @@
  *
  * Key idea: one tn_vocab for every tokenizer family. vocab.c fills the
  * common part (pieces, scores, types, special ids, the special-token list
- * used to split the input, the hash) from GGUF; each family (spm.c today;
- * byte-level BPE and WordPiece later) adds an encoder that turns one plain
+ * used to split the input, the hash) from GGUF; each family (spm.c,
+ * bpe.c with pretok.c, wordpiece.c) adds an encoder that turns one plain
  * text fragment into ids, and tokenize.c runs the steps all families share:
  * splitting out special tokens, BOS, the output buffer.
  */
@@ -19,8 +19,8 @@
 /* Tokenizer families, from tokenizer.ggml.model. */
 typedef enum tn__vocab_kind {
     TN__VOCAB_SPM = 1, /* "llama": SentencePiece BPE with scores and byte fallback */
-    TN__VOCAB_BPE,     /* "gpt2": byte-level BPE with merges (not yet) */
-    TN__VOCAB_WPM,     /* "bert": WordPiece (not yet) */
+    TN__VOCAB_BPE,     /* "gpt2": byte-level BPE with rank-ordered merges (bpe.c) */
+    TN__VOCAB_WPM,     /* "bert": WordPiece, greedy longest match (wordpiece.c) */
 } tn__vocab_kind;
 
 /* Per-token flags (tn_vocab.flags). */
@@ -39,6 +39,19 @@ typedef struct tn__vocab_slot {
     uint32_t len;  /* len[id] */
     uint32_t off;  /* off[id] */
 } tn__vocab_slot;
+
+/* One slot of the BPE merge table: the pair (left id, right id) packed as
+ * left << 32 | right, the merge's rank (lower merges first) and the id of
+ * the merged piece. key UINT64_MAX: empty. */
+typedef struct tn__merge_slot {
+    uint64_t key;
+    int32_t rank;
+    int32_t id;
+} tn__merge_slot;
+
+/* A compiled pre-tokenizer (pretok.c): the regexes that cut text into
+ * words before BPE. Immutable once built. */
+typedef struct tn__pretok tn__pretok;
 
 struct tn_vocab {
     tn__vocab_kind kind;
@@ -64,6 +77,15 @@ struct tn_vocab {
      * can cross the start of a word ("▁" after a non-"▁" symbol) and words
      * can be merged one at a time (see spm.c). */
     bool spm_word_split;
+
+    /* BPE: the merge table, the id of each byte's mapped character, the
+     * pre-tokenizer, and Llama 3's rule that a word which is a whole piece
+     * is taken as it is (ignore_merges). */
+    tn__merge_slot *merges; /* (merge_mask + 1) */
+    uint32_t merge_mask;
+    int32_t n_merges;
+    tn__pretok *pretok;
+    bool ignore_merges;
 
     int32_t bos, eos, eot, eom, unk, sep, pad; /* -1: none */
     bool add_bos, add_eos, add_space_prefix;
@@ -163,5 +185,87 @@ typedef struct tn__spm_scratch {
 tn_status tn__spm_encode(const tn_vocab *v, tn__spm_scratch *sc, const char *text, size_t len,
                          bool space_prefix, tn__tok_out *out);
 void tn__spm_scratch_free(tn__spm_scratch *sc);
+
+/* ---------------------------------------------------------------------------
+ * Byte-level BPE (bpe.c, pretok.c)
+ * ------------------------------------------------------------------------ */
+
+/* The GPT-2 byte-to-unicode map: the code point that stands for byte b in
+ * byte-level pieces (printable Latin-1 bytes stand for themselves, the
+ * others for U+0100 + k in byte order). Writes its UTF-8 (1 or 2 bytes) to
+ * out and returns the length. */
+int tn__bpe_byte_to_utf8(uint8_t b, char out[2]);
+/* The byte a code point stands for, or -1 if it is not in the map. */
+int tn__bpe_cpt_to_byte(uint32_t cpt);
+
+/* A span of text: bytes [off, off + len). */
+typedef struct tn__span {
+    uint32_t off, len;
+} tn__span;
+
+/* Scratch for one tn_tokenize call of a BPE or WordPiece vocabulary; all
+ * growth is checked (TN_ERR_NOMEM). Freed by tn__bpe_scratch_free. */
+typedef struct tn__bpe_scratch {
+    char *clean;          /* the input with invalid UTF-8 replaced (pretok.c) */
+    size_t clean_cap;
+    tn__span *spans[2];   /* ping-pong word lists of the regex passes */
+    size_t spans_cap[2];
+    void *match_data;     /* pcre2_match_data_8 */
+    void *jit_stack;      /* pcre2_jit_stack_8 */
+    void *match_ctx;      /* pcre2_match_context_8 */
+    void *sym;            /* bpe.c: symbols of one word */
+    size_t sym_cap;
+    void *heap;           /* bpe.c: candidate merges of one long word */
+    size_t heap_cap;
+    char *word;           /* bpe.c: a word in mapped form; wordpiece.c: words */
+    size_t word_cap;
+} tn__bpe_scratch;
+
+void tn__bpe_scratch_free(tn__bpe_scratch *sc);
+
+/* Looks up the pre-tokenizer called name (tokenizer.ggml.pre; NULL or ""
+ * means llama.cpp's "default") and compiles its regexes with PCRE2 (JIT
+ * when available). *ignore_merges gets the family's whole-word rule. An
+ * unknown name is TN_ERR_UNSUPPORTED naming it. */
+tn_status tn__pretok_new(const char *name, size_t name_len, tn__pretok **out, bool *ignore_merges);
+void tn__pretok_free(tn__pretok *p);
+/* The name of the pre-tokenizer whose regexes are exactly re[0..n) (as a
+ * Hugging Face tokenizer.json writes them), or NULL. */
+const char *tn__pretok_name_for(const char *const *re, int n);
+
+/* Cuts text[0..len) into words: first the bytes are made valid UTF-8 the
+ * way llama.cpp decodes them (each byte that does not start a sequence
+ * becomes U+FFFD), then each regex in turn splits every word into its
+ * matches and the gaps between them. On success *clean points at the text
+ * the spans index (the input itself when it was valid, else sc->clean) and
+ * *spans / *n_spans at the words (in sc). TN_ERR_NOMEM, TN_ERR_RANGE (text
+ * over 2 GiB) or TN_ERR_INTERNAL (PCRE2 failed) otherwise. */
+tn_status tn__pretok_split(const tn__pretok *p, tn__bpe_scratch *sc, const char *text, size_t len,
+                           const char **clean, const tn__span **spans, size_t *n_spans);
+
+/* Builds v->merges from the pair list: merge i joins pieces left[i] and
+ * right[i] (ids) into piece result[i] with rank rank[i]. A pair listed twice
+ * keeps its first (lowest) rank. */
+tn_status tn__bpe_build_merges(tn_vocab *v, const int32_t *left, const int32_t *right, const int32_t *result,
+                               const int32_t *rank, int32_t n);
+
+/* Encodes one plain-text fragment with byte-level BPE: pre-tokenize, map
+ * each word's bytes, merge by rank. Appends ids to out. */
+tn_status tn__bpe_encode(const tn_vocab *v, tn__bpe_scratch *sc, const char *text, size_t len, tn__tok_out *out);
+
+/* Decodes a byte-level piece (mapped characters) into the bytes it stands
+ * for; characters outside the map are copied as they are. Writes at most
+ * cap bytes, returns the full length. */
+size_t tn__bpe_decode_piece(const char *p, size_t n, char *buf, size_t cap);
+
+/* Encodes one plain-text fragment with WordPiece (llama.cpp's BERT
+ * pre-processing: NFD base characters, lower case, split at white space,
+ * punctuation and CJK characters, then greedy longest match of "▁"-prefixed
+ * words; a word that cannot be matched becomes the unknown token). */
+tn_status tn__wpm_encode(const tn_vocab *v, tn__bpe_scratch *sc, const char *text, size_t len, tn__tok_out *out);
+
+/* Builds a vocabulary from a GGUF image the writer holds (used by the
+ * tokenizer.json and tiktoken loaders). */
+tn_status tn__vocab_from_writer(tn_gguf_writer *w, tn_vocab **out);
 
 #endif /* TERN_TOK_TOK_INT_H */

@@ -3,9 +3,10 @@
  *
  * Key idea: before any family-specific encoding, the input is cut into
  * fragments: runs of plain text and special tokens recognized by their
- * exact text. Each plain fragment is then encoded on its own (for SPM with
- * the leading-space rule applied after every special token), so a special
- * token's text never merges with its neighbours.
+ * exact text. Each plain fragment is then encoded on its own by the
+ * family's encoder (SPM with the leading-space rule applied after every
+ * special token; byte-level BPE; WordPiece), so a special token's text
+ * never merges with its neighbours.
  */
 #include "tok/tok_int.h"
 
@@ -124,12 +125,11 @@ tn_status tn_tokenize(const tn_vocab *v, const char *text, size_t len, bool add_
     if (!v || !n_out || (!text && len > 0) || (!out && cap > 0))
         return tn__err(TN_ERR_INVALID, "tok: tn_tokenize: NULL vocabulary, text, output or count");
     *n_out = 0;
-    if (v->kind != TN__VOCAB_SPM)
-        return tn__err(TN_ERR_UNSUPPORTED, "tok: tn_tokenize: this vocabulary's tokenizer is not implemented");
 
     tn__tok_out o = {out, cap, 0};
     frag_list frags = {0}, tmp = {0};
     tn__spm_scratch sc = {0};
+    tn__bpe_scratch bsc = {0};
     tn_status st = TN_OK;
 
     if (add_bos && v->bos >= 0)
@@ -146,13 +146,23 @@ tn_status tn_tokenize(const tn_vocab *v, const char *text, size_t len, bool add_
                 prev_special = true;
                 continue;
             }
-            st = tn__spm_encode(v, &sc, text + f->off, f->len, v->add_space_prefix && prev_special, &o);
+            switch (v->kind) {
+            case TN__VOCAB_SPM:
+                st = tn__spm_encode(v, &sc, text + f->off, f->len, v->add_space_prefix && prev_special, &o);
+                break;
+            case TN__VOCAB_BPE: st = tn__bpe_encode(v, &bsc, text + f->off, f->len, &o); break;
+            case TN__VOCAB_WPM: st = tn__wpm_encode(v, &bsc, text + f->off, f->len, &o); break;
+            }
             prev_special = false;
         }
     }
+    /* WordPiece (BERT): a sequence is [CLS] ... [SEP] */
+    if (st == TN_OK && add_bos && v->kind == TN__VOCAB_WPM && v->bos >= 0 && v->sep >= 0)
+        tn__tok_push(&o, v->sep);
     free(frags.a);
     free(tmp.a);
     tn__spm_scratch_free(&sc);
+    tn__bpe_scratch_free(&bsc);
     if (st != TN_OK)
         return st;
     *n_out = o.n;

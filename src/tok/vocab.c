@@ -9,11 +9,14 @@
  *
  * What is read (keys as llama.cpp's converters write them):
  *
- *   tokenizer.ggml.model            string   "llama" (SPM); "gpt2", "bert", ... are known but not yet supported
+ *   tokenizer.ggml.model            string   "llama" (SPM), "gpt2" (byte-level BPE), "bert" (WordPiece);
+ *                                            "t5", "rwkv", ... are known but not supported
+ *   tokenizer.ggml.pre              string   BPE: the pre-tokenizer (pretok.c); absent means "default"
+ *   tokenizer.ggml.merges           string[] BPE: required, "left right" in rank order (rank = index)
  *   tokenizer.ggml.tokens           string[] required, n_tokens >= 1
  *   tokenizer.ggml.scores           f32[]    optional (0), length n_tokens
  *   tokenizer.ggml.token_type       int[]    optional (NORMAL), length n_tokens
- *   tokenizer.ggml.*_token_id       uint     bos, eos, eot, eom, unknown, seperator (sic), padding, fim_*;
+ *   tokenizer.ggml.*_token_id       uint     bos (or cls), eos, eot, eom, unknown, seperator (sic), padding, fim_*;
  *                                            an id >= n_tokens is TN_ERR_FORMAT, a negative one means none
  *   tokenizer.ggml.add_bos_token    bool     default per model (true for SPM)
  *   tokenizer.ggml.add_eos_token    bool     default false
@@ -29,6 +32,9 @@
 #include "tok/tok_int.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,8 +54,8 @@ typedef struct model_desc {
 
 static const model_desc MODELS[] = {
     {"llama", "SentencePiece (SPM)", TN__VOCAB_SPM, true, 1, 2, 0, -1, -1, true, true},
-    {"gpt2", "byte-level BPE", TN__VOCAB_BPE, false, 11, 11, -1, -1, -1, false, false},
-    {"bert", "WordPiece", TN__VOCAB_WPM, false, 101, -1, 100, 102, 0, true, false},
+    {"gpt2", "byte-level BPE", TN__VOCAB_BPE, true, 11, 11, -1, -1, -1, false, false},
+    {"bert", "WordPiece", TN__VOCAB_WPM, true, 101, -1, 100, 102, 0, true, false},
     {"t5", "Unigram (T5)", 0, false, -1, 1, 2, -1, 0, false, true},
     {"rwkv", "RWKV", 0, false, -1, -1, -1, -1, -1, false, false},
     {"no_vocab", "no vocabulary", 0, false, -1, -1, -1, -1, -1, false, false},
@@ -60,6 +66,8 @@ static const model_desc MODELS[] = {
 #define KEY_TOKENS "tokenizer.ggml.tokens"
 #define KEY_SCORES "tokenizer.ggml.scores"
 #define KEY_TYPES "tokenizer.ggml.token_type"
+#define KEY_PRE "tokenizer.ggml.pre"
+#define KEY_MERGES "tokenizer.ggml.merges"
 
 /* ---------------------------------------------------------------------------
  * Small GGUF helpers
@@ -247,7 +255,8 @@ static tn_status find_model(const tn_gguf *g, const model_desc **out)
         const model_desc *m = &MODELS[i];
         if (strlen(m->name) == n && memcmp(m->name, s, n) == 0) {
             if (!m->supported)
-                return tn__err(TN_ERR_UNSUPPORTED, "tok: %s = \"%s\" (%s) is not implemented yet; only \"llama\" (SentencePiece) is",
+                return tn__err(TN_ERR_UNSUPPORTED,
+                               "tok: %s = \"%s\" (%s) is not implemented; \"llama\", \"gpt2\" and \"bert\" are",
                                KEY_MODEL, m->name, m->what);
             *out = m;
             return TN_OK;
@@ -431,6 +440,7 @@ static tn_status read_specials(tn_vocab *v, const tn_gguf *g, const model_desc *
         const char *key;
         int32_t *id;
     } ids[] = {
+        {"tokenizer.ggml.cls_token_id", &v->bos},
         {"tokenizer.ggml.bos_token_id", &v->bos},
         {"tokenizer.ggml.eos_token_id", &v->eos},
         {"tokenizer.ggml.eot_token_id", &v->eot},
@@ -486,6 +496,76 @@ static tn_status read_specials(tn_vocab *v, const tn_gguf *g, const model_desc *
     return TN_OK;
 }
 
+/* BPE: the pre-tokenizer, the merges and the byte symbols. A merge whose
+ * sides or result are not pieces can never apply to token ids; such merges
+ * are skipped (llama.cpp would merge the text and then fall back to bytes). */
+static tn_status read_bpe(tn_vocab *v, const tn_gguf *g)
+{
+    const char *pre = NULL;
+    size_t pre_len = 0;
+    if (tn_gguf_find_key(g, KEY_PRE) >= 0 && tn_gguf_get_str(g, KEY_PRE, &pre, &pre_len) != TN_OK)
+        return tn__err(TN_ERR_FORMAT, "tok: %s is not a string", KEY_PRE);
+    tn_status s = tn__pretok_new(pre, pre_len, &v->pretok, &v->ignore_merges);
+    if (s != TN_OK)
+        return s;
+    /* Llama 3 adds BOS unless the file says otherwise (llama.cpp) */
+    if (v->ignore_merges && tn_gguf_find_key(g, "tokenizer.ggml.add_bos_token") < 0)
+        v->add_bos = true;
+
+    for (int b = 0; b < 256; b++) {
+        char c[2];
+        v->byte_id[b] = tn__vocab_find(v, c, (size_t)tn__bpe_byte_to_utf8((uint8_t)b, c));
+    }
+
+    int64_t kv = tn_gguf_find_key(g, KEY_MERGES);
+    if (kv < 0)
+        return tn__err(TN_ERR_FORMAT, "tok: %s is missing (a \"gpt2\" vocabulary needs its merges)", KEY_MERGES);
+    tn_gguf_type et;
+    uint64_t n;
+    const void *data;
+    if (tn_gguf_get_arr(g, KEY_MERGES, &et, &n, &data) != TN_OK || et != TN_GGUF_STRING)
+        return tn__err(TN_ERR_FORMAT, "tok: %s is not an array of strings", KEY_MERGES);
+    if (n > (uint64_t)INT32_MAX / 4)
+        return tn__err(TN_ERR_FORMAT, "tok: %s has %llu entries, too many", KEY_MERGES, (unsigned long long)n);
+    int32_t *a = malloc((n ? n : 1) * 4 * sizeof *a);
+    if (!a)
+        return tn__err(TN_ERR_NOMEM, "tok: out of memory for %llu merges", (unsigned long long)n);
+    int32_t *l = a, *r = a + n, *res = a + 2 * n, *rank = a + 3 * n;
+    int32_t m = 0;
+    char buf[2 * TN_DETOK_MAX];
+    for (uint64_t i = 0; i < n; i++) {
+        const char *str;
+        size_t len;
+        if (tn_gguf_arr_str(g, kv, i, &str, &len) != TN_OK) {
+            free(a);
+            return tn__err(TN_ERR_FORMAT, "tok: %s[%llu] cannot be read", KEY_MERGES, (unsigned long long)i);
+        }
+        /* "left right": split at the first space after the first byte */
+        const char *sp = len > 1 ? memchr(str + 1, ' ', len - 1) : NULL;
+        if (!sp) {
+            free(a);
+            return tn__err(TN_ERR_FORMAT, "tok: %s[%llu] = \"%.*s\" is not two pieces separated by a space", KEY_MERGES,
+                           (unsigned long long)i, (int)TN_MIN(len, 64), str);
+        }
+        size_t ll = (size_t)(sp - str), rl = len - ll - 1;
+        if (ll + rl > sizeof buf)
+            continue;
+        memcpy(buf, str, ll);
+        memcpy(buf + ll, sp + 1, rl);
+        int32_t li = tn__vocab_find(v, str, ll), ri = tn__vocab_find(v, sp + 1, rl), mi = tn__vocab_find(v, buf, ll + rl);
+        if (li < 0 || ri < 0 || mi < 0)
+            continue;
+        l[m] = li;
+        r[m] = ri;
+        res[m] = mi;
+        rank[m] = (int32_t)i;
+        m++;
+    }
+    s = tn__bpe_build_merges(v, l, r, res, rank, m);
+    free(a);
+    return s;
+}
+
 /* The special tokens matched in the input, longest text first (ties by id):
  * sorted as 64-bit keys (~len << 32 | id), so the sort needs no context. */
 static tn_status build_special_list(tn_vocab *v)
@@ -532,6 +612,8 @@ tn_status tn_vocab_from_gguf(const tn_gguf *g, tn_vocab **out)
         (s = build_hash(v)) != TN_OK || (s = read_specials(v, g, m)) != TN_OK ||
         (s = build_special_list(v)) != TN_OK)
         goto err;
+    if (v->kind == TN__VOCAB_BPE && (s = read_bpe(v, g)) != TN_OK)
+        goto err;
     apply_model_attrs(v, g);
     v->spm_word_split = v->kind == TN__VOCAB_SPM && pieces_split_at_words(v);
     *out = v;
@@ -554,6 +636,8 @@ void tn_vocab_free(tn_vocab *v)
     free(v->flags);
     free(v->slots);
     free(v->special);
+    free(v->merges);
+    tn__pretok_free(v->pretok);
     free(v);
 }
 
@@ -582,4 +666,27 @@ int tn_vocab_token_type(const tn_vocab *v, int32_t id)
 const char *tn_vocab_piece(const tn_vocab *v, int32_t id)
 {
     return id >= 0 && id < v->n_tokens ? v->pool + v->off[id] : NULL;
+}
+
+/* Builds a vocabulary from a writer's metadata: the writer writes a GGUF
+ * image into an anonymous memory file, which is opened like any GGUF file.
+ * See tok_int.h. */
+tn_status tn__vocab_from_writer(tn_gguf_writer *w, tn_vocab **out)
+{
+    *out = NULL;
+    int fd = memfd_create("tern-vocab", MFD_CLOEXEC);
+    if (fd < 0)
+        return tn__err(TN_ERR_IO, "tok: cannot create a memory file for the vocabulary: %s", strerror(errno));
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    tn_gguf *g = NULL;
+    tn_status s = tn_gguf_writer_write(w, path);
+    if (s == TN_OK)
+        s = tn_gguf_open(path, &g);
+    close(fd);
+    if (s != TN_OK)
+        return s;
+    s = tn_vocab_from_gguf(g, out);
+    tn_gguf_free(g);
+    return s;
 }

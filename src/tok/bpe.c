@@ -1,0 +1,367 @@
+/*
+ * bpe.c — the byte-level BPE encoder ("gpt2" vocabularies: GPT-2, Llama 3,
+ * Qwen, DeepSeek, Falcon, StarCoder, ...).
+ *
+ * Key idea: pieces are spelled in GPT-2's byte-to-unicode alphabet (every
+ * byte is one printable character), so a word starts as one symbol per
+ * byte, each already a vocabulary token, and merging works on token ids
+ * alone: a hash from the pair (left id, right id) gives the merge's rank
+ * and the merged token. The pair with the lowest rank is merged first (the
+ * leftmost on a tie) until no adjacent pair is a merge. Text is first cut
+ * into words by the pre-tokenizer (pretok.c); no merge crosses a word.
+ */
+#include "tok/tok_int.h"
+
+#include <stdlib.h>
+
+/* ---------------------------------------------------------------------------
+ * The byte-to-unicode map
+ * ------------------------------------------------------------------------ */
+
+/* Bytes that stand for themselves: '!'..'~', 0xA1..0xAC, 0xAE..0xFF. */
+static inline bool byte_is_self(unsigned b) { return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE; }
+
+/* The code point byte b stands for: itself, or 0x100 + (how many bytes
+ * below it do not stand for themselves). */
+static uint32_t byte_cpt(unsigned b)
+{
+    if (byte_is_self(b))
+        return b;
+    uint32_t k = 0;
+    for (unsigned x = 0; x < b; x++)
+        k += !byte_is_self(x);
+    return 0x100 + k;
+}
+
+/* UTF-8 of the character that stands for byte b; see tok_int.h. */
+int tn__bpe_byte_to_utf8(uint8_t b, char out[2])
+{
+    uint32_t c = byte_cpt(b);
+    if (c < 0x80) {
+        out[0] = (char)c;
+        return 1;
+    }
+    out[0] = (char)(0xC0 | c >> 6);
+    out[1] = (char)(0x80 | (c & 0x3F));
+    return 2;
+}
+
+/* The byte code point c stands for, or -1; see tok_int.h. */
+int tn__bpe_cpt_to_byte(uint32_t c)
+{
+    if (c < 0x100)
+        return byte_is_self(c) ? (int)c : -1;
+    if (c >= 0x100 + 68) /* 68 bytes do not stand for themselves */
+        return -1;
+    uint32_t k = c - 0x100;
+    for (unsigned x = 0; x < 256; x++)
+        if (!byte_is_self(x) && k-- == 0)
+            return (int)x;
+    return -1;
+}
+
+/* Decodes mapped characters back to bytes; see tok_int.h. */
+size_t tn__bpe_decode_piece(const char *p, size_t n, char *buf, size_t cap)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)p[i];
+        /* every mapped character is 1 or 2 bytes: U+0021..U+0143 */
+        if (c >= 0xC2 && c <= 0xC5 && i + 1 < n && ((unsigned char)p[i + 1] & 0xC0) == 0x80) {
+            uint32_t cp = (uint32_t)(c & 0x1F) << 6 | ((unsigned char)p[i + 1] & 0x3F);
+            int b = tn__bpe_cpt_to_byte(cp);
+            if (b >= 0) {
+                if (buf && w < cap)
+                    buf[w] = (char)b;
+                w++;
+                i += 2;
+                continue;
+            }
+        } else if (c < 0x80 && byte_is_self(c)) {
+            if (buf && w < cap)
+                buf[w] = (char)c;
+            w++;
+            i++;
+            continue;
+        }
+        /* not in the map (a space, a control byte, another character):
+         * copied as it is, one whole UTF-8 character at a time */
+        size_t k = c < 0xC0 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+        k = TN_MIN(k, n - i);
+        for (size_t j = 0; j < k; j++, w++)
+            if (buf && w < cap)
+                buf[w] = p[i + j];
+        i += k;
+    }
+    return w;
+}
+
+/* ---------------------------------------------------------------------------
+ * The merge table
+ * ------------------------------------------------------------------------ */
+
+static inline uint64_t pair_key(int32_t l, int32_t r) { return (uint64_t)(uint32_t)l << 32 | (uint32_t)r; }
+
+static inline uint32_t pair_slot(uint64_t key, uint32_t mask)
+{
+    uint64_t h = key * 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(h >> 32) & mask;
+}
+
+/* The merge of the pair (l, r), or NULL. */
+static inline const tn__merge_slot *find_merge(const tn_vocab *v, int32_t l, int32_t r)
+{
+    uint64_t key = pair_key(l, r);
+    for (uint32_t i = pair_slot(key, v->merge_mask);; i = (i + 1) & v->merge_mask) {
+        const tn__merge_slot *s = &v->merges[i];
+        if (s->key == key)
+            return s;
+        if (s->key == UINT64_MAX)
+            return NULL;
+    }
+}
+
+/* Builds the merge hash; see tok_int.h. */
+tn_status tn__bpe_build_merges(tn_vocab *v, const int32_t *left, const int32_t *right, const int32_t *result,
+                               const int32_t *rank, int32_t n)
+{
+    uint32_t cap = 16;
+    while (cap < 2u * (uint32_t)(n > 0 ? n : 1))
+        cap *= 2;
+    v->merges = malloc(cap * sizeof *v->merges);
+    if (!v->merges)
+        return tn__err(TN_ERR_NOMEM, "tok: out of memory for %d merges", (int)n);
+    for (uint32_t i = 0; i < cap; i++)
+        v->merges[i].key = UINT64_MAX;
+    v->merge_mask = cap - 1;
+    v->n_merges = 0;
+    for (int32_t k = 0; k < n; k++) {
+        uint64_t key = pair_key(left[k], right[k]);
+        for (uint32_t i = pair_slot(key, v->merge_mask);; i = (i + 1) & v->merge_mask) {
+            tn__merge_slot *s = &v->merges[i];
+            if (s->key == key) {
+                if (rank[k] < s->rank) {
+                    s->rank = rank[k];
+                    s->id = result[k];
+                }
+                break;
+            }
+            if (s->key == UINT64_MAX) {
+                *s = (tn__merge_slot){key, rank[k], result[k]};
+                v->n_merges++;
+                break;
+            }
+        }
+    }
+    return TN_OK;
+}
+
+/* ---------------------------------------------------------------------------
+ * Merging one word
+ * ------------------------------------------------------------------------ */
+
+typedef struct sym {
+    int32_t id;         /* token id; -1: a byte with no token (never merges, emits nothing) */
+    int32_t prev, next; /* live neighbours, -1 at the ends */
+    int32_t rank;       /* rank of the merge with the next symbol, INT32_MAX if none */
+} sym;
+
+typedef struct cand {
+    int32_t rank, left; /* left symbol index */
+    int32_t lid, rid;   /* the ids when queued: stale if either changed */
+} cand;
+
+static inline bool cand_before(const cand *a, const cand *b)
+{
+    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
+}
+
+static void heap_push(cand *h, size_t *n, cand c)
+{
+    size_t i = (*n)++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!cand_before(&c, &h[p]))
+            break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = c;
+}
+
+static cand heap_pop(cand *h, size_t *n)
+{
+    cand top = h[0], last = h[--(*n)];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= *n)
+            break;
+        if (c + 1 < *n && cand_before(&h[c + 1], &h[c]))
+            c++;
+        if (!cand_before(&h[c], &last))
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = last;
+    return top;
+}
+
+static inline void set_rank(const tn_vocab *v, sym *s, int32_t i)
+{
+    int32_t j = s[i].next;
+    s[i].rank = INT32_MAX;
+    if (j >= 0 && s[i].id >= 0 && s[j].id >= 0) {
+        const tn__merge_slot *m = find_merge(v, s[i].id, s[j].id);
+        if (m)
+            s[i].rank = m->rank;
+    }
+}
+
+/* Merges symbol i with its next one. */
+static inline void merge_at(const tn_vocab *v, sym *s, int32_t i)
+{
+    int32_t j = s[i].next;
+    s[i].id = find_merge(v, s[i].id, s[j].id)->id;
+    s[i].next = s[j].next;
+    if (s[j].next >= 0)
+        s[s[j].next].prev = i;
+}
+
+/*
+ * MERGING A WORD
+ *
+ * HOW IT WORKS
+ *   Symbols form a linked list; each knows the rank of merging with its
+ *   next neighbour. Short words (the vast majority) scan the list for the
+ *   lowest rank, merge, and update the two ranks that changed: O(n^2) but
+ *   with tiny n and no queue. Long words use a binary heap of candidate
+ *   pairs with lazy deletion: an entry whose two ids are no longer the
+ *   ids of that symbol and its next neighbour is stale and skipped, which
+ *   makes the whole word O(n log n).
+ *
+ * EDGE CASES
+ *   Equal ranks take the leftmost pair, as llama.cpp and Hugging Face do.
+ *   A byte whose mapped character is not a token (a damaged vocabulary)
+ *   stays a symbol that never merges and emits nothing, as in llama.cpp.
+ */
+#define SHORT_WORD 48
+
+static void merge_short(const tn_vocab *v, sym *s, int32_t n)
+{
+    for (int32_t i = 0; i < n; i++)
+        set_rank(v, s, i);
+    for (;;) {
+        int32_t best = -1, br = INT32_MAX;
+        for (int32_t i = 0; i >= 0; i = s[i].next)
+            if (s[i].rank < br) {
+                br = s[i].rank;
+                best = i;
+            }
+        if (best < 0)
+            return;
+        merge_at(v, s, best);
+        set_rank(v, s, best);
+        if (s[best].prev >= 0)
+            set_rank(v, s, s[best].prev);
+    }
+}
+
+static void merge_long(const tn_vocab *v, sym *s, cand *h)
+{
+    size_t n = 0;
+    for (int32_t i = 0; i >= 0; i = s[i].next) {
+        set_rank(v, s, i);
+        if (s[i].rank != INT32_MAX)
+            heap_push(h, &n, (cand){s[i].rank, i, s[i].id, s[s[i].next].id});
+    }
+    while (n > 0) {
+        cand c = heap_pop(h, &n);
+        int32_t i = c.left, j = s[i].next;
+        if (s[i].id != c.lid || j < 0 || s[j].id != c.rid)
+            continue; /* stale */
+        merge_at(v, s, i);
+        set_rank(v, s, i);
+        if (s[i].rank != INT32_MAX)
+            heap_push(h, &n, (cand){s[i].rank, i, s[i].id, s[s[i].next].id});
+        int32_t p = s[i].prev;
+        if (p >= 0) {
+            set_rank(v, s, p);
+            if (s[p].rank != INT32_MAX)
+                heap_push(h, &n, (cand){s[p].rank, p, s[p].id, s[i].id});
+        }
+    }
+}
+
+static bool grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return true;
+    size_t c = *cap ? *cap : 64;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(*p, c * elem);
+    if (!q)
+        return false;
+    *p = q;
+    *cap = c;
+    return true;
+}
+
+/* Encodes one word w[0..n) (valid UTF-8, n >= 1). */
+static tn_status encode_word(const tn_vocab *v, tn__bpe_scratch *sc, const unsigned char *w, size_t n, tn__tok_out *out)
+{
+    if (n == 1) {
+        if (v->byte_id[w[0]] >= 0)
+            tn__tok_push(out, v->byte_id[w[0]]);
+        return TN_OK;
+    }
+    if (v->ignore_merges) {
+        /* Llama 3: a word that is a piece is taken whole */
+        if (!grow((void **)&sc->word, &sc->word_cap, 2 * n, 1))
+            return tn__err(TN_ERR_NOMEM, "tok: out of memory for a %zu-byte word", n);
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            m += (size_t)tn__bpe_byte_to_utf8(w[i], sc->word + m);
+        int32_t id = tn__vocab_find(v, sc->word, m);
+        if (id >= 0) {
+            tn__tok_push(out, id);
+            return TN_OK;
+        }
+    }
+    if (!grow(&sc->sym, &sc->sym_cap, n, sizeof(sym)))
+        return tn__err(TN_ERR_NOMEM, "tok: out of memory for a %zu-byte word", n);
+    sym *s = sc->sym;
+    int32_t ns = (int32_t)n;
+    for (int32_t i = 0; i < ns; i++)
+        s[i] = (sym){v->byte_id[w[i]], i - 1, i + 1 < ns ? i + 1 : -1, INT32_MAX};
+    if (ns <= SHORT_WORD) {
+        merge_short(v, s, ns);
+    } else {
+        /* at most n initial candidates plus two per merge */
+        if (!grow(&sc->heap, &sc->heap_cap, 3 * n, sizeof(cand)))
+            return tn__err(TN_ERR_NOMEM, "tok: out of memory for a %zu-byte word", n);
+        merge_long(v, s, sc->heap);
+    }
+    for (int32_t i = 0; i >= 0; i = s[i].next)
+        if (s[i].id >= 0)
+            tn__tok_push(out, s[i].id);
+    return TN_OK;
+}
+
+/* Encodes one fragment; see tok_int.h. */
+tn_status tn__bpe_encode(const tn_vocab *v, tn__bpe_scratch *sc, const char *text, size_t len, tn__tok_out *out)
+{
+    const char *t;
+    const tn__span *sp;
+    size_t n;
+    tn_status st = tn__pretok_split(v->pretok, sc, text, len, &t, &sp, &n);
+    for (size_t i = 0; st == TN_OK && i < n; i++)
+        if (sp[i].len > 0) {
+            /* the span list may move when the word scratch grows: copy it */
+            tn__span s = sp[i];
+            st = encode_word(v, sc, (const unsigned char *)t + s.off, s.len, out);
+        }
+    return st;
+}
