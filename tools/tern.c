@@ -16,6 +16,8 @@ static const command commands[] = {
     {"run", tn_cmd_run, "generate text from a prompt"},
     {"info", tn_cmd_info, "print a GGUF file's metadata and tensor table"},
     {"synth", tn_cmd_synth, "write a random-weight model of a real shape"},
+    {"tokenize", tn_cmd_tokenize, "text on stdin to token ids"},
+    {"detokenize", tn_cmd_detokenize, "token ids on stdin to text"},
     {"serve", tn_cmd_serve, "serve a model over OpenAI-compatible HTTP"},
     {"loadgen", tn_cmd_loadgen, "load-test an OpenAI-compatible server (TTFT, TPOT, goodput)"},
     {"template", tn_cmd_template, "render a chat template with a conversation"},

@@ -9,6 +9,8 @@
 int tn_cmd_run(int argc, char **argv);
 int tn_cmd_info(int argc, char **argv);
 int tn_cmd_synth(int argc, char **argv);
+int tn_cmd_tokenize(int argc, char **argv);
+int tn_cmd_detokenize(int argc, char **argv);
 int tn_cmd_serve(int argc, char **argv);
 int tn_cmd_loadgen(int argc, char **argv);
 int tn_cmd_template(int argc, char **argv);
