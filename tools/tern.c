@@ -22,6 +22,8 @@ static const command commands[] = {
     {"loadgen", tn_cmd_loadgen, "load-test an OpenAI-compatible server (TTFT, TPOT, goodput)"},
     {"template", tn_cmd_template, "render a chat template with a conversation"},
     {"bench", tn_cmd_bench, "measure prompt and generation speed (like llama-bench)"},
+    {"quantize", tn_cmd_quantize, "convert a GGUF model's weights to another type (F16 ... Q4_K_M)"},
+    {"perplexity", tn_cmd_perplexity, "measure perplexity and KL divergence on a text"},
 };
 
 static void usage(FILE *out)

@@ -15,5 +15,7 @@ int tn_cmd_serve(int argc, char **argv);
 int tn_cmd_loadgen(int argc, char **argv);
 int tn_cmd_template(int argc, char **argv);
 int tn_cmd_bench(int argc, char **argv);
+int tn_cmd_quantize(int argc, char **argv);
+int tn_cmd_perplexity(int argc, char **argv);
 
 #endif
