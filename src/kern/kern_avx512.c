@@ -14,8 +14,10 @@
  * the same operations in the same order whatever the row count, so a row's
  * result is bit-identical whether it is computed alone or with others.
  *
- * Float weights: two 16-lane FMA accumulators per row (32 elements per
- * step), summed at the end by one fixed tree, then a scalar tail.
+ * Float weights: one 16-lane FMA accumulator per (row, token), summed at
+ * the end by one fixed tree, then a scalar tail; gemm_f runs register tiles
+ * of up to 4 rows × 6 tokens, the dot kernels the same sequence for one
+ * token.
  *
  * Int8 weights (Q8_0, Q4_0 against Q8_0 activations): VNNI's vpdpbusd over
  * groups of four blocks, with each token's activations packed once per
@@ -67,30 +69,89 @@ AI float wscalar(const int kind, const void *w, int64_t i)
     }
 }
 
-AI void float_rows(const int kind, const char *w, size_t ws, const int nr, const float *x, int64_t n, float *y)
+/* R rows × T tokens of float weights: one accumulator per element, 16
+ * elements a step, then one fixed reduction tree and a scalar tail. The dot
+ * kernels are the T = 1 case, so an element's bits never depend on the tile
+ * (the same argument as for int8, see below). x: token 0's row, xs bytes to
+ * the next token. */
+AI void tile_f(const int kind, const int R, const int T, const char *w, size_t ws, const char *x, size_t xs,
+               int64_t n, float *y, size_t ys)
 {
-    __m512 acc[TN__DOT_ROWS][2];
-    for (int r = 0; r < nr; r++)
-        acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    __m512 acc[4][6];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 6
+        for (int t = 0; t < T; t++)
+            acc[r][t] = _mm512_setzero_ps();
     int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
-        for (int r = 0; r < nr; r++) {
-            acc[r][0] = _mm512_fmadd_ps(wload(kind, w + ws * r, i), x0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(wload(kind, w + ws * r, i + 16), x1, acc[r][1]);
+    for (; i + 16 <= n; i += 16) {
+        __m512 wv[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+            wv[r] = wload(kind, w + ws * (size_t)r, i);
+#pragma GCC unroll 6
+        for (int t = 0; t < T; t++) {
+            const __m512 xv = _mm512_loadu_ps((const float *)(x + xs * (size_t)t) + i);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++)
+                acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
         }
     }
-    if (i + 16 <= n) {
-        const __m512 x0 = _mm512_loadu_ps(x + i);
-        for (int r = 0; r < nr; r++)
-            acc[r][0] = _mm512_fmadd_ps(wload(kind, w + ws * r, i), x0, acc[r][0]);
-        i += 16;
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) {
+            const float *xt = (const float *)(x + xs * (size_t)t);
+            float sum = _mm512_reduce_add_ps(acc[r][t]);
+            for (int64_t j = i; j < n; j++)
+                sum += wscalar(kind, w + ws * (size_t)r, j) * xt[j];
+            y[ys * (size_t)t + (size_t)r] = sum;
+        }
+}
+
+/* The dot kernels' body: nr (1 or TN__DOT_ROWS) rows, one token. */
+AI void float_rows(const int kind, const char *w, size_t ws, const int nr, const float *x, int64_t n, float *y)
+{
+    if (nr == 4)
+        tile_f(kind, 4, 1, w, ws, (const char *)x, 0, n, y, 0);
+    else
+        tile_f(kind, 1, 1, w, ws, (const char *)x, 0, n, y, 0);
+}
+
+#define FTILE_CASE(kind, R, T) \
+    case (R - 1) * 6 + (T - 1): tile_f(kind, R, T, w, ws, x, xs, n, y, ys); break;
+#define FTILE_ROW(kind, R) \
+    FTILE_CASE(kind, R, 1) FTILE_CASE(kind, R, 2) FTILE_CASE(kind, R, 3) FTILE_CASE(kind, R, 4) \
+    FTILE_CASE(kind, R, 5) FTILE_CASE(kind, R, 6)
+#define FTILE_FN(name, kind)                                                                                   \
+    static void name(int R, int T, const char *w, size_t ws, const char *x, size_t xs, int64_t n, float *y, \
+                     size_t ys)                                                                              \
+    {                                                                                                        \
+        switch ((R - 1) * 6 + (T - 1)) {                                                                     \
+            FTILE_ROW(kind, 1) FTILE_ROW(kind, 2) FTILE_ROW(kind, 3) FTILE_ROW(kind, 4)                       \
+        }                                                                                                    \
     }
-    for (int r = 0; r < nr; r++) {
-        float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
-        for (int64_t j = i; j < n; j++)
-            sum += wscalar(kind, w + ws * r, j) * x[j];
-        y[r] = sum;
+FTILE_FN(ftile_f32, W_F32)
+FTILE_FN(ftile_f16, W_F16)
+FTILE_FN(ftile_bf16, W_BF16)
+#undef FTILE_FN
+#undef FTILE_ROW
+#undef FTILE_CASE
+
+/* y[t·ys + r] = w_r · x_t for r < nr, t < nt (x: F32 rows xs bytes apart),
+ * in tiles of 4 rows × 6 tokens, tokens outer: 24 accumulators and 4
+ * converted weight vectors in registers, each converted weight used 6
+ * times. The caller keeps nr rows within L2 (matmul.c). */
+static void gemm_f(tn_dtype wt, const void *w, size_t ws, int64_t nr, const float *x, size_t xs, int64_t nt,
+                   int64_t n, float *y, size_t ys)
+{
+    void (*tile)(int, int, const char *, size_t, const char *, size_t, int64_t, float *, size_t) =
+        wt == TN_DTYPE_F16 ? ftile_f16 : wt == TN_DTYPE_BF16 ? ftile_bf16 : ftile_f32;
+    for (int64_t t = 0; t < nt; t += 6) {
+        const int T = (int)TN_MIN(6, nt - t);
+        for (int64_t r = 0; r < nr; r += 4) {
+            const int R = (int)TN_MIN(4, nr - r);
+            tile(R, T, (const char *)w + ws * (size_t)r, ws, (const char *)x + xs * (size_t)t, xs, n,
+                 y + ys * (size_t)t + (size_t)r, ys);
+        }
     }
 }
 
@@ -492,4 +553,5 @@ const tn__kern_ops tn__kern_ops_avx512 = {
     .axpy_f32 = axpy_f32,
     .xpack = xpack,
     .gemm_q = gemm_q,
+    .gemm_f = gemm_f,
 };

@@ -64,6 +64,11 @@ typedef struct tn__kern_ops {
     void (*xpack)(tn_dtype wt, const tn_block_q8_0 *x, int64_t n, void *xp);
     void (*gemm_q)(tn_dtype wt, const void *w, size_t w_stride, int64_t nr, const void *xp, size_t xp_stride,
                    int64_t nt, int64_t n, float *y, size_t y_stride);
+    /* Optional: the same for F32, F16 and BF16 weights against F32
+     * activation rows (x_stride bytes apart), bit-identical per element to
+     * the table's dot kernel. */
+    void (*gemm_f)(tn_dtype wt, const void *w, size_t w_stride, int64_t nr, const float *x, size_t x_stride,
+                   int64_t nt, int64_t n, float *y, size_t y_stride);
 } tn__kern_ops;
 
 /* Bytes of one token's packed activations for xpack (a multiple of 64):

@@ -24,10 +24,11 @@
  *    The caller is thread 0.
  *
  * 3. Tiles. A chunk is all its rows against all tokens. The packed path
- *    hands it to gemm_q, which walks the tokens in fours and, for each four,
- *    the chunk's rows in fours: a 4 × 4 tile of accumulators in registers,
- *    the four tokens' activations in L1 and the chunk's weights in L2 while
- *    the tokens go by, so each weight byte comes from memory once per call.
+ *    hands it to gemm_q (gemm_f for F32/F16/BF16), which walks the tokens in
+ *    fours (sixes) and, for each, the chunk's rows in fours: a tile of
+ *    accumulators in registers, the tile's tokens' activations in L1 and the
+ *    chunk's weights in L2 while the tokens go by, so each weight byte comes
+ *    from memory once per call.
  *    Other dtypes call the dot kernels (TN__DOT_ROWS rows per call, sharing
  *    the activation work) in tiles of about TILE_BYTES of weights, looping
  *    over all tokens for each tile.
@@ -51,9 +52,9 @@
 /* Weight bytes per tile of the dot-kernel path (fits L1 with room for an
  * activation row). */
 #define TILE_BYTES (32 * 1024)
-/* Weight bytes per chunk of the packed path when n_tokens > 1: the chunk
+/* Weight bytes per chunk of the gemm paths when n_tokens > 1: the chunk
  * stays in L2 while all tokens go by. */
-#define CHUNK_BYTES_GEMM (128 * 1024)
+#define CHUNK_BYTES_GEMM (512 * 1024)
 /* Chunks per thread a matrix is cut into (load balance vs. counter traffic). */
 #define CHUNKS_PER_THREAD 8
 /* Below this many multiply-adds a matmul runs on the caller alone. */
@@ -81,6 +82,8 @@ typedef struct mm_job {
     void (*gemm_q)(tn_dtype wt, const void *w, size_t w_stride, int64_t nr, const void *xp, size_t xp_stride,
                    int64_t nt, int64_t n, float *y, size_t y_stride);
     char *xp;        /* (n_tokens, x_row bytes) packed */
+    void (*gemm_f)(tn_dtype wt, const void *w, size_t w_stride, int64_t nr, const float *x, size_t x_stride,
+                   int64_t nt, int64_t n, float *y, size_t y_stride);
     /* the chunks */
     int64_t chunk;   /* rows per chunk, a multiple of TN__DOT_ROWS */
     int64_t n_chunks;
@@ -121,6 +124,11 @@ static void rows_range(const mm_job *j, int64_t lo, int64_t hi)
     if (j->gemm_q) {
         j->gemm_q(j->wt, j->w + (size_t)lo * j->w_row, j->w_row, hi - lo, j->x, j->x_row, j->n_tokens, j->n_in,
                   j->y + lo, (size_t)j->n_out);
+        return;
+    }
+    if (j->gemm_f) {
+        j->gemm_f(j->wt, j->w + (size_t)lo * j->w_row, j->w_row, hi - lo, (const float *)j->x, j->x_row, j->n_tokens,
+                  j->n_in, j->y + lo, (size_t)j->n_out);
         return;
     }
     if (j->n_tokens == 1) {
@@ -228,9 +236,11 @@ void tn_matmul(tn_pool *pool, const void *w, tn_dtype wt, int64_t n_in, int64_t 
         else
             quantize_rows(&j, 0, n_tokens);
     }
+    if (!j.xq && (wt == TN_DTYPE_F32 || wt == TN_DTYPE_F16 || wt == TN_DTYPE_BF16))
+        j.gemm_f = ops->gemm_f;
     const int nth = parallel ? tn_pool_size(pool) : 1;
     int64_t chunk = (n_out + (int64_t)nth * CHUNKS_PER_THREAD - 1) / ((int64_t)nth * CHUNKS_PER_THREAD);
-    if (j.gemm_q && n_tokens > 1)
+    if ((j.gemm_q || j.gemm_f) && n_tokens > 1)
         chunk = TN_MIN(chunk, (int64_t)(CHUNK_BYTES_GEMM / j.w_row));
     chunk = TN_MAX((chunk + TN__DOT_ROWS - 1) / TN__DOT_ROWS * TN__DOT_ROWS, (int64_t)TN__DOT_ROWS);
     j.chunk = chunk;
