@@ -60,6 +60,11 @@ SEED = 42
 PRESETS = ["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-llama-rope-linear", "tiny-llama3"]
 DTYPES = ["f32", "f16", "q8_0", "q4_0"]
 EXTRA = [("tiny-llama", "bf16")]     # bf16 once: it shares the matmul path of every arch
+# Mixture of experts: f32 and f16 only (exact-weight paths). Q8_0/Q4_0 are left
+# out: rounding activations to Q8_0 can flip a near-tie in the top-k routing, and one
+# flipped expert moves a logit row by far more than any fixed tolerance.
+MOE_PRESETS = ["tiny-mixtral", "tiny-qwen2moe", "tiny-qwen3moe"]
+MOE_DTYPES = ["f32", "f16"]
 N_TOKENS = 16
 
 
@@ -197,7 +202,7 @@ def main():
                      blob, toks, logits)
         report(name, blob, logits)
 
-    todo = [(p, d) for p in PRESETS for d in DTYPES] + EXTRA
+    todo = [(p, d) for p in PRESETS for d in DTYPES] + EXTRA + [(p, d) for p in MOE_PRESETS for d in MOE_DTYPES]
     with tempfile.TemporaryDirectory(prefix="tern-golden-") as tmp:
         for preset, dtype in todo:
             name = f"{preset}-{dtype}"

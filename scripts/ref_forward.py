@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""ref_forward — an independent numpy forward pass for llama / qwen2 / qwen3.
+"""ref_forward — an independent numpy forward pass for llama / qwen2 / qwen3
+and the mixture-of-experts families (Mixtral = llama with experts, qwen2moe,
+qwen3moe).
 
 This is the yardstick tern's logits are compared against
 (tests/model/test_golden.c, docs/correctness.md). It was written from the
@@ -22,6 +24,14 @@ THE MODEL (one decoder layer, x is the residual stream, one row per token)
     h   = rmsnorm(x) * ffn_norm
     x   = x + (silu(h Wgᵀ) * (h Wuᵀ)) Wdᵀ
   logits = (rmsnorm(x) * output_norm) Woutᵀ, Wout = token_embd when tied.
+
+MIXTURE OF EXPERTS (MixtralSparseMoeBlock, Qwen2MoeSparseMoeBlock,
+Qwen3MoeSparseMoeBlock): the FFN line above becomes, per token,
+    p   = softmax(h Wrouterᵀ)                    over all n_expert experts
+    E   = the top-k experts by p; w_e = p_e
+    w  /= sum(w)          Mixtral always; Qwen only when norm_topk_prob
+    x   = x + sum_{e in E} w_e * ffn_e(h)        ffn_e the SwiGLU FFN above
+        (+ sigmoid(h · w_shared_gate) * ffn_shared(h)      qwen2moe)
 
 ROPE
   inv_freq[i] = base^(-2i / n_rot) for i < n_rot/2, divided by rope_freqs[i]
@@ -49,7 +59,7 @@ import numpy as np
 from gguf import GGUFReader, GGMLQuantizationType
 from gguf import quants as gq
 
-ARCHS = ("llama", "qwen2", "qwen3")
+ARCHS = ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe")
 
 
 class Model:
@@ -117,7 +127,12 @@ def load(path):
         raise ValueError(f"{path}: rope scaling {stype!r} not supported by the reference")
     elif _field(r, f"{a}.rope.scale_linear") is not None:
         m.rope_factor = float(_field(r, f"{a}.rope.scale_linear"))
-    m.neox = a in ("qwen2", "qwen3")
+    m.neox = a in ("qwen2", "qwen3", "qwen2moe", "qwen3moe")
+    m.n_expert = int(_field(r, f"{a}.expert_count", 0))
+    m.n_expert_used = int(_field(r, f"{a}.expert_used_count", 0))
+    # HF defaults: Mixtral renormalizes its top-k; Qwen2-MoE's config has
+    # norm_topk_prob false, Qwen3-MoE's true. A file may say otherwise.
+    m.norm_topk = bool(_field(r, f"{a}.expert_weights_norm", a != "qwen2moe"))
 
     m.quantized = set()      # names of Q8_0 / Q4_0 weights (for act_q8)
     m.act_q8 = False
@@ -134,7 +149,10 @@ def load(path):
         for s in ("attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
                   "attn_output.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias",
                   "attn_q_norm.weight", "attn_k_norm.weight", "ffn_norm.weight",
-                  "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
+                  "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight",
+                  "ffn_gate_inp.weight", "ffn_gate_exps.weight", "ffn_up_exps.weight",
+                  "ffn_down_exps.weight", "ffn_gate_inp_shexp.weight", "ffn_gate_shexp.weight",
+                  "ffn_up_shexp.weight", "ffn_down_shexp.weight"):
             w[f"blk.{il}.{s}"] = _tensor(r, f"blk.{il}.{s}", m.quantized)
     m.w = w
     m.n_vocab = w["token_embd.weight"].shape[0]
@@ -221,6 +239,44 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
+def mm(m, x, W, name):
+    """x Wᵀ for an explicit matrix W (an expert's slice of the stacked
+    tensor called name), with the same activation rounding as matmul."""
+    if m.act_q8 and name + "#q8_K" in m.quantized:
+        x = quantize_act_q8_K(x)
+    elif m.act_q8 and name in m.quantized:
+        x = quantize_act_q8_0(x)
+    return x @ W.T
+
+
+def moe_ffn(m, h, p):
+    """The sparse MoE block for the normed rows h (n, n_embd) of layer prefix p."""
+    w = m.w
+    n = h.shape[0]
+    logits = matmul(m, h, p + "ffn_gate_inp.weight")                # (n, n_expert)
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    out = np.zeros_like(h)
+    for i in range(n):
+        top = np.argsort(-probs[i], kind="stable")[:m.n_expert_used]
+        wt = probs[i, top]
+        if m.norm_topk:
+            wt = wt / wt.sum()
+        for e, we in zip(top, wt):
+            hi = h[i:i + 1]
+            g = silu(mm(m, hi, w[p + "ffn_gate_exps.weight"][e], p + "ffn_gate_exps.weight")) * \
+                mm(m, hi, w[p + "ffn_up_exps.weight"][e], p + "ffn_up_exps.weight")
+            out[i] += we * mm(m, g, w[p + "ffn_down_exps.weight"][e], p + "ffn_down_exps.weight")[0]
+    if w[p + "ffn_gate_shexp.weight"] is not None:
+        g = silu(matmul(m, h, p + "ffn_gate_shexp.weight")) * matmul(m, h, p + "ffn_up_shexp.weight")
+        sh = matmul(m, g, p + "ffn_down_shexp.weight")
+        if w[p + "ffn_gate_inp_shexp.weight"] is not None:
+            gate = h @ w[p + "ffn_gate_inp_shexp.weight"].reshape(-1)
+            sh = sh / (1.0 + np.exp(-gate))[:, None]
+        out = out + sh
+    return out
+
+
 def forward(m, tokens, positions=None):
     """Logits (len(tokens), n_vocab) float64 of one sequence (causal)."""
     tokens = np.asarray(tokens, dtype=np.int64)
@@ -262,6 +318,9 @@ def forward(m, tokens, positions=None):
             out[:, hd, :] = pr @ vh
         x = x + matmul(m, out.reshape(n, m.n_head * m.head_dim), p + "attn_output.weight")
         h = rmsnorm(x, w[p + "ffn_norm.weight"], m.eps)
+        if w[p + "ffn_gate_inp.weight"] is not None:
+            x = x + moe_ffn(m, h, p)
+            continue
         g = silu(matmul(m, h, p + "ffn_gate.weight")) * matmul(m, h, p + "ffn_up.weight")
         x = x + matmul(m, g, p + "ffn_down.weight")
     x = rmsnorm(x, w["output_norm.weight"], m.eps)

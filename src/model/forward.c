@@ -56,6 +56,7 @@ struct tn_forward {
     int32_t *vis_n;      /* (n_batch_max) their count */
     int32_t *rows;       /* (n_batch_max) batch indexes of the tokens that want logits */
     void *wdata;         /* tn_matmul scratch, the largest any product of this model needs */
+    tn__moe *moe;        /* MoE scratch and routing statistics (moe.c); NULL for a dense model */
 };
 
 /* ==========================================================================
@@ -124,7 +125,8 @@ tn_status tn_forward_new(const tn_model *m, int32_t n_batch_max, tn_forward **ou
     }
     f->wdata = tn_alloc_aligned(TN_MAX(ws, 64), 64);
 
-    if (!ok || !f->inv_freq || !f->vis_off || !f->vis_n || !f->rows || !f->wdata) {
+    tn_status ms = tn__moe_new(m, n_batch_max, &f->moe);
+    if (!ok || ms != TN_OK || !f->inv_freq || !f->vis_off || !f->vis_n || !f->rows || !f->wdata) {
         tn_forward_free(f);
         return tn__err(TN_ERR_NOMEM, "forward: out of memory for a batch of %d tokens", n_batch_max);
     }
@@ -146,8 +148,12 @@ void tn_forward_free(tn_forward *f)
     free(f->vis_n);
     free(f->rows);
     tn_free_aligned(f->wdata);
+    tn__moe_free(f->moe);
     free(f);
 }
+
+/* The routing statistics of a MoE model's forward state; NULL if dense. */
+const tn_moe_stats *tn_forward_moe_stats(const tn_forward *f) { return f ? tn__moe_stats(f->moe) : NULL; }
 
 /* ==========================================================================
  * Batch validation
@@ -294,6 +300,8 @@ tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn
     const int32_t n_embd = hp->n_embd, n_ff = hp->n_ff;
 
     tn__kv_apply_batch(kv, b, f->vis_off, f->vis_n);
+    if (f->moe)
+        tn__moe_begin_call(f->moe);
     int64_t n_visible = 0; /* cell visits per layer and head */
     for (int32_t i = 0; i < n_tokens; i++)
         n_visible += f->vis_n[i];
@@ -338,10 +346,14 @@ tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn
 
         /* Feed-forward block. */
         norm_rows(f->xn, f->x, &ly->ffn_norm, n, n_embd, hp->norm_eps);
-        tn_matmul(pool, ly->ffn_gate.data, ly->ffn_gate.type, n_embd, n_ff, f->xn, n, f->gate, f->wdata);
-        tn_matmul(pool, ly->ffn_up.data, ly->ffn_up.type, n_embd, n_ff, f->xn, n, f->up, f->wdata);
-        tn_swiglu(f->gate, f->up, (int64_t)n * n_ff);
-        tn_matmul(pool, ly->ffn_down.data, ly->ffn_down.type, n_ff, n_embd, f->gate, n, f->tmp, f->wdata);
+        if (ly->ffn_gate_inp.data) {
+            tn__moe_ffn(f->moe, pool, il, f->xn, n, f->tmp); /* routed + shared experts (moe.c) */
+        } else {
+            tn_matmul(pool, ly->ffn_gate.data, ly->ffn_gate.type, n_embd, n_ff, f->xn, n, f->gate, f->wdata);
+            tn_matmul(pool, ly->ffn_up.data, ly->ffn_up.type, n_embd, n_ff, f->xn, n, f->up, f->wdata);
+            tn_swiglu(f->gate, f->up, (int64_t)n * n_ff);
+            tn_matmul(pool, ly->ffn_down.data, ly->ffn_down.type, n_ff, n_embd, f->gate, n, f->tmp, f->wdata);
+        }
         add_rows(f->x, f->tmp, n, n_embd);
     }
 

@@ -16,8 +16,14 @@
  *   llama   NORM (2i,2i+1)  optional       -
  *   qwen2   NEOX (i,i+d/2)  required       -
  *   qwen3   NEOX            optional       required (attn_q_norm, attn_k_norm)
+ *   qwen2moe NEOX           optional       -
+ *   qwen3moe NEOX           optional       required
+ *
+ * Mixture-of-experts layers (llama with <arch>.expert_count = Mixtral,
+ * qwen2moe, qwen3moe) replace the dense ffn_* tensors by a router and
+ * stacked experts; load_moe.c reads those keys and tensors.
  */
-#include "model/model.h"
+#include "model/model_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,13 +35,14 @@
 #define MAX_LAYERS 4096
 #define MAX_HEADS 4096
 
-typedef struct loader {
+struct tn__loader {
     tn_gguf *g;
     tn_model *m;
     char arch[32];
     const tn_gguf_tensor **used; /* (n_tensors) tensors taken so far */
     int64_t n_used;
-} loader;
+};
+typedef struct tn__loader loader;
 
 /* ==========================================================================
  * Metadata keys
@@ -202,7 +209,7 @@ static tn_status read_hparams(loader *L, tn_hparams *hp)
     hp->norm_eps = eps;
     hp->rope_freq_base = base;
     hp->rope_type = hp->arch == TN_ARCH_LLAMA ? TN_ROPE_NORM : TN_ROPE_NEOX;
-    return TN_OK;
+    return tn__load_moe_hparams(L, hp);
 }
 
 /* ==========================================================================
@@ -210,15 +217,16 @@ static tn_status read_hparams(loader *L, tn_hparams *hp)
  * ======================================================================== */
 
 enum {
-    T_REQUIRED = 1, /* absent is an error */
-    T_F32 = 2,      /* a norm weight or bias: must be F32 */
+    T_REQUIRED = TN__TAKE_REQUIRED, /* absent is an error */
+    T_F32 = TN__TAKE_F32,           /* a norm weight or bias: must be F32 */
 };
 
 /* Looks up tensor `name`, checks it and fills *w. ne0/ne1: the expected
  * shape; ne1 == 0 means a vector of ne0; ne1 < 0 means a matrix with any
  * positive number of rows (the embedding table, which defines n_vocab).
  * Absent and not required: w->data = NULL. */
-static tn_status take(loader *L, const char *name, int64_t ne0, int64_t ne1, int flags, tn_weight *w)
+static tn_status take3(loader *L, const char *name, int64_t ne0, int64_t ne1, int64_t ne2, int flags,
+                       tn_weight *w)
 {
     memset(w, 0, sizeof *w);
     const tn_gguf_tensor *t = tn_gguf_find_tensor(L->g, name);
@@ -231,7 +239,7 @@ static tn_status take(loader *L, const char *name, int64_t ne0, int64_t ne1, int
 
     const int64_t *ne = t->ne;
     bool vec = ne1 == 0;
-    bool shape_ok = ne[0] == ne0 && ne[2] == 1 && ne[3] == 1 &&
+    bool shape_ok = ne[0] == ne0 && ne[2] == ne2 && ne[3] == 1 &&
                     (vec ? ne[1] == 1 : ne1 < 0 ? (ne[1] >= 1 && ne[1] <= MAX_DIM) : ne[1] == ne1);
     if (!shape_ok) {
         char want[64];
@@ -239,6 +247,8 @@ static tn_status take(loader *L, const char *name, int64_t ne0, int64_t ne1, int
             snprintf(want, sizeof want, "[%lld]", (long long)ne0);
         else if (ne1 < 0)
             snprintf(want, sizeof want, "[%lld, n_vocab]", (long long)ne0);
+        else if (ne2 != 1)
+            snprintf(want, sizeof want, "[%lld, %lld, %lld]", (long long)ne0, (long long)ne1, (long long)ne2);
         else
             snprintf(want, sizeof want, "[%lld, %lld]", (long long)ne0, (long long)ne1);
         return tn__err(TN_ERR_FORMAT, "model: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected %s", name,
@@ -259,8 +269,45 @@ static tn_status take(loader *L, const char *name, int64_t ne0, int64_t ne1, int
     w->type = t->type;
     w->ne[0] = ne[0];
     w->ne[1] = ne[1];
+    w->ne[2] = ne[2];
     return TN_OK;
 }
+
+static tn_status take(loader *L, const char *name, int64_t ne0, int64_t ne1, int flags, tn_weight *w)
+{
+    return take3(L, name, ne0, ne1, 1, flags, w);
+}
+
+/* The loader's services for load_moe.c (model_int.h). */
+tn_status tn__load_take(tn__loader *L, const char *name, int64_t ne0, int64_t ne1, int64_t ne2, int flags,
+                        tn_weight *w)
+{
+    return take3(L, name, ne0, ne1, ne2, flags, w);
+}
+
+tn_status tn__load_key_u32(tn__loader *L, const char *suffix, bool required, uint32_t def, uint32_t *out)
+{
+    return key_u32(L, suffix, required, def, out);
+}
+
+tn_status tn__load_key_f32(tn__loader *L, const char *suffix, bool required, float def, float *out)
+{
+    return key_f32(L, suffix, required, def, out);
+}
+
+tn_status tn__load_key_bool(tn__loader *L, const char *suffix, bool def, bool *out)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", L->arch, suffix);
+    *out = def;
+    if (tn_gguf_find_key(L->g, key) < 0)
+        return TN_OK;
+    if (tn_gguf_get_bool(L->g, key, out) != TN_OK)
+        return tn__err_prefix(TN_ERR_FORMAT, "model: key '%s'", key);
+    return TN_OK;
+}
+
+tn_model *tn__load_model(tn__loader *L) { return L->m; }
 
 static tn_status take_layer(loader *L, int il, tn_layer *ly)
 {
@@ -268,7 +315,8 @@ static tn_status take_layer(loader *L, int il, tn_layer *ly)
     int64_t embd = hp->n_embd, q_dim = (int64_t)hp->n_head * hp->head_dim;
     int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim, ff = hp->n_ff;
     int bias = T_F32 | (hp->arch == TN_ARCH_QWEN2 ? T_REQUIRED : 0);
-    int qk_norm = T_F32 | (hp->arch == TN_ARCH_QWEN3 ? T_REQUIRED : 0);
+    int qk_norm = T_F32 | (hp->arch == TN_ARCH_QWEN3 || hp->arch == TN_ARCH_QWEN3MOE ? T_REQUIRED : 0);
+    int dense = hp->n_expert > 0 ? 0 : T_REQUIRED; /* MoE layers: load_moe.c takes the FFN */
     struct {
         const char *suffix;
         int64_t ne0, ne1;
@@ -286,14 +334,19 @@ static tn_status take_layer(loader *L, int il, tn_layer *ly)
         {"attn_k_norm.weight", hp->head_dim, 0, qk_norm, &ly->k_norm},
         {"attn_output.weight", q_dim, embd, T_REQUIRED, &ly->wo},
         {"ffn_norm.weight", embd, 0, T_REQUIRED | T_F32, &ly->ffn_norm},
-        {"ffn_gate.weight", embd, ff, T_REQUIRED, &ly->ffn_gate},
-        {"ffn_up.weight", embd, ff, T_REQUIRED, &ly->ffn_up},
-        {"ffn_down.weight", ff, embd, T_REQUIRED, &ly->ffn_down},
+        {"ffn_gate.weight", embd, ff, dense, &ly->ffn_gate},
+        {"ffn_up.weight", embd, ff, dense, &ly->ffn_up},
+        {"ffn_down.weight", ff, embd, dense, &ly->ffn_down},
     };
     for (size_t i = 0; i < TN_ARRAY_LEN(spec); i++) {
         char name[96];
         snprintf(name, sizeof name, "blk.%d.%s", il, spec[i].suffix);
         tn_status s = take(L, name, spec[i].ne0, spec[i].ne1, spec[i].flags, spec[i].w);
+        if (s != TN_OK)
+            return s;
+    }
+    if (hp->n_expert > 0) {
+        tn_status s = tn__load_moe_layer(L, il, ly);
         if (s != TN_OK)
             return s;
     }
@@ -399,12 +452,13 @@ tn_status tn_model_from_gguf(tn_gguf *g, tn_model **out)
     static const struct {
         const char *name;
         tn_arch arch;
-    } archs[] = {{"llama", TN_ARCH_LLAMA}, {"qwen2", TN_ARCH_QWEN2}, {"qwen3", TN_ARCH_QWEN3}};
+    } archs[] = {{"llama", TN_ARCH_LLAMA},       {"qwen2", TN_ARCH_QWEN2},       {"qwen3", TN_ARCH_QWEN3},
+                 {"qwen2moe", TN_ARCH_QWEN2MOE}, {"qwen3moe", TN_ARCH_QWEN3MOE}};
     size_t k = 0;
     while (k < TN_ARRAY_LEN(archs) && !(strlen(archs[k].name) == len && memcmp(archs[k].name, arch, len) == 0))
         k++;
     if (k == TN_ARRAY_LEN(archs)) {
-        s = tn__err(TN_ERR_UNSUPPORTED, "model: architecture '%.*s' is not supported (llama, qwen2, qwen3)",
+        s = tn__err(TN_ERR_UNSUPPORTED, "model: architecture '%.*s' is not supported (llama, qwen2, qwen3, qwen2moe, qwen3moe)",
                     (int)TN_MIN(len, 64), arch);
         goto err;
     }
@@ -421,6 +475,7 @@ err:
     free(L.used);
     if (m) {
         free(m->layers);
+        free(m->expert_map);
         free(m);
     }
     tn_gguf_free(g);
@@ -449,5 +504,6 @@ void tn_model_free(tn_model *m)
         return;
     tn_gguf_free(m->gguf);
     free(m->layers);
+    free(m->expert_map);
     free(m);
 }

@@ -1,6 +1,8 @@
 /*
  * model — hyper-parameters, the weight table, the KV cache and the batched
- * forward pass of the dense decoder families (llama, qwen2, qwen3).
+ * forward pass of the decoder families: dense (llama, qwen2, qwen3) and
+ * mixture-of-experts (llama with experts = Mixtral, qwen2moe, qwen3moe;
+ * moe.c has the routing essay).
  *
  * THE BATCHED FORWARD (DESIGN.md, "central interfaces")
  * One call runs one flattened batch. Token i carries its id, its position in
@@ -22,7 +24,10 @@
 #include "format/gguf.h"
 #include "kern/kern.h"
 
-typedef enum tn_arch { TN_ARCH_LLAMA = 0, TN_ARCH_QWEN2, TN_ARCH_QWEN3 } tn_arch;
+typedef enum tn_arch { TN_ARCH_LLAMA = 0, TN_ARCH_QWEN2, TN_ARCH_QWEN3, TN_ARCH_QWEN2MOE, TN_ARCH_QWEN3MOE } tn_arch;
+
+/* How router logits become expert scores (<arch>.expert_gating_func, llama.cpp's numbering). */
+typedef enum tn_expert_gating { TN_GATING_SOFTMAX = 1, TN_GATING_SIGMOID = 2 } tn_expert_gating;
 
 /* RoPE pairing: NORM rotates adjacent pairs (x[2i], x[2i+1]) — llama's GGUF
  * q/k weights are permuted so this equals HF's rotate_half; NEOX rotates
@@ -45,14 +50,24 @@ typedef struct tn_hparams {
     float rope_freq_base;      /* rope.freq_base, default 10000 */
     float rope_freq_scale;     /* 1 / rope.scaling.factor for linear scaling, else 1 */
     tn_rope_type rope_type;
+    /* Mixture of experts; n_expert == 0 for a dense model. */
+    int32_t n_expert;          /* expert_count: routed experts per MoE layer */
+    int32_t n_expert_used;     /* expert_used_count: top-k */
+    int32_t n_ff_exp;          /* expert_feed_forward_length (llama/Mixtral: feed_forward_length) */
+    int32_t n_ff_shexp;        /* expert_shared_feed_forward_length; 0: no shared expert */
+    int32_t n_expert_shared;   /* expert_shared_count (shared expert width = n_ff_shexp) */
+    bool expert_weights_norm;  /* renormalize the top-k weights to sum 1 (Mixtral, qwen3moe: yes) */
+    float expert_weights_scale;/* routed_scaling_factor applied after the norm (default 1) */
+    tn_expert_gating expert_gating;
 } tn_hparams;
 
 /* A weight tensor borrowed from the mapped file. data == NULL: absent.
- * ne[0] is the contiguous (input) dimension. */
+ * ne[0] is the contiguous (input) dimension; ne[2] > 1 only for the stacked
+ * expert tensors (ne[2] = n_expert matrices of ne[1] rows each). */
 typedef struct tn_weight {
     const void *data;
     tn_dtype type;
-    int64_t ne[2];
+    int64_t ne[3];
 } tn_weight;
 
 typedef struct tn_layer {
@@ -68,6 +83,15 @@ typedef struct tn_layer {
     tn_weight ffn_gate;    /* (n_ff, n_embd) */
     tn_weight ffn_up;      /* (n_ff, n_embd) */
     tn_weight ffn_down;    /* (n_embd, n_ff) */
+    /* MoE layers (ffn_gate_inp present; then the dense ffn_* are absent). */
+    tn_weight ffn_gate_inp;       /* router (n_expert rows, n_embd cols) */
+    tn_weight ffn_gate_exps;      /* (n_expert, n_ff_exp rows, n_embd cols) stacked */
+    tn_weight ffn_up_exps;        /* (n_expert, n_ff_exp, n_embd) */
+    tn_weight ffn_down_exps;      /* (n_expert, n_embd, n_ff_exp) */
+    tn_weight ffn_gate_inp_shexp; /* qwen2moe shared-expert gate (n_embd) f32-or-matrix row, or absent */
+    tn_weight ffn_gate_shexp;     /* (n_ff_shexp, n_embd), or absent */
+    tn_weight ffn_up_shexp;       /* (n_ff_shexp, n_embd) */
+    tn_weight ffn_down_shexp;     /* (n_embd, n_ff_shexp) */
 } tn_layer;
 
 typedef struct tn_model {
@@ -78,6 +102,11 @@ typedef struct tn_model {
     tn_weight output;      /* (n_vocab, n_embd); == tok_embd when tied */
     tn_weight rope_freqs;  /* (n_rot/2) f32 frequency divisors (Llama 3), or absent */
     tn_layer *layers;      /* (n_layer) */
+    /* Expert placement (DESIGN.md): logical expert e of layer l lives in
+     * physical slot expert_map[l * n_expert + e] of the stacked tensors.
+     * Identity after load; NULL for a dense model. The forward pass never
+     * indexes experts any other way, so a balancer may remap between calls. */
+    int32_t *expert_map;   /* (n_layer, n_expert) */
 } tn_model;
 
 /* Loads a model from a GGUF file. Every hyper-parameter and tensor is
@@ -152,5 +181,23 @@ void tn_forward_free(tn_forward *f);
  * the pool's workers. */
 tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn_batch *b,
                          float *logits) TN_MUST_CHECK;
+
+/* --- routing statistics (moe_stats.c) ---------------------------------- */
+
+/* Tokens routed to each expert of each MoE layer over the last `window`
+ * forward calls. The forward pass of a MoE model keeps one (owner thread
+ * only); a dense model has none. */
+typedef struct tn_moe_stats tn_moe_stats;
+
+/* The forward state's statistics, or NULL for a dense model. */
+const tn_moe_stats *tn_forward_moe_stats(const tn_forward *f);
+/* Window length in calls, and how many calls the window holds now (<= window). */
+int32_t tn_moe_stats_window(const tn_moe_stats *st);
+int32_t tn_moe_stats_n_calls(const tn_moe_stats *st);
+/* Tokens routed to logical expert e of layer il over the window (0 for a
+ * dense layer or indexes out of range). */
+int64_t tn_moe_stats_count(const tn_moe_stats *st, int32_t il, int32_t e);
+/* Tokens routed to expert e of layer il since the statistics were made. */
+int64_t tn_moe_stats_total(const tn_moe_stats *st, int32_t il, int32_t e);
 
 #endif /* TERN_MODEL_MODEL_H */

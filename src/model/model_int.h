@@ -96,4 +96,54 @@ void tn__rope_apply(float *x, int n_heads, int head_dim, int n_rot, tn_rope_type
 void tn__attention(tn_pool *pool, tn_kv_cache *kv, int32_t layer, const tn_hparams *hp, int32_t n_tokens,
                    const float *q, const int32_t *vis_off, const int32_t *vis_n, int64_t n_visible, float *out);
 
+/* --- load.c's services for load_moe.c --------------------------------- */
+
+typedef struct tn__loader tn__loader;
+
+enum { TN__TAKE_REQUIRED = 1, TN__TAKE_F32 = 2 };
+
+/* Takes tensor `name` (checked against shape [ne0, ne1, ne2]; ne1 == 0: a
+ * vector of ne0) into *w; absent and not TN__TAKE_REQUIRED: w->data NULL. */
+tn_status tn__load_take(tn__loader *L, const char *name, int64_t ne0, int64_t ne1, int64_t ne2, int flags,
+                        tn_weight *w) TN_MUST_CHECK;
+/* "<arch>.<suffix>" keys; absent: def (or TN_ERR_FORMAT when required). */
+tn_status tn__load_key_u32(tn__loader *L, const char *suffix, bool required, uint32_t def,
+                           uint32_t *out) TN_MUST_CHECK;
+tn_status tn__load_key_f32(tn__loader *L, const char *suffix, bool required, float def, float *out) TN_MUST_CHECK;
+tn_status tn__load_key_bool(tn__loader *L, const char *suffix, bool def, bool *out) TN_MUST_CHECK;
+tn_model *tn__load_model(tn__loader *L);
+
+/* load_moe.c: the MoE hyper-parameters (after the dense ones are in hp;
+ * n_expert stays 0 for a dense file) and one MoE layer's tensors. */
+tn_status tn__load_moe_hparams(tn__loader *L, tn_hparams *hp) TN_MUST_CHECK;
+tn_status tn__load_moe_layer(tn__loader *L, int il, tn_layer *ly) TN_MUST_CHECK;
+
+/* --- moe.c: routing and the grouped expert FFN ------------------------- */
+
+typedef struct tn__moe tn__moe;
+
+/* Scratch for MoE layers of model m for up to n_batch_max tokens, plus the
+ * routing statistics (window of `stats_window` calls). NULL *out for a dense
+ * model. TN_ERR_NOMEM on failure. */
+tn_status tn__moe_new(const tn_model *m, int32_t n_batch_max, tn__moe **out) TN_MUST_CHECK;
+void tn__moe_free(tn__moe *moe);
+
+/* out ((n, n_embd)) = the MoE FFN of layer il for the normed inputs xn
+ * ((n, n_embd)): routed experts (grouped by expert) plus shared experts.
+ * Records routing counts in the statistics. Does not allocate. */
+void tn__moe_ffn(tn__moe *moe, tn_pool *pool, int32_t il, const float *xn, int32_t n, float *out);
+
+/* Marks the start of a forward call for the statistics window. */
+void tn__moe_begin_call(tn__moe *moe);
+const tn_moe_stats *tn__moe_stats(const tn__moe *moe);
+
+/* --- moe_stats.c ------------------------------------------------------ */
+
+tn_status tn__moe_stats_new(int32_t n_layer, int32_t n_expert, int32_t window, tn_moe_stats **out) TN_MUST_CHECK;
+void tn__moe_stats_free(tn_moe_stats *st);
+/* Starts a new call: the oldest call of the window is dropped. */
+void tn__moe_stats_begin_call(tn_moe_stats *st);
+/* Adds n tokens for logical expert e of layer il to the current call. */
+void tn__moe_stats_add(tn_moe_stats *st, int32_t il, int32_t e, int64_t n);
+
 #endif /* TERN_MODEL_MODEL_INT_H */

@@ -31,26 +31,47 @@
 static const tn_synth_preset presets[] = {
     /* real shapes */
     {"tinyllama-1.1b", "TinyLlama-1.1B (llama, GQA 32/4)", TN_ARCH_LLAMA, 2048, 2048, 22, 32, 4, 64, 5632,
-     1e-5f, 10000.0f, 0.0f, false, false, false, false},
+     1e-5f, 10000.0f, 0.0f, false, false, false, false, 0, 0, 0, 0, false},
     {"llama-2-7b", "Llama 2 7B (llama, MHA 32/32)", TN_ARCH_LLAMA, 4096, 4096, 32, 32, 32, 128, 11008,
-     1e-5f, 10000.0f, 0.0f, false, false, false, false},
+     1e-5f, 10000.0f, 0.0f, false, false, false, false, 0, 0, 0, 0, false},
     {"llama-3.1-8b", "Llama 3.1 8B (llama, GQA 32/8, rope_freqs)", TN_ARCH_LLAMA, 131072, 4096, 32, 32, 8, 128,
-     14336, 1e-5f, 500000.0f, 0.0f, true, false, false, false},
+     14336, 1e-5f, 500000.0f, 0.0f, true, false, false, false, 0, 0, 0, 0, false},
     {"qwen2.5-0.5b", "Qwen2.5-0.5B (qwen2, GQA 14/2, QKV biases, tied)", TN_ARCH_QWEN2, 32768, 896, 24, 14, 2, 64,
-     4864, 1e-6f, 1000000.0f, 0.0f, false, true, false, true},
+     4864, 1e-6f, 1000000.0f, 0.0f, false, true, false, true, 0, 0, 0, 0, false},
     {"qwen3-0.6b", "Qwen3-0.6B (qwen3, GQA 16/8, head_dim 128, q/k norms, tied)", TN_ARCH_QWEN3, 40960, 1024, 28,
-     16, 8, 128, 3072, 1e-6f, 1000000.0f, 0.0f, false, false, true, true},
+     16, 8, 128, 3072, 1e-6f, 1000000.0f, 0.0f, false, false, true, true, 0, 0, 0, 0, false},
     /* tiny test shapes */
     {"tiny-llama", "test: llama, 64 wide, 2 layers, GQA 4/2, separate output", TN_ARCH_LLAMA, 512, 64, 2, 4, 2,
-     16, 96, 1e-5f, 10000.0f, 0.0f, false, false, false, false},
+     16, 96, 1e-5f, 10000.0f, 0.0f, false, false, false, false, 0, 0, 0, 0, false},
     {"tiny-llama-rope-linear", "test: tiny-llama with linear rope scaling, factor 2", TN_ARCH_LLAMA, 512, 64, 2, 4,
-     2, 16, 96, 1e-5f, 10000.0f, 2.0f, false, false, false, false},
+     2, 16, 96, 1e-5f, 10000.0f, 2.0f, false, false, false, false, 0, 0, 0, 0, false},
     {"tiny-llama3", "test: tiny-llama with Llama 3.1 rope_freqs, rope base 500000", TN_ARCH_LLAMA, 512, 64, 2, 4,
-     2, 16, 96, 1e-5f, 500000.0f, 0.0f, true, false, false, false},
+     2, 16, 96, 1e-5f, 500000.0f, 0.0f, true, false, false, false, 0, 0, 0, 0, false},
     {"tiny-qwen2", "test: qwen2, 64 wide, 2 layers, GQA 4/2, QKV biases, tied", TN_ARCH_QWEN2, 512, 64, 2, 4, 2,
-     16, 128, 1e-6f, 1000000.0f, 0.0f, false, true, false, true},
+     16, 128, 1e-6f, 1000000.0f, 0.0f, false, true, false, true, 0, 0, 0, 0, false},
     {"tiny-qwen3", "test: qwen3, 64 wide, 2 layers, GQA 4/2, head_dim 32, q/k norms, tied", TN_ARCH_QWEN3, 512,
-     64, 2, 4, 2, 32, 128, 1e-6f, 1000000.0f, 0.0f, false, false, true, true},
+     64, 2, 4, 2, 32, 128, 1e-6f, 1000000.0f, 0.0f, false, false, true, true, 0, 0, 0, 0, false},
+    /* mixture of experts, real shapes (layers cut so Q8_0 fits 24 GiB) */
+    {.name = "mixtral-like", .desc = "Mixtral 8x7B shapes (llama + 8 experts, top-2), 14 of 32 layers: ~20 GiB Q8_0",
+     .arch = TN_ARCH_LLAMA, .n_ctx_train = 32768, .n_embd = 4096, .n_layer = 14, .n_head = 32, .n_head_kv = 8,
+     .head_dim = 128, .n_ff = 14336, .norm_eps = 1e-5f, .rope_freq_base = 1000000.0f, .n_expert = 8,
+     .n_expert_used = 2},
+    {.name = "qwen3-30b-a3b-like", .desc = "Qwen3-30B-A3B shapes (128 experts, top-8), 32 of 48 layers: ~20 GiB Q8_0",
+     .arch = TN_ARCH_QWEN3MOE, .n_ctx_train = 40960, .n_embd = 2048, .n_layer = 32, .n_head = 32, .n_head_kv = 4,
+     .head_dim = 128, .n_ff = 6144, .norm_eps = 1e-6f, .rope_freq_base = 1000000.0f, .qk_norm = true,
+     .n_expert = 128, .n_expert_used = 8, .n_ff_exp = 768},
+    /* mixture of experts, tiny test shapes */
+    {.name = "tiny-mixtral", .desc = "test: llama + 4 experts (Mixtral), top-2, 64 wide, 2 layers, GQA 4/2",
+     .arch = TN_ARCH_LLAMA, .n_ctx_train = 512, .n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 2,
+     .head_dim = 16, .n_ff = 96, .norm_eps = 1e-5f, .rope_freq_base = 10000.0f, .n_expert = 4, .n_expert_used = 2},
+    {.name = "tiny-qwen2moe", .desc = "test: qwen2moe, 8 experts top-2 (no renorm), gated shared expert, biases, tied",
+     .arch = TN_ARCH_QWEN2MOE, .n_ctx_train = 512, .n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 2,
+     .head_dim = 16, .n_ff = 128, .norm_eps = 1e-6f, .rope_freq_base = 1000000.0f, .qkv_bias = true,
+     .tied = true, .n_expert = 8, .n_expert_used = 2, .n_ff_exp = 32, .n_ff_shexp = 64, .shexp_gate = true},
+    {.name = "tiny-qwen3moe", .desc = "test: qwen3moe, 8 experts top-3 (renormalized), q/k norms, head_dim 32, tied",
+     .arch = TN_ARCH_QWEN3MOE, .n_ctx_train = 512, .n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 2,
+     .head_dim = 32, .n_ff = 128, .norm_eps = 1e-6f, .rope_freq_base = 1000000.0f, .qk_norm = true, .tied = true,
+     .n_expert = 8, .n_expert_used = 3, .n_ff_exp = 32},
 };
 
 const tn_synth_preset *tn_synth_presets(size_t *n)
@@ -79,6 +100,10 @@ static const char *arch_name(tn_arch a)
         return "qwen2";
     case TN_ARCH_QWEN3:
         return "qwen3";
+    case TN_ARCH_QWEN2MOE:
+        return "qwen2moe";
+    case TN_ARCH_QWEN3MOE:
+        return "qwen3moe";
     }
     return "unknown";
 }
@@ -107,7 +132,7 @@ typedef struct synth_tensor {
     char name[48];
     tn_dtype type;
     int n_dims;
-    int64_t ne[2];       /* ne[0] contiguous (n_in for matrices); ne[1] = 1 for vectors */
+    int64_t ne[3];       /* ne[0] contiguous (n_in for matrices); ne[1] = 1 for vectors; ne[2] experts (else 1) */
     value_kind kind;
     uint64_t index;      /* position in the file: selects the random stream */
     uint64_t nbytes;
@@ -127,8 +152,8 @@ struct synth_job {
     float **rows;        /* (pool threads) one row buffer each, max_ne0 floats */
 };
 
-static tn_status plan_add(synth_job *j, int64_t cap, value_kind kind, tn_dtype type, int64_t ne0, int64_t ne1,
-                          const char *fmt, int layer)
+static tn_status plan_add3(synth_job *j, int64_t cap, value_kind kind, tn_dtype type, int64_t ne0, int64_t ne1,
+                           int64_t ne2, const char *fmt, int layer)
 {
     if (j->n_tensors >= cap)
         return tn__err(TN_ERR_FULL, "synth: tensor plan overflow (%" PRId64 " tensors)", cap);
@@ -139,9 +164,10 @@ static tn_status plan_add(synth_job *j, int64_t cap, value_kind kind, tn_dtype t
     else
         snprintf(t->name, sizeof t->name, "%s", fmt);
     t->type = type;
-    t->n_dims = ne1 > 1 ? 2 : 1;
+    t->n_dims = ne2 > 1 ? 3 : ne1 > 1 ? 2 : 1;
     t->ne[0] = ne0;
     t->ne[1] = ne1;
+    t->ne[2] = ne2;
     t->kind = kind;
     t->index = (uint64_t)j->n_tensors;
     const tn_dtype_traits *tr = tn_dtype_traits_of(type);
@@ -149,19 +175,20 @@ static tn_status plan_add(synth_job *j, int64_t cap, value_kind kind, tn_dtype t
         return tn__err(TN_ERR_UNSUPPORTED, "synth: tensor '%s' has rows of %" PRId64 " elements, not a multiple of "
                                            "%s's block of %d",
                        t->name, ne0, tr->name, tr->block_size);
-    t->nbytes = (uint64_t)tn_dtype_row_size(type, ne0) * (uint64_t)ne1;
+    t->nbytes = (uint64_t)tn_dtype_row_size(type, ne0) * (uint64_t)ne1 * (uint64_t)ne2;
     t->job = j;
     j->bytes_total += t->nbytes;
     j->n_tensors++;
     return TN_OK;
 }
 
-#define PLAN(kind, type, ne0, ne1, fmt, layer)                                 \
+#define PLAN3(kind, type, ne0, ne1, ne2, fmt, layer)                           \
     do {                                                                       \
-        tn_status s_ = plan_add(j, cap, kind, type, ne0, ne1, fmt, layer);     \
+        tn_status s_ = plan_add3(j, cap, kind, type, ne0, ne1, ne2, fmt, layer); \
         if (s_ != TN_OK)                                                       \
             return s_;                                                         \
     } while (0)
+#define PLAN(kind, type, ne0, ne1, fmt, layer) PLAN3(kind, type, ne0, ne1, 1, fmt, layer)
 
 /* Fills j->t with the tensors of preset p in file order: the embedding, the
  * rope factors, every layer, the final norm and the output. */
@@ -192,6 +219,21 @@ static tn_status plan_tensors(synth_job *j, int64_t cap, tn_dtype wt, int64_t n_
         }
         PLAN(KIND_MATRIX, wt, n_q, n_embd, "blk.%d.attn_output.weight", l);
         PLAN(KIND_NORM, f32, n_embd, 1, "blk.%d.ffn_norm.weight", l);
+        if (p->n_expert > 0) {
+            const int64_t ne = p->n_expert, fe = p->arch == TN_ARCH_LLAMA ? n_ff : p->n_ff_exp, fs = p->n_ff_shexp;
+            PLAN(KIND_MATRIX, wt, n_embd, ne, "blk.%d.ffn_gate_inp.weight", l);
+            PLAN3(KIND_MATRIX, wt, n_embd, fe, ne, "blk.%d.ffn_gate_exps.weight", l);
+            PLAN3(KIND_MATRIX, wt, n_embd, fe, ne, "blk.%d.ffn_up_exps.weight", l);
+            PLAN3(KIND_MATRIX, wt, fe, n_embd, ne, "blk.%d.ffn_down_exps.weight", l);
+            if (p->shexp_gate)
+                PLAN(KIND_MATRIX, f32, n_embd, 1, "blk.%d.ffn_gate_inp_shexp.weight", l);
+            if (fs > 0) {
+                PLAN(KIND_MATRIX, wt, n_embd, fs, "blk.%d.ffn_gate_shexp.weight", l);
+                PLAN(KIND_MATRIX, wt, n_embd, fs, "blk.%d.ffn_up_shexp.weight", l);
+                PLAN(KIND_MATRIX, wt, fs, n_embd, "blk.%d.ffn_down_shexp.weight", l);
+            }
+            continue;
+        }
         PLAN(KIND_MATRIX, wt, n_embd, n_ff, "blk.%d.ffn_gate.weight", l);
         PLAN(KIND_MATRIX, wt, n_embd, n_ff, "blk.%d.ffn_up.weight", l);
         PLAN(KIND_MATRIX, wt, n_ff, n_embd, "blk.%d.ffn_down.weight", l);
@@ -203,14 +245,21 @@ static tn_status plan_tensors(synth_job *j, int64_t cap, tn_dtype wt, int64_t n_
 }
 
 #undef PLAN
+#undef PLAN3
 
-static int64_t plan_capacity(const tn_synth_preset *p) { return 4 + (int64_t)p->n_layer * 14; }
+static int64_t plan_capacity(const tn_synth_preset *p) { return 4 + (int64_t)p->n_layer * 24; }
 
 int64_t tn_synth_n_params(const tn_synth_preset *p, int64_t n_vocab)
 {
     const int64_t n_embd = p->n_embd, n_ff = p->n_ff;
     const int64_t n_q = (int64_t)p->n_head * p->head_dim, n_kv = (int64_t)p->n_head_kv * p->head_dim;
     int64_t per_layer = 2 * n_embd + n_embd * n_q + 2 * n_embd * n_kv + n_q * n_embd + 3 * n_embd * n_ff;
+    if (p->n_expert > 0) {
+        const int64_t fe = p->arch == TN_ARCH_LLAMA ? n_ff : p->n_ff_exp;
+        per_layer += n_embd * p->n_expert + 3 * n_embd * fe * p->n_expert + 3 * n_embd * p->n_ff_shexp - 3 * n_embd * n_ff;
+        if (p->shexp_gate)
+            per_layer += n_embd;
+    }
     if (p->qkv_bias)
         per_layer += n_q + 2 * n_kv;
     if (p->qk_norm)
@@ -308,7 +357,7 @@ static void fill_rows(void *ctx, int ith, int nth)
 {
     fill_work *fw = ctx;
     const synth_tensor *t = fw->t;
-    const int64_t rows = t->ne[1], r0 = rows * ith / nth, r1 = rows * (ith + 1) / nth;
+    const int64_t rows = t->ne[1] * t->ne[2], r0 = rows * ith / nth, r1 = rows * (ith + 1) / nth;
     float *row = t->job->rows[ith];
     for (int64_t r = r0; r < r1; r++) {
         gen_row(t, r, row);
@@ -414,7 +463,7 @@ static tn_status set_metadata(tn_gguf_writer *w, const tn_synth_preset *p, tn_dt
     TRY(set_arch_u32(w, arch, "feed_forward_length", (uint32_t)p->n_ff));
     TRY(set_arch_u32(w, arch, "attention.head_count", (uint32_t)p->n_head));
     TRY(set_arch_u32(w, arch, "attention.head_count_kv", (uint32_t)p->n_head_kv));
-    if (p->head_dim * p->n_head != p->n_embd || p->arch == TN_ARCH_QWEN3) {
+    if (p->head_dim * p->n_head != p->n_embd || p->arch == TN_ARCH_QWEN3 || p->arch == TN_ARCH_QWEN3MOE) {
         TRY(set_arch_u32(w, arch, "attention.key_length", (uint32_t)p->head_dim));
         TRY(set_arch_u32(w, arch, "attention.value_length", (uint32_t)p->head_dim));
     }
@@ -426,6 +475,14 @@ static tn_status set_metadata(tn_gguf_writer *w, const tn_synth_preset *p, tn_dt
         snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
         TRY(tn_gguf_set_str(w, k, "linear"));
         TRY(set_arch_f32(w, arch, "rope.scaling.factor", p->rope_scale_linear));
+    }
+    if (p->n_expert > 0) {
+        TRY(set_arch_u32(w, arch, "expert_count", (uint32_t)p->n_expert));
+        TRY(set_arch_u32(w, arch, "expert_used_count", (uint32_t)p->n_expert_used));
+        if (p->arch != TN_ARCH_LLAMA)
+            TRY(set_arch_u32(w, arch, "expert_feed_forward_length", (uint32_t)p->n_ff_exp));
+        if (p->n_ff_shexp > 0)
+            TRY(set_arch_u32(w, arch, "expert_shared_feed_forward_length", (uint32_t)p->n_ff_shexp));
     }
     return TN_OK;
 }

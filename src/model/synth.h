@@ -33,7 +33,7 @@
 typedef struct tn_synth_preset {
     const char *name;        /* "tinyllama-1.1b" */
     const char *desc;        /* one line: the real model it mimics */
-    tn_arch arch;            /* llama, qwen2 or qwen3 */
+    tn_arch arch;            /* llama, qwen2, qwen3, qwen2moe or qwen3moe */
     int32_t n_ctx_train;
     int32_t n_embd;
     int32_t n_layer;
@@ -48,6 +48,14 @@ typedef struct tn_synth_preset {
     bool qkv_bias;           /* qwen2: blk.N.attn_{q,k,v}.bias */
     bool qk_norm;            /* qwen3: blk.N.attn_{q,k}_norm.weight */
     bool tied;               /* no output.weight: the output reuses token_embd */
+    /* Mixture of experts (n_expert 0: dense). For llama (Mixtral) the experts'
+     * width is n_ff; qwen2moe/qwen3moe write n_ff_exp as
+     * expert_feed_forward_length. */
+    int32_t n_expert;
+    int32_t n_expert_used;
+    int32_t n_ff_exp;
+    int32_t n_ff_shexp;      /* shared expert width (0: none) */
+    bool shexp_gate;         /* qwen2moe: blk.N.ffn_gate_inp_shexp.weight */
 } tn_synth_preset;
 
 /* Progress report, called after each tensor is produced (on the thread that
