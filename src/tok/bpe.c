@@ -22,15 +22,13 @@
 static inline bool byte_is_self(unsigned b) { return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE; }
 
 /* The code point byte b stands for: itself, or 0x100 + (how many bytes
- * below it do not stand for themselves). */
+ * below it do not stand for themselves): 0x00..0x20 are k = 0..32,
+ * 0x7F..0xA0 are k = 33..66, 0xAD is k = 67. */
 static uint32_t byte_cpt(unsigned b)
 {
     if (byte_is_self(b))
         return b;
-    uint32_t k = 0;
-    for (unsigned x = 0; x < b; x++)
-        k += !byte_is_self(x);
-    return 0x100 + k;
+    return 0x100 + (b <= 0x20 ? b : b <= 0xA0 ? 33 + (b - 0x7F) : 67);
 }
 
 /* UTF-8 of the character that stands for byte b; see tok_int.h. */
@@ -54,10 +52,7 @@ int tn__bpe_cpt_to_byte(uint32_t c)
     if (c >= 0x100 + 68) /* 68 bytes do not stand for themselves */
         return -1;
     uint32_t k = c - 0x100;
-    for (unsigned x = 0; x < 256; x++)
-        if (!byte_is_self(x) && k-- == 0)
-            return (int)x;
-    return -1;
+    return k <= 32 ? (int)k : k <= 66 ? (int)(0x7F + k - 33) : 0xAD;
 }
 
 /* Decodes mapped characters back to bytes; see tok_int.h. */
@@ -227,6 +222,8 @@ static inline void merge_at(const tn_vocab *v, sym *s, int32_t i)
     s[i].next = s[j].next;
     if (s[j].next >= 0)
         s[s[j].next].prev = i;
+    s[j].id = -2; /* dead: heap entries that start at j are stale */
+    s[j].next = -1;
 }
 
 /*
@@ -246,7 +243,7 @@ static inline void merge_at(const tn_vocab *v, sym *s, int32_t i)
  *   A byte whose mapped character is not a token (a damaged vocabulary)
  *   stays a symbol that never merges and emits nothing, as in llama.cpp.
  */
-#define SHORT_WORD 48
+#define SHORT_WORD 16
 
 static void merge_short(const tn_vocab *v, sym *s, int32_t n)
 {
@@ -350,6 +347,82 @@ static tn_status encode_word(const tn_vocab *v, tn__bpe_scratch *sc, const unsig
     return TN_OK;
 }
 
+/*
+ * THE WORD CACHE
+ *
+ * Natural text repeats its words, so each tn_tokenize call remembers the
+ * ids of the words it has merged (words of 2..CACHE_WORD bytes): an
+ * open-addressing table of (hash, where the bytes are, where the ids are)
+ * over two arenas in the scratch. A hit copies the ids and skips merging.
+ * The cache lives and dies with the call's scratch, so the vocabulary stays
+ * immutable and threads share nothing. It stops growing at CACHE_MAX words.
+ */
+#define CACHE_WORD 64
+#define CACHE_MAX (1u << 20)
+
+typedef struct cache_slot {
+    uint32_t hash;
+    uint32_t off;    /* word bytes in cache_bytes */
+    uint32_t ids;    /* ids in cache_ids */
+    uint8_t len, n;  /* word length, id count; len 0: empty */
+} cache_slot;
+
+static bool cache_rehash(tn__bpe_scratch *sc)
+{
+    size_t cap = sc->cache_cap ? 2 * sc->cache_cap : 256;
+    cache_slot *t = calloc(cap, sizeof *t), *old = sc->cache;
+    if (!t)
+        return false;
+    for (size_t i = 0; i < sc->cache_cap; i++) {
+        if (!old[i].len)
+            continue;
+        size_t j = old[i].hash & (cap - 1);
+        while (t[j].len)
+            j = (j + 1) & (cap - 1);
+        t[j] = old[i];
+    }
+    free(old);
+    sc->cache = t;
+    sc->cache_cap = cap;
+    return true;
+}
+
+/* Looks w up; on a miss returns the empty slot where it would go (or NULL
+ * when the cache is full or cannot grow). *hit tells which. */
+static cache_slot *cache_find(tn__bpe_scratch *sc, const unsigned char *w, size_t n, uint32_t h, bool *hit)
+{
+    *hit = false;
+    if (2 * (sc->cache_n + 1) > sc->cache_cap && (sc->cache_n >= CACHE_MAX || !cache_rehash(sc)))
+        return NULL;
+    cache_slot *t = sc->cache;
+    for (size_t j = h & (sc->cache_cap - 1);; j = (j + 1) & (sc->cache_cap - 1)) {
+        if (!t[j].len)
+            return &t[j];
+        if (t[j].hash == h && t[j].len == n && memcmp(sc->cache_bytes + t[j].off, w, n) == 0) {
+            *hit = true;
+            return &t[j];
+        }
+    }
+}
+
+/* Remembers the ids out->ids[first..] (all stored: out had room) for w. */
+static void cache_put(tn__bpe_scratch *sc, cache_slot *slot, const unsigned char *w, size_t n, uint32_t h,
+                      const tn__tok_out *out, size_t first)
+{
+    size_t k = out->n - first;
+    if (k > 255 || out->n > out->cap)
+        return;
+    if (!grow((void **)&sc->cache_bytes, &sc->cache_bytes_cap, sc->cache_bytes_n + n, 1) ||
+        !grow((void **)&sc->cache_ids, &sc->cache_ids_cap, sc->cache_ids_n + k, sizeof(int32_t)))
+        return; /* a cache that cannot grow just stops caching */
+    memcpy(sc->cache_bytes + sc->cache_bytes_n, w, n);
+    memcpy(sc->cache_ids + sc->cache_ids_n, out->ids + first, k * sizeof(int32_t));
+    *slot = (cache_slot){h, (uint32_t)sc->cache_bytes_n, (uint32_t)sc->cache_ids_n, (uint8_t)n, (uint8_t)k};
+    sc->cache_bytes_n += n;
+    sc->cache_ids_n += k;
+    sc->cache_n++;
+}
+
 /* Encodes one fragment; see tok_int.h. */
 tn_status tn__bpe_encode(const tn_vocab *v, tn__bpe_scratch *sc, const char *text, size_t len, tn__tok_out *out)
 {
@@ -357,11 +430,26 @@ tn_status tn__bpe_encode(const tn_vocab *v, tn__bpe_scratch *sc, const char *tex
     const tn__span *sp;
     size_t n;
     tn_status st = tn__pretok_split(v->pretok, sc, text, len, &t, &sp, &n);
-    for (size_t i = 0; st == TN_OK && i < n; i++)
-        if (sp[i].len > 0) {
-            /* the span list may move when the word scratch grows: copy it */
-            tn__span s = sp[i];
-            st = encode_word(v, sc, (const unsigned char *)t + s.off, s.len, out);
+    for (size_t i = 0; st == TN_OK && i < n; i++) {
+        const unsigned char *w = (const unsigned char *)t + sp[i].off;
+        size_t wl = sp[i].len;
+        if (wl < 2 || wl > CACHE_WORD) {
+            if (wl > 0)
+                st = encode_word(v, sc, w, wl, out);
+            continue;
         }
+        uint32_t h = (uint32_t)tn__tok_hash((const char *)w, wl);
+        bool hit;
+        cache_slot *slot = cache_find(sc, w, wl, h, &hit);
+        if (hit) {
+            for (uint32_t k = 0; k < slot->n; k++)
+                tn__tok_push(out, sc->cache_ids[slot->ids + k]);
+            continue;
+        }
+        size_t first = out->n;
+        st = encode_word(v, sc, w, wl, out);
+        if (st == TN_OK && slot)
+            cache_put(sc, slot, w, wl, h, out, first);
+    }
     return st;
 }

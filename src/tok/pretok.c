@@ -347,14 +347,8 @@ tn_status tn__pretok_split(const tn__pretok *p, tn__bpe_scratch *sc, const char 
     }
     *clean = t;
 
-    if (!sc->match_data) {
-        sc->match_data = pcre2_match_data_create(4, NULL);
-        sc->match_ctx = pcre2_match_context_create(NULL);
-        sc->jit_stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, NULL);
-        if (!sc->match_data || !sc->match_ctx || !sc->jit_stack)
-            return tn__err(TN_ERR_NOMEM, "tok: out of memory for regex match data");
-        pcre2_jit_stack_assign(sc->match_ctx, NULL, sc->jit_stack);
-    }
+    if (!sc->match_data && !(sc->match_data = pcre2_match_data_create(4, NULL)))
+        return tn__err(TN_ERR_NOMEM, "tok: out of memory for regex match data");
     pcre2_match_data *md = sc->match_data;
 
     int cur = 0;
@@ -373,6 +367,17 @@ tn_status tn__pretok_split(const tn__pretok *p, tn__bpe_scratch *sc, const char 
                                    : pcre2_match(p->code[r], subj, s.len, pos, PCRE2_NO_UTF_CHECK, md, sc->match_ctx);
                 if (rc == PCRE2_ERROR_NOMATCH)
                     break;
+                if (rc == PCRE2_ERROR_JIT_STACKLIMIT && !sc->jit_stack) {
+                    /* the default 32 KiB JIT stack was too small (a pathological
+                     * input): retry with a stack of up to 8 MiB; a call that
+                     * never needs it never pays for it */
+                    sc->match_ctx = pcre2_match_context_create(NULL);
+                    sc->jit_stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, NULL);
+                    if (!sc->match_ctx || !sc->jit_stack)
+                        return tn__err(TN_ERR_NOMEM, "tok: out of memory for a regex stack");
+                    pcre2_jit_stack_assign(sc->match_ctx, NULL, sc->jit_stack);
+                    continue;
+                }
                 if (rc < 0) {
                     PCRE2_UCHAR msg[160];
                     pcre2_get_error_message(rc, msg, sizeof msg);
@@ -419,5 +424,8 @@ void tn__bpe_scratch_free(tn__bpe_scratch *sc)
     free(sc->sym);
     free(sc->heap);
     free(sc->word);
+    free(sc->cache);
+    free(sc->cache_bytes);
+    free(sc->cache_ids);
     memset(sc, 0, sizeof *sc);
 }

@@ -219,6 +219,12 @@ typedef struct tn__bpe_scratch {
     size_t heap_cap;
     char *word;           /* bpe.c: a word in mapped form; wordpiece.c: words */
     size_t word_cap;
+    void *cache;          /* bpe.c: the word cache's slots */
+    size_t cache_cap, cache_n;
+    char *cache_bytes;    /* bpe.c: the cached words */
+    size_t cache_bytes_cap, cache_bytes_n;
+    int32_t *cache_ids;   /* bpe.c: their ids */
+    size_t cache_ids_cap, cache_ids_n;
 } tn__bpe_scratch;
 
 void tn__bpe_scratch_free(tn__bpe_scratch *sc);
