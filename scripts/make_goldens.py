@@ -63,7 +63,7 @@ EXTRA = [("tiny-llama", "bf16")]     # bf16 once: it shares the matmul path of e
 # Mixture of experts: f32 and f16 only (exact-weight paths). Q8_0/Q4_0 are left
 # out: rounding activations to Q8_0 can flip a near-tie in the top-k routing, and one
 # flipped expert moves a logit row by far more than any fixed tolerance.
-MOE_PRESETS = ["tiny-mixtral", "tiny-qwen2moe", "tiny-qwen3moe"]
+MOE_PRESETS = ["tiny-mixtral", "tiny-qwen2moe", "tiny-qwen3moe", "tiny-deepseek2", "tiny-deepseek3"]
 MOE_DTYPES = ["f32", "f16"]
 N_TOKENS = 16
 

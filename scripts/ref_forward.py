@@ -33,6 +33,25 @@ Qwen3MoeSparseMoeBlock): the FFN line above becomes, per token,
     x   = x + sum_{e in E} w_e * ffn_e(h)        ffn_e the SwiGLU FFN above
         (+ sigmoid(h · w_shared_gate) * ffn_shared(h)      qwen2moe)
 
+DEEPSEEK2 (DeepseekV2ForCausalLM / DeepseekV3ForCausalLM), the EXPANDED form:
+    q      = rmsnorm(h Wq_aᵀ) * q_a_norm  Wq_bᵀ   (or h Wqᵀ)  per head [q_nope, q_pe]
+    c,kpe  = h Wkv_aᵀ;   c = rmsnorm(c) * kv_a_norm
+    k_nope, v = per head split of c Wkv_bᵀ
+    q_pe, kpe = rope (interleaved pairs: HF permutes to halves then rotate_half)
+    k      = [k_nope, kpe broadcast to every head]
+    a      = softmax(q kᵀ * scale) v,  scale = key_length^-0.5 * mscale²
+  YaRN (DeepseekV2YarnRotaryEmbedding): inv_freq blends base^(-2i/d) and
+  that / factor with a linear ramp between the correction dims of
+  beta_fast = 32 and beta_slow = 1 over original_max_position_embeddings;
+  mscale = 0.1 * mscale_all_dim * ln(factor) + 1 (GGUF stores
+  0.1 * mscale_all_dim as yarn_log_multiplier).
+  MoE gate (MoEGate): scores = softmax (V2) or sigmoid (V3) of the logits;
+  V3 chooses on scores + e_score_correction_bias; with n_group > 1 only the
+  topk_group best groups (V2: group max; V3: sum of the group's top 2) are
+  eligible; weights = scores of the chosen (no bias), normalized when
+  norm_topk_prob, times routed_scaling_factor; shared experts added unscaled.
+  The first first_k_dense_replace layers have a dense FFN.
+
 ROPE
   inv_freq[i] = base^(-2i / n_rot) for i < n_rot/2, divided by rope_freqs[i]
   when the file carries Llama 3's rope_freqs tensor; the angle is
@@ -59,7 +78,7 @@ import numpy as np
 from gguf import GGUFReader, GGMLQuantizationType
 from gguf import quants as gq
 
-ARCHS = ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe")
+ARCHS = ("llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "deepseek2")
 
 
 class Model:
@@ -123,6 +142,8 @@ def load(path):
     stype = _field(r, f"{a}.rope.scaling.type")
     if stype == "linear":
         m.rope_factor = float(_field(r, f"{a}.rope.scaling.factor"))
+    elif stype == "yarn" and a == "deepseek2":
+        pass
     elif stype not in (None, "none"):
         raise ValueError(f"{path}: rope scaling {stype!r} not supported by the reference")
     elif _field(r, f"{a}.rope.scale_linear") is not None:
@@ -132,7 +153,21 @@ def load(path):
     m.n_expert_used = int(_field(r, f"{a}.expert_used_count", 0))
     # HF defaults: Mixtral renormalizes its top-k; Qwen2-MoE's config has
     # norm_topk_prob false, Qwen3-MoE's true. A file may say otherwise.
-    m.norm_topk = bool(_field(r, f"{a}.expert_weights_norm", a != "qwen2moe"))
+    m.norm_topk = bool(_field(r, f"{a}.expert_weights_norm", a not in ("qwen2moe", "deepseek2")))
+    m.sigmoid = int(_field(r, f"{a}.expert_gating_func", 1)) == 2
+    m.routed_scale = float(_field(r, f"{a}.expert_weights_scale", 1.0))
+    m.n_group = int(_field(r, f"{a}.expert_group_count", 1))
+    m.topk_group = int(_field(r, f"{a}.expert_group_used_count", m.n_group))
+    m.mla = a == "deepseek2"
+    m.yarn = None
+    if m.mla:
+        m.kv_lora = int(_field(r, f"{a}.attention.kv_lora_rank"))
+        m.v_dim = int(_field(r, f"{a}.attention.value_length"))
+        m.n_dense = int(_field(r, f"{a}.leading_dense_block_count", 0))
+        if stype == "yarn":
+            m.yarn = (float(_field(r, f"{a}.rope.scaling.factor")),
+                      int(_field(r, f"{a}.rope.scaling.original_context_length")),
+                      float(_field(r, f"{a}.rope.scaling.yarn_log_multiplier", 0.0)))
 
     m.quantized = set()      # names of Q8_0 / Q4_0 weights (for act_q8)
     m.act_q8 = False
@@ -152,7 +187,9 @@ def load(path):
                   "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight",
                   "ffn_gate_inp.weight", "ffn_gate_exps.weight", "ffn_up_exps.weight",
                   "ffn_down_exps.weight", "ffn_gate_inp_shexp.weight", "ffn_gate_shexp.weight",
-                  "ffn_up_shexp.weight", "ffn_down_shexp.weight"):
+                  "ffn_up_shexp.weight", "ffn_down_shexp.weight", "exp_probs_b.bias",
+                  "attn_q_a.weight", "attn_q_a_norm.weight", "attn_q_b.weight", "attn_kv_a_mqa.weight",
+                  "attn_kv_a_norm.weight", "attn_kv_b.weight"):
             w[f"blk.{il}.{s}"] = _tensor(r, f"blk.{il}.{s}", m.quantized)
     m.w = w
     m.n_vocab = w["token_embd.weight"].shape[0]
@@ -165,9 +202,29 @@ def rmsnorm(x, weight, eps):
     return y * weight if weight is not None else y
 
 
+def yarn_inv_freq(m):
+    """DeepseekV2YarnRotaryEmbedding's frequencies (see the docstring)."""
+    factor, orig, _ = m.yarn
+    d = m.n_rot
+    extra = 1.0 / m.rope_base ** (np.arange(0, d, 2, dtype=np.float64) / d)
+    inter = extra / factor
+
+    def corr_dim(rot):
+        return d * np.log(orig / (rot * 2 * np.pi)) / (2 * np.log(m.rope_base))
+    low = max(np.floor(corr_dim(32.0)), 0)
+    high = min(np.ceil(corr_dim(1.0)), d - 1)
+    if low == high:
+        high += 0.001
+    ramp = np.clip((np.arange(d // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+    mask = 1.0 - ramp
+    return inter * (1 - mask) + extra * mask
+
+
 def rope_angles(m, positions):
     """(n, n_rot/2) rotation angles."""
     half = m.n_rot // 2
+    if m.yarn is not None:
+        return np.outer(np.asarray(positions, dtype=np.float64), yarn_inv_freq(m))
     inv_freq = m.rope_base ** (-np.arange(half, dtype=np.float64) * 2.0 / m.n_rot)
     if m.w["rope_freqs.weight"] is not None:
         inv_freq = inv_freq / m.w["rope_freqs.weight"][:half]
@@ -254,14 +311,30 @@ def moe_ffn(m, h, p):
     w = m.w
     n = h.shape[0]
     logits = matmul(m, h, p + "ffn_gate_inp.weight")                # (n, n_expert)
-    z = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    if m.sigmoid:
+        probs = 1.0 / (1.0 + np.exp(-logits))
+    else:
+        z = logits - logits.max(axis=1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    choice = probs.copy()
+    if w.get(p + "exp_probs_b.bias") is not None:
+        choice = choice + w[p + "exp_probs_b.bias"]
     out = np.zeros_like(h)
     for i in range(n):
-        top = np.argsort(-probs[i], kind="stable")[:m.n_expert_used]
+        c = choice[i].copy()
+        if m.n_group > 1:
+            g = c.reshape(m.n_group, -1)
+            gs = np.sort(g, axis=1)[:, -2:].sum(axis=1) if m.sigmoid else g.max(axis=1)
+            keep = np.argsort(-gs, kind="stable")[:m.topk_group]
+            mask = np.full(m.n_group, True)
+            mask[keep] = False
+            g[mask] = -np.inf
+            c = g.reshape(-1)
+        top = np.argsort(-c, kind="stable")[:m.n_expert_used]
         wt = probs[i, top]
         if m.norm_topk:
             wt = wt / wt.sum()
+        wt = wt * m.routed_scale
         for e, we in zip(top, wt):
             hi = h[i:i + 1]
             g = silu(mm(m, hi, w[p + "ffn_gate_exps.weight"][e], p + "ffn_gate_exps.weight")) * \
@@ -275,6 +348,40 @@ def moe_ffn(m, h, p):
             sh = sh / (1.0 + np.exp(-gate))[:, None]
         out = out + sh
     return out
+
+
+def mla_attention(m, h, p, ang, mask):
+    """DeepSeek's attention in the expanded (Hugging Face) form."""
+    w = m.w
+    n = h.shape[0]
+    nope = m.head_dim - m.n_rot
+    if w[p + "attn_q_a.weight"] is not None:
+        q = matmul(m, rmsnorm(matmul(m, h, p + "attn_q_a.weight"), w[p + "attn_q_a_norm.weight"], m.eps),
+                   p + "attn_q_b.weight")
+    else:
+        q = matmul(m, h, p + "attn_q.weight")
+    q = q.reshape(n, m.n_head, m.head_dim)
+    kva = matmul(m, h, p + "attn_kv_a_mqa.weight")
+    c = rmsnorm(kva[:, :m.kv_lora], w[p + "attn_kv_a_norm.weight"], m.eps)
+    kv = matmul(m, c, p + "attn_kv_b.weight").reshape(n, m.n_head, nope + m.v_dim)
+    k_nope, v = kv[:, :, :nope], kv[:, :, nope:]
+    # rope on the last n_rot dims only, adjacent pairs (m.neox is False here)
+    q_pe = rope(m, q[:, :, nope:], ang)
+    k_pe = rope(m, kva[:, None, m.kv_lora:], ang)
+    qf = np.concatenate([q[:, :, :nope], q_pe], axis=2)
+    kf = np.concatenate([k_nope, np.broadcast_to(k_pe, (n, m.n_head, m.n_rot))], axis=2)
+    scale = 1.0 / np.sqrt(m.head_dim)
+    if m.yarn is not None and m.yarn[0] > 1:
+        ms = m.yarn[2] * np.log(m.yarn[0]) + 1.0
+        scale = scale * ms * ms
+    out = np.empty((n, m.n_head, m.v_dim))
+    for hd in range(m.n_head):
+        s = (qf[:, hd, :] @ kf[:, hd, :].T) * scale + mask
+        s = s - s.max(axis=1, keepdims=True)
+        pr = np.exp(s)
+        pr = pr / pr.sum(axis=1, keepdims=True)
+        out[:, hd, :] = pr @ v[:, hd, :]
+    return matmul(m, out.reshape(n, m.n_head * m.v_dim), p + "attn_output.weight")
 
 
 def forward(m, tokens, positions=None):
@@ -292,6 +399,15 @@ def forward(m, tokens, positions=None):
     for il in range(m.n_layer):
         p = f"blk.{il}."
         h = rmsnorm(x, w[p + "attn_norm.weight"], m.eps)
+        if m.mla:
+            x = x + mla_attention(m, h, p, ang, mask)
+            h = rmsnorm(x, w[p + "ffn_norm.weight"], m.eps)
+            if w[p + "ffn_gate_inp.weight"] is not None:
+                x = x + moe_ffn(m, h, p)
+            else:
+                g = silu(matmul(m, h, p + "ffn_gate.weight")) * matmul(m, h, p + "ffn_up.weight")
+                x = x + matmul(m, g, p + "ffn_down.weight")
+            continue
         q = matmul(m, h, p + "attn_q.weight")
         k = matmul(m, h, p + "attn_k.weight")
         v = matmul(m, h, p + "attn_v.weight")

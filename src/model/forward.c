@@ -57,6 +57,7 @@ struct tn_forward {
     int32_t *rows;       /* (n_batch_max) batch indexes of the tokens that want logits */
     void *wdata;         /* tn_matmul scratch, the largest any product of this model needs */
     tn__moe *moe;        /* MoE scratch and routing statistics (moe.c); NULL for a dense model */
+    tn__mla *mla;        /* latent attention scratch (mla.c, deepseek2); NULL otherwise */
 };
 
 /* ==========================================================================
@@ -96,6 +97,10 @@ tn_status tn_forward_new(const tn_model *m, int32_t n_batch_max, tn_forward **ou
     f->n_batch_max = n_batch_max;
     f->q_dim = hp->n_head * hp->head_dim;
     f->kv_dim = hp->n_head_kv * hp->head_dim;
+    if (hp->kv_lora_rank > 0) { /* MLA: attn holds the heads' values; the cache holds latent + RoPE key */
+        f->q_dim = hp->n_head * hp->head_dim_v;
+        f->kv_dim = hp->kv_lora_rank + hp->n_rot;
+    }
     f->n_pairs = hp->n_rot / 2;
 
     size_t B = (size_t)n_batch_max;
@@ -126,6 +131,8 @@ tn_status tn_forward_new(const tn_model *m, int32_t n_batch_max, tn_forward **ou
     f->wdata = tn_alloc_aligned(TN_MAX(ws, 64), 64);
 
     tn_status ms = tn__moe_new(m, n_batch_max, &f->moe);
+    if (ms == TN_OK)
+        ms = tn__mla_new(m, n_batch_max, &f->mla);
     if (!ok || ms != TN_OK || !f->inv_freq || !f->vis_off || !f->vis_n || !f->rows || !f->wdata) {
         tn_forward_free(f);
         return tn__err(TN_ERR_NOMEM, "forward: out of memory for a batch of %d tokens", n_batch_max);
@@ -149,6 +156,7 @@ void tn_forward_free(tn_forward *f)
     free(f->rows);
     tn_free_aligned(f->wdata);
     tn__moe_free(f->moe);
+    tn__mla_free(f->mla);
     free(f);
 }
 
@@ -318,20 +326,24 @@ tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn
 
         /* Attention block. */
         norm_rows(f->xn, f->x, &ly->attn_norm, n, n_embd, hp->norm_eps);
-        tn_matmul(pool, ly->wq.data, ly->wq.type, n_embd, f->q_dim, f->xn, n, f->q, f->wdata);
-        tn_matmul(pool, ly->wk.data, ly->wk.type, n_embd, f->kv_dim, f->xn, n, f->k, f->wdata);
-        tn_matmul(pool, ly->wv.data, ly->wv.type, n_embd, f->kv_dim, f->xn, n, f->v, f->wdata);
-        if (ly->bq.data) {
-            add_bias(f->q, &ly->bq, n, f->q_dim);
-            add_bias(f->k, &ly->bk, n, f->kv_dim);
-            add_bias(f->v, &ly->bv, n, f->kv_dim);
+        if (f->mla) {
+            tn__mla_attention(f->mla, pool, kv, il, b, f->xn, n, f->vis_off, f->vis_n, f->attn); /* mla.c */
+        } else {
+            tn_matmul(pool, ly->wq.data, ly->wq.type, n_embd, f->q_dim, f->xn, n, f->q, f->wdata);
+            tn_matmul(pool, ly->wk.data, ly->wk.type, n_embd, f->kv_dim, f->xn, n, f->k, f->wdata);
+            tn_matmul(pool, ly->wv.data, ly->wv.type, n_embd, f->kv_dim, f->xn, n, f->v, f->wdata);
+            if (ly->bq.data) {
+                add_bias(f->q, &ly->bq, n, f->q_dim);
+                add_bias(f->k, &ly->bk, n, f->kv_dim);
+                add_bias(f->v, &ly->bv, n, f->kv_dim);
+            }
+            qkv_job qj = {.f = f, .kv = kv, .ly = ly, .layer = il, .b = b};
+            if ((int64_t)n * (f->q_dim + 2 * f->kv_dim) < MIN_PARALLEL_QKV)
+                qkv_run(&qj, 0, 1);
+            else
+                tn_pool_run(pool, qkv_run, &qj);
+            tn__attention(pool, kv, il, hp, n, f->q, f->vis_off, f->vis_n, n_visible, f->attn);
         }
-        qkv_job qj = {.f = f, .kv = kv, .ly = ly, .layer = il, .b = b};
-        if ((int64_t)n * (f->q_dim + 2 * f->kv_dim) < MIN_PARALLEL_QKV)
-            qkv_run(&qj, 0, 1);
-        else
-            tn_pool_run(pool, qkv_run, &qj);
-        tn__attention(pool, kv, il, hp, n, f->q, f->vis_off, f->vis_n, n_visible, f->attn);
 
         if (il == hp->n_layer - 1 && n_wanted < n) {
             /* Only the rows that want logits matter from here on. */

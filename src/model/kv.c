@@ -66,7 +66,9 @@ tn_status tn_kv_new(const tn_model *m, int32_t n_slots, int32_t n_seq_max, tn_kv
     if (n_slots <= 0 || n_seq_max <= 0)
         return tn__err(TN_ERR_INVALID, "kv: n_slots %d and n_seq_max %d must be positive", n_slots, n_seq_max);
     const tn_hparams *hp = &m->hp;
-    uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
+    /* MLA (deepseek2) caches the latent and the shared RoPE key, and no V. */
+    uint64_t kv_dim = hp->kv_lora_rank > 0 ? (uint64_t)hp->kv_lora_rank + (uint64_t)hp->n_rot
+                                           : (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
     uint64_t n_floats, bytes;
     if (!tn_mul_u64((uint64_t)hp->n_layer * (uint64_t)n_slots, kv_dim, &n_floats) ||
         !tn_mul_u64(n_floats, sizeof(float), &bytes) || bytes > (uint64_t)SIZE_MAX / 2)
@@ -85,7 +87,7 @@ tn_status tn_kv_new(const tn_model *m, int32_t n_slots, int32_t n_seq_max, tn_kv
 
     size_t ns = (size_t)n_slots, nq = (size_t)n_seq_max;
     kv->k = tn_alloc_aligned((size_t)bytes, 64);
-    kv->v = tn_alloc_aligned((size_t)bytes, 64);
+    kv->v = tn_alloc_aligned(hp->kv_lora_rank > 0 ? 64 : (size_t)bytes, 64);
     kv->cell_seq = malloc(ns * sizeof(int32_t));
     kv->cell_pos = malloc(ns * sizeof(int32_t));
     kv->cell_prev = malloc(ns * sizeof(int32_t));

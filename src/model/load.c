@@ -18,6 +18,7 @@
  *   qwen3   NEOX            optional       required (attn_q_norm, attn_k_norm)
  *   qwen2moe NEOX           optional       -
  *   qwen3moe NEOX           optional       required
+ *   deepseek2 NORM, on the qk_rope part only: multi-head latent attention (load_moe.c, mla.c)
  *
  * Mixture-of-experts layers (llama with <arch>.expert_count = Mixtral,
  * qwen2moe, qwen3moe) replace the dense ffn_* tensors by a router and
@@ -124,7 +125,8 @@ static tn_status read_rope_scaling(loader *L, tn_hparams *hp)
     hp->rope_freq_scale = 1.0f;
     if (strcmp(type, "none") == 0)
         return TN_OK;
-    if (type[0] && strcmp(type, "linear") != 0)
+    hp->rope_yarn = strcmp(type, "yarn") == 0 && hp->arch == TN_ARCH_DEEPSEEK2; /* load_moe.c reads the rest */
+    if (type[0] && strcmp(type, "linear") != 0 && !hp->rope_yarn)
         return tn__err(TN_ERR_UNSUPPORTED, "model: %s.rope.scaling.type '%s' is not supported (none, linear)",
                        L->arch, type);
     float factor = 0.0f;
@@ -178,7 +180,8 @@ static tn_status read_hparams(loader *L, tn_hparams *hp)
         return s;
     if ((s = key_u32(L, "attention.value_length", false, head_dim, &v_len)) != TN_OK)
         return s;
-    if (v_len != head_dim)
+    hp->head_dim_v = (int32_t)v_len;
+    if (v_len != head_dim && hp->arch != TN_ARCH_DEEPSEEK2)
         return tn__err(TN_ERR_UNSUPPORTED, "model: %s.attention.value_length %u differs from key_length %u", a,
                        v_len, head_dim);
     if ((s = key_u32(L, "rope.dimension_count", false, head_dim, &n_rot)) != TN_OK)
@@ -208,7 +211,7 @@ static tn_status read_hparams(loader *L, tn_hparams *hp)
     hp->n_rot = (int32_t)n_rot;
     hp->norm_eps = eps;
     hp->rope_freq_base = base;
-    hp->rope_type = hp->arch == TN_ARCH_LLAMA ? TN_ROPE_NORM : TN_ROPE_NEOX;
+    hp->rope_type = hp->arch == TN_ARCH_LLAMA || hp->arch == TN_ARCH_DEEPSEEK2 ? TN_ROPE_NORM : TN_ROPE_NEOX;
     return tn__load_moe_hparams(L, hp);
 }
 
@@ -316,7 +319,10 @@ static tn_status take_layer(loader *L, int il, tn_layer *ly)
     int64_t kv_dim = (int64_t)hp->n_head_kv * hp->head_dim, ff = hp->n_ff;
     int bias = T_F32 | (hp->arch == TN_ARCH_QWEN2 ? T_REQUIRED : 0);
     int qk_norm = T_F32 | (hp->arch == TN_ARCH_QWEN3 || hp->arch == TN_ARCH_QWEN3MOE ? T_REQUIRED : 0);
-    int dense = hp->n_expert > 0 ? 0 : T_REQUIRED; /* MoE layers: load_moe.c takes the FFN */
+    bool moe = hp->n_expert > 0 && il >= hp->n_layer_dense_lead;
+    int dense = moe ? 0 : T_REQUIRED; /* MoE layers: load_moe.c takes the FFN */
+    if (hp->arch == TN_ARCH_DEEPSEEK2)
+        return tn__load_deepseek2_layer(L, il, ly);
     struct {
         const char *suffix;
         int64_t ne0, ne1;
@@ -345,7 +351,7 @@ static tn_status take_layer(loader *L, int il, tn_layer *ly)
         if (s != TN_OK)
             return s;
     }
-    if (hp->n_expert > 0) {
+    if (moe) {
         tn_status s = tn__load_moe_layer(L, il, ly);
         if (s != TN_OK)
             return s;
@@ -453,12 +459,12 @@ tn_status tn_model_from_gguf(tn_gguf *g, tn_model **out)
         const char *name;
         tn_arch arch;
     } archs[] = {{"llama", TN_ARCH_LLAMA},       {"qwen2", TN_ARCH_QWEN2},       {"qwen3", TN_ARCH_QWEN3},
-                 {"qwen2moe", TN_ARCH_QWEN2MOE}, {"qwen3moe", TN_ARCH_QWEN3MOE}};
+                 {"qwen2moe", TN_ARCH_QWEN2MOE}, {"qwen3moe", TN_ARCH_QWEN3MOE}, {"deepseek2", TN_ARCH_DEEPSEEK2}};
     size_t k = 0;
     while (k < TN_ARRAY_LEN(archs) && !(strlen(archs[k].name) == len && memcmp(archs[k].name, arch, len) == 0))
         k++;
     if (k == TN_ARRAY_LEN(archs)) {
-        s = tn__err(TN_ERR_UNSUPPORTED, "model: architecture '%.*s' is not supported (llama, qwen2, qwen3, qwen2moe, qwen3moe)",
+        s = tn__err(TN_ERR_UNSUPPORTED, "model: architecture '%.*s' is not supported (llama, qwen2, qwen3, qwen2moe, qwen3moe, deepseek2)",
                     (int)TN_MIN(len, 64), arch);
         goto err;
     }

@@ -1,8 +1,9 @@
 /*
  * model — hyper-parameters, the weight table, the KV cache and the batched
  * forward pass of the decoder families: dense (llama, qwen2, qwen3) and
- * mixture-of-experts (llama with experts = Mixtral, qwen2moe, qwen3moe;
- * moe.c has the routing essay).
+ * mixture-of-experts (llama with experts = Mixtral, qwen2moe, qwen3moe,
+ * deepseek2 = DeepSeek-V2/V3 with multi-head latent attention; moe.c has
+ * the routing essay, mla.c the latent attention).
  *
  * THE BATCHED FORWARD (DESIGN.md, "central interfaces")
  * One call runs one flattened batch. Token i carries its id, its position in
@@ -24,7 +25,8 @@
 #include "format/gguf.h"
 #include "kern/kern.h"
 
-typedef enum tn_arch { TN_ARCH_LLAMA = 0, TN_ARCH_QWEN2, TN_ARCH_QWEN3, TN_ARCH_QWEN2MOE, TN_ARCH_QWEN3MOE } tn_arch;
+typedef enum tn_arch { TN_ARCH_LLAMA = 0, TN_ARCH_QWEN2, TN_ARCH_QWEN3, TN_ARCH_QWEN2MOE, TN_ARCH_QWEN3MOE,
+                       TN_ARCH_DEEPSEEK2 } tn_arch;
 
 /* How router logits become expert scores (<arch>.expert_gating_func, llama.cpp's numbering). */
 typedef enum tn_expert_gating { TN_GATING_SOFTMAX = 1, TN_GATING_SIGMOID = 2 } tn_expert_gating;
@@ -59,6 +61,18 @@ typedef struct tn_hparams {
     bool expert_weights_norm;  /* renormalize the top-k weights to sum 1 (Mixtral, qwen3moe: yes) */
     float expert_weights_scale;/* routed_scaling_factor applied after the norm (default 1) */
     tn_expert_gating expert_gating;
+    int32_t n_layer_dense_lead;/* leading_dense_block_count: the first layers keep a dense FFN */
+    int32_t n_expert_groups;   /* expert_group_count (1: no group limit) */
+    int32_t n_group_used;      /* expert_group_used_count: groups the top-k may draw from */
+    /* Multi-head latent attention (deepseek2); kv_lora_rank == 0 otherwise.
+     * head_dim is then qk_nope + qk_rope (key_length) and n_rot qk_rope. */
+    int32_t q_lora_rank;       /* attention.q_lora_rank; 0: plain attn_q */
+    int32_t kv_lora_rank;      /* attention.kv_lora_rank */
+    int32_t head_dim_v;        /* attention.value_length */
+    /* YaRN RoPE scaling (deepseek2): rope_freq_scale = 1 / factor then. */
+    bool rope_yarn;
+    int32_t rope_yarn_orig_ctx;  /* rope.scaling.original_context_length */
+    float rope_yarn_log_mul;     /* rope.scaling.yarn_log_multiplier (0.1 * mscale_all_dim) */
 } tn_hparams;
 
 /* A weight tensor borrowed from the mapped file. data == NULL: absent.
@@ -92,6 +106,15 @@ typedef struct tn_layer {
     tn_weight ffn_gate_shexp;     /* (n_ff_shexp, n_embd), or absent */
     tn_weight ffn_up_shexp;       /* (n_ff_shexp, n_embd) */
     tn_weight ffn_down_shexp;     /* (n_embd, n_ff_shexp) */
+    tn_weight exp_probs_b;        /* deepseek3 selection bias (n_expert) f32, or absent */
+    /* Multi-head latent attention (deepseek2; then wq/wk/wv/wo above are unused but wq = attn_q
+     * when there is no q LoRA and wo = attn_output). */
+    tn_weight wq_a;               /* (q_lora_rank, n_embd), or absent */
+    tn_weight q_a_norm;           /* (q_lora_rank) f32 */
+    tn_weight wq_b;               /* (n_head*head_dim, q_lora_rank) */
+    tn_weight wkv_a;              /* (kv_lora_rank + n_rot, n_embd): latent, then the shared RoPE key */
+    tn_weight kv_a_norm;          /* (kv_lora_rank) f32 */
+    tn_weight wkv_b;              /* (n_head*(head_dim - n_rot + head_dim_v), kv_lora_rank): per head W_UK rows then W_UV rows */
 } tn_layer;
 
 typedef struct tn_model {

@@ -117,6 +117,24 @@ tn_model *tn__load_model(tn__loader *L);
  * n_expert stays 0 for a dense file) and one MoE layer's tensors. */
 tn_status tn__load_moe_hparams(tn__loader *L, tn_hparams *hp) TN_MUST_CHECK;
 tn_status tn__load_moe_layer(tn__loader *L, int il, tn_layer *ly) TN_MUST_CHECK;
+/* A whole deepseek2 layer: norms, MLA tensors, dense or MoE FFN. */
+tn_status tn__load_deepseek2_layer(tn__loader *L, int il, tn_layer *ly) TN_MUST_CHECK;
+
+/* --- mla.c: multi-head latent attention (deepseek2) --------------------- */
+
+typedef struct tn__mla tn__mla;
+
+/* Scratch for MLA layers (NULL *out when the model has none). */
+tn_status tn__mla_new(const tn_model *m, int32_t n_batch_max, tn__mla **out) TN_MUST_CHECK;
+void tn__mla_free(tn__mla *mla);
+
+/* The attention of deepseek2 layer il for the normed inputs xn ((n,
+ * n_embd)) of batch b: writes each token's latent + RoPE key to its cache
+ * slot, attends in the latent space, and writes the heads' values
+ * ((n, n_head*head_dim_v), before attn_output) to out. vis_off/vis_n as for
+ * tn__attention. Does not allocate. */
+void tn__mla_attention(tn__mla *mla, tn_pool *pool, tn_kv_cache *kv, int32_t il, const tn_batch *b,
+                       const float *xn, int32_t n, const int32_t *vis_off, const int32_t *vis_n, float *out);
 
 /* --- moe.c: routing and the grouped expert FFN ------------------------- */
 

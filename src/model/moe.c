@@ -28,6 +28,7 @@ struct tn__moe {
     int32_t ff_max;      /* max(n_ff_exp, n_ff_shexp) */
     float *probs;        /* (n_batch_max, n_expert) router logits, then scores */
     float *choice;       /* (n_expert) one token's selection scores */
+    float *gscore;       /* (n_expert_groups) one token's group scores */
     int32_t *sel;        /* (n_batch_max, n_expert_used) chosen logical experts */
     float *wsel;         /* (n_batch_max, n_expert_used) their weights */
     int32_t *cnt;        /* (n_expert) assignments per expert this layer */
@@ -71,6 +72,7 @@ tn_status tn__moe_new(const tn_model *m, int32_t n_batch_max, tn__moe **out)
     size_t D = (size_t)hp->n_embd, F = (size_t)moe->ff_max;
     moe->probs = tn_alloc_aligned(B * E * sizeof(float), 64);
     moe->choice = malloc(E * sizeof(float));
+    moe->gscore = malloc((size_t)hp->n_expert_groups * sizeof(float));
     moe->sel = malloc(B * K * sizeof(int32_t));
     moe->wsel = malloc(B * K * sizeof(float));
     moe->cnt = malloc(E * sizeof(int32_t));
@@ -93,7 +95,7 @@ tn_status tn__moe_new(const tn_model *m, int32_t n_batch_max, tn__moe **out)
     }
     moe->wdata = tn_alloc_aligned(TN_MAX(ws, 64), 64);
     tn_status s = tn__moe_stats_new(hp->n_layer, hp->n_expert, STATS_WINDOW, &moe->stats);
-    if (s != TN_OK || !moe->probs || !moe->choice || !moe->sel || !moe->wsel || !moe->cnt || !moe->off ||
+    if (s != TN_OK || !moe->probs || !moe->choice || !moe->gscore || !moe->sel || !moe->wsel || !moe->cnt || !moe->off ||
         !moe->tok || !moe->tw || !moe->xg || !moe->gate || !moe->up || !moe->yg || !moe->shg || !moe->wdata) {
         tn__moe_free(moe);
         return tn__err(TN_ERR_NOMEM, "moe: out of memory for a batch of %d tokens", n_batch_max);
@@ -113,6 +115,7 @@ void tn__moe_free(tn__moe *moe)
     tn_free_aligned(moe->yg);
     tn_free_aligned(moe->wdata);
     free(moe->choice);
+    free(moe->gscore);
     free(moe->sel);
     free(moe->wsel);
     free(moe->cnt);
@@ -141,7 +144,14 @@ const tn_moe_stats *tn__moe_stats(const tn__moe *moe) { return moe ? moe->stats 
  *
  *   gating   s = softmax(r) over ALL experts       (Mixtral, Qwen-MoE)
  *            s = sigmoid(r) element-wise           (expert_gating_func 2)
- *   choose   top-k of s (ties: the lower expert index wins)
+ *   bias     c = s + exp_probs_b           (DeepSeek-V3's e_score_correction_bias;
+ *                                          c = s without it) — steers the CHOICE only
+ *   groups   with n_expert_groups G > 1 (DeepSeek), the experts form G equal
+ *            groups; each group scores max(c) over its experts (softmax
+ *            gating, DeepSeek-V2's group_limited_greedy) or the sum of its two
+ *            largest c (sigmoid gating, DeepSeek-V3's noaux_tc); only the
+ *            n_group_used best groups stay eligible
+ *   choose   top-k of c over the eligible experts (ties: the lower index wins)
  *   weights  w_j = s[e_j]
  *   norm     w_j /= sum_j w_j       if expert_weights_norm (Mixtral's
  *                                   renormalized top-k softmax; Qwen3-MoE's
@@ -155,16 +165,48 @@ const tn_moe_stats *tn__moe_stats(const tn__moe *moe) { return moe ? moe->stats 
  * index, deterministically. Every reduction here is in expert order on one
  * thread, so a token's routing does not depend on the batch around it.
  */
-static void route_token(const tn_hparams *hp, float *r, float *choice, int32_t *sel, float *w)
+static void route_token(const tn_hparams *hp, const float *bias, float *r, float *choice, float *gscore,
+                        int32_t *sel, float *w)
 {
-    const int32_t E = hp->n_expert, K = hp->n_expert_used;
+    const int32_t E = hp->n_expert, K = hp->n_expert_used, G = hp->n_expert_groups;
     if (hp->expert_gating == TN_GATING_SIGMOID) {
         for (int32_t e = 0; e < E; e++)
             r[e] = 1.0f / (1.0f + expf(-r[e]));
     } else {
         tn_softmax(r, E);
     }
-    memcpy(choice, r, (size_t)E * sizeof(float));
+    for (int32_t e = 0; e < E; e++)
+        choice[e] = bias ? r[e] + bias[e] : r[e];
+    if (G > 1) {
+        const int32_t per = E / G;
+        for (int32_t g = 0; g < G; g++) {
+            const float *c = choice + (size_t)g * per;
+            float a = -INFINITY, b = -INFINITY; /* largest, second largest */
+            for (int32_t e = 0; e < per; e++) {
+                if (c[e] > a) {
+                    b = a;
+                    a = c[e];
+                } else if (c[e] > b) {
+                    b = c[e];
+                }
+            }
+            gscore[g] = hp->expert_gating == TN_GATING_SIGMOID && per >= 2 ? a + b : a;
+        }
+        /* Keep the n_group_used best groups: mark them by setting their score to +inf. */
+        for (int32_t u = 0; u < hp->n_group_used; u++) {
+            int32_t best = -1;
+            for (int32_t g = 0; g < G; g++)
+                if (gscore[g] != INFINITY && (best < 0 || gscore[g] > gscore[best]))
+                    best = g;
+            if (best < 0)
+                break; /* NaN scores: fewer groups stay eligible; top-k still finds K experts */
+            gscore[best] = INFINITY;
+        }
+        for (int32_t g = 0; g < G; g++)
+            if (gscore[g] != INFINITY)
+                for (int32_t e = 0; e < per; e++)
+                    choice[(size_t)g * per + e] = -INFINITY;
+    }
     for (int32_t j = 0; j < K; j++) {
         int32_t best = -1;
         for (int32_t e = 0; e < E; e++)
@@ -238,7 +280,8 @@ void tn__moe_ffn(tn__moe *moe, tn_pool *pool, int32_t il, const float *xn, int32
     /* Router logits and per-token routing. */
     tn_matmul(pool, ly->ffn_gate_inp.data, ly->ffn_gate_inp.type, D, E, xn, n, moe->probs, moe->wdata);
     for (int32_t i = 0; i < n; i++)
-        route_token(hp, moe->probs + (size_t)i * E, moe->choice, moe->sel + (size_t)i * K, moe->wsel + (size_t)i * K);
+        route_token(hp, ly->exp_probs_b.data, moe->probs + (size_t)i * E, moe->choice, moe->gscore,
+                    moe->sel + (size_t)i * K, moe->wsel + (size_t)i * K);
 
     /* Counting sort of the n*K assignments by expert. */
     memset(moe->cnt, 0, (size_t)E * sizeof(int32_t));

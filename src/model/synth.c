@@ -30,27 +30,37 @@
 
 static const tn_synth_preset presets[] = {
     /* real shapes */
-    {"tinyllama-1.1b", "TinyLlama-1.1B (llama, GQA 32/4)", TN_ARCH_LLAMA, 2048, 2048, 22, 32, 4, 64, 5632,
-     1e-5f, 10000.0f, 0.0f, false, false, false, false, 0, 0, 0, 0, false},
-    {"llama-2-7b", "Llama 2 7B (llama, MHA 32/32)", TN_ARCH_LLAMA, 4096, 4096, 32, 32, 32, 128, 11008,
-     1e-5f, 10000.0f, 0.0f, false, false, false, false, 0, 0, 0, 0, false},
-    {"llama-3.1-8b", "Llama 3.1 8B (llama, GQA 32/8, rope_freqs)", TN_ARCH_LLAMA, 131072, 4096, 32, 32, 8, 128,
-     14336, 1e-5f, 500000.0f, 0.0f, true, false, false, false, 0, 0, 0, 0, false},
-    {"qwen2.5-0.5b", "Qwen2.5-0.5B (qwen2, GQA 14/2, QKV biases, tied)", TN_ARCH_QWEN2, 32768, 896, 24, 14, 2, 64,
-     4864, 1e-6f, 1000000.0f, 0.0f, false, true, false, true, 0, 0, 0, 0, false},
-    {"qwen3-0.6b", "Qwen3-0.6B (qwen3, GQA 16/8, head_dim 128, q/k norms, tied)", TN_ARCH_QWEN3, 40960, 1024, 28,
-     16, 8, 128, 3072, 1e-6f, 1000000.0f, 0.0f, false, false, true, true, 0, 0, 0, 0, false},
+    {.name = "tinyllama-1.1b", .desc = "TinyLlama-1.1B (llama, GQA 32/4)", .arch = TN_ARCH_LLAMA,
+     .n_ctx_train = 2048, .n_embd = 2048, .n_layer = 22, .n_head = 32, .n_head_kv = 4, .head_dim = 64, .n_ff = 5632,
+     .norm_eps = 1e-5f, .rope_freq_base = 10000.0f},
+    {.name = "llama-2-7b", .desc = "Llama 2 7B (llama, MHA 32/32)", .arch = TN_ARCH_LLAMA, .n_ctx_train = 4096,
+     .n_embd = 4096, .n_layer = 32, .n_head = 32, .n_head_kv = 32, .head_dim = 128, .n_ff = 11008,
+     .norm_eps = 1e-5f, .rope_freq_base = 10000.0f},
+    {.name = "llama-3.1-8b", .desc = "Llama 3.1 8B (llama, GQA 32/8, rope_freqs)", .arch = TN_ARCH_LLAMA,
+     .n_ctx_train = 131072, .n_embd = 4096, .n_layer = 32, .n_head = 32, .n_head_kv = 8, .head_dim = 128,
+     .n_ff = 14336, .norm_eps = 1e-5f, .rope_freq_base = 500000.0f, .rope_freqs_llama3 = true},
+    {.name = "qwen2.5-0.5b", .desc = "Qwen2.5-0.5B (qwen2, GQA 14/2, QKV biases, tied)", .arch = TN_ARCH_QWEN2,
+     .n_ctx_train = 32768, .n_embd = 896, .n_layer = 24, .n_head = 14, .n_head_kv = 2, .head_dim = 64, .n_ff = 4864,
+     .norm_eps = 1e-6f, .rope_freq_base = 1000000.0f, .qkv_bias = true, .tied = true},
+    {.name = "qwen3-0.6b", .desc = "Qwen3-0.6B (qwen3, GQA 16/8, head_dim 128, q/k norms, tied)",
+     .arch = TN_ARCH_QWEN3, .n_ctx_train = 40960, .n_embd = 1024, .n_layer = 28, .n_head = 16, .n_head_kv = 8,
+     .head_dim = 128, .n_ff = 3072, .norm_eps = 1e-6f, .rope_freq_base = 1000000.0f, .qk_norm = true, .tied = true},
     /* tiny test shapes */
-    {"tiny-llama", "test: llama, 64 wide, 2 layers, GQA 4/2, separate output", TN_ARCH_LLAMA, 512, 64, 2, 4, 2,
-     16, 96, 1e-5f, 10000.0f, 0.0f, false, false, false, false, 0, 0, 0, 0, false},
-    {"tiny-llama-rope-linear", "test: tiny-llama with linear rope scaling, factor 2", TN_ARCH_LLAMA, 512, 64, 2, 4,
-     2, 16, 96, 1e-5f, 10000.0f, 2.0f, false, false, false, false, 0, 0, 0, 0, false},
-    {"tiny-llama3", "test: tiny-llama with Llama 3.1 rope_freqs, rope base 500000", TN_ARCH_LLAMA, 512, 64, 2, 4,
-     2, 16, 96, 1e-5f, 500000.0f, 0.0f, true, false, false, false, 0, 0, 0, 0, false},
-    {"tiny-qwen2", "test: qwen2, 64 wide, 2 layers, GQA 4/2, QKV biases, tied", TN_ARCH_QWEN2, 512, 64, 2, 4, 2,
-     16, 128, 1e-6f, 1000000.0f, 0.0f, false, true, false, true, 0, 0, 0, 0, false},
-    {"tiny-qwen3", "test: qwen3, 64 wide, 2 layers, GQA 4/2, head_dim 32, q/k norms, tied", TN_ARCH_QWEN3, 512,
-     64, 2, 4, 2, 32, 128, 1e-6f, 1000000.0f, 0.0f, false, false, true, true, 0, 0, 0, 0, false},
+    {.name = "tiny-llama", .desc = "test: llama, 64 wide, 2 layers, GQA 4/2, separate output",
+     .arch = TN_ARCH_LLAMA, .n_ctx_train = 512, .n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 2,
+     .head_dim = 16, .n_ff = 96, .norm_eps = 1e-5f, .rope_freq_base = 10000.0f},
+    {.name = "tiny-llama-rope-linear", .desc = "test: tiny-llama with linear rope scaling, factor 2",
+     .arch = TN_ARCH_LLAMA, .n_ctx_train = 512, .n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 2,
+     .head_dim = 16, .n_ff = 96, .norm_eps = 1e-5f, .rope_freq_base = 10000.0f, .rope_scale_linear = 2.0f},
+    {.name = "tiny-llama3", .desc = "test: tiny-llama with Llama 3.1 rope_freqs, rope base 500000",
+     .arch = TN_ARCH_LLAMA, .n_ctx_train = 512, .n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 2,
+     .head_dim = 16, .n_ff = 96, .norm_eps = 1e-5f, .rope_freq_base = 500000.0f, .rope_freqs_llama3 = true},
+    {.name = "tiny-qwen2", .desc = "test: qwen2, 64 wide, 2 layers, GQA 4/2, QKV biases, tied",
+     .arch = TN_ARCH_QWEN2, .n_ctx_train = 512, .n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 2,
+     .head_dim = 16, .n_ff = 128, .norm_eps = 1e-6f, .rope_freq_base = 1000000.0f, .qkv_bias = true, .tied = true},
+    {.name = "tiny-qwen3", .desc = "test: qwen3, 64 wide, 2 layers, GQA 4/2, head_dim 32, q/k norms, tied",
+     .arch = TN_ARCH_QWEN3, .n_ctx_train = 512, .n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 2,
+     .head_dim = 32, .n_ff = 128, .norm_eps = 1e-6f, .rope_freq_base = 1000000.0f, .qk_norm = true, .tied = true},
     /* mixture of experts, real shapes (layers cut so Q8_0 fits 24 GiB) */
     {.name = "mixtral-like", .desc = "Mixtral 8x7B shapes (llama + 8 experts, top-2), 14 of 32 layers: ~20 GiB Q8_0",
      .arch = TN_ARCH_LLAMA, .n_ctx_train = 32768, .n_embd = 4096, .n_layer = 14, .n_head = 32, .n_head_kv = 8,
@@ -60,6 +70,12 @@ static const tn_synth_preset presets[] = {
      .arch = TN_ARCH_QWEN3MOE, .n_ctx_train = 40960, .n_embd = 2048, .n_layer = 32, .n_head = 32, .n_head_kv = 4,
      .head_dim = 128, .n_ff = 6144, .norm_eps = 1e-6f, .rope_freq_base = 1000000.0f, .qk_norm = true,
      .n_expert = 128, .n_expert_used = 8, .n_ff_exp = 768},
+    {.name = "deepseek-v2-lite", .desc = "DeepSeek-V2-Lite (deepseek2: MLA kv_lora 512, 64 experts top-6 + 2 shared, YaRN)",
+     .arch = TN_ARCH_DEEPSEEK2, .n_ctx_train = 163840, .n_embd = 2048, .n_layer = 27, .n_head = 16, .n_head_kv = 16,
+     .head_dim = 192, .n_ff = 10944, .norm_eps = 1e-6f, .rope_freq_base = 10000.0f, .n_expert = 64,
+     .n_expert_used = 6, .n_ff_exp = 1408, .n_rot = 64, .head_dim_v = 128, .kv_lora_rank = 512,
+     .n_layer_dense_lead = 1, .n_expert_shared = 2, .expert_weights_scale = 1.0f, .rope_yarn_factor = 40.0f,
+     .rope_yarn_orig_ctx = 4096, .rope_yarn_log_mul = 0.0707f},
     /* mixture of experts, tiny test shapes */
     {.name = "tiny-mixtral", .desc = "test: llama + 4 experts (Mixtral), top-2, 64 wide, 2 layers, GQA 4/2",
      .arch = TN_ARCH_LLAMA, .n_ctx_train = 512, .n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 2,
@@ -72,6 +88,18 @@ static const tn_synth_preset presets[] = {
      .arch = TN_ARCH_QWEN3MOE, .n_ctx_train = 512, .n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 2,
      .head_dim = 32, .n_ff = 128, .norm_eps = 1e-6f, .rope_freq_base = 1000000.0f, .qk_norm = true, .tied = true,
      .n_expert = 8, .n_expert_used = 3, .n_ff_exp = 32},
+    {.name = "tiny-deepseek2", .desc = "test: deepseek2 (V2): MLA with q LoRA, 1 dense layer, 8 experts top-2 + 1 shared, YaRN",
+     .arch = TN_ARCH_DEEPSEEK2, .n_ctx_train = 512, .n_embd = 64, .n_layer = 2, .n_head = 4, .n_head_kv = 4,
+     .head_dim = 48, .n_ff = 96, .norm_eps = 1e-6f, .rope_freq_base = 10000.0f, .n_expert = 8, .n_expert_used = 2,
+     .n_ff_exp = 32, .n_rot = 16, .head_dim_v = 32, .q_lora_rank = 32, .kv_lora_rank = 32, .n_layer_dense_lead = 1,
+     .n_expert_shared = 1, .expert_weights_scale = 1.5f, .rope_yarn_factor = 4.0f, .rope_yarn_orig_ctx = 128,
+     .rope_yarn_log_mul = 0.0707f},
+    {.name = "tiny-deepseek3", .desc = "test: deepseek2 (V3 routing): plain attn_q, sigmoid + bias, 4 groups (2 used), top-3",
+     .arch = TN_ARCH_DEEPSEEK2, .n_ctx_train = 512, .n_embd = 64, .n_layer = 3, .n_head = 4, .n_head_kv = 4,
+     .head_dim = 48, .n_ff = 96, .norm_eps = 1e-6f, .rope_freq_base = 10000.0f, .n_expert = 8, .n_expert_used = 3,
+     .n_ff_exp = 32, .n_rot = 16, .head_dim_v = 32, .kv_lora_rank = 32, .n_layer_dense_lead = 1,
+     .n_expert_shared = 1, .n_expert_groups = 4, .n_group_used = 2, .sigmoid_gating = true,
+     .expert_weights_norm = true, .expert_weights_scale = 2.5f},
 };
 
 const tn_synth_preset *tn_synth_presets(size_t *n)
@@ -104,6 +132,8 @@ static const char *arch_name(tn_arch a)
         return "qwen2moe";
     case TN_ARCH_QWEN3MOE:
         return "qwen3moe";
+    case TN_ARCH_DEEPSEEK2:
+        return "deepseek2";
     }
     return "unknown";
 }
@@ -190,6 +220,52 @@ static tn_status plan_add3(synth_job *j, int64_t cap, value_kind kind, tn_dtype 
     } while (0)
 #define PLAN(kind, type, ne0, ne1, fmt, layer) PLAN3(kind, type, ne0, ne1, 1, fmt, layer)
 
+/* The layers, final norm and output of a deepseek2 preset (after the embedding). */
+static tn_status plan_deepseek2(synth_job *j, int64_t cap, tn_dtype wt, int64_t n_vocab)
+{
+    const tn_synth_preset *p = j->p;
+    const int64_t D = p->n_embd, H = p->n_head, qd = H * p->head_dim, nope = p->head_dim - p->n_rot;
+    const int64_t kvr = p->kv_lora_rank, qlr = p->q_lora_rank, ne = p->n_expert, fe = p->n_ff_exp;
+    const int64_t fs = fe * p->n_expert_shared;
+    const tn_dtype f32 = TN_DTYPE_F32;
+    for (int l = 0; l < p->n_layer; l++) {
+        PLAN(KIND_NORM, f32, D, 1, "blk.%d.attn_norm.weight", l);
+        if (qlr > 0) {
+            PLAN(KIND_MATRIX, wt, D, qlr, "blk.%d.attn_q_a.weight", l);
+            PLAN(KIND_NORM, f32, qlr, 1, "blk.%d.attn_q_a_norm.weight", l);
+            PLAN(KIND_MATRIX, wt, qlr, qd, "blk.%d.attn_q_b.weight", l);
+        } else {
+            PLAN(KIND_MATRIX, wt, D, qd, "blk.%d.attn_q.weight", l);
+        }
+        PLAN(KIND_MATRIX, wt, D, kvr + p->n_rot, "blk.%d.attn_kv_a_mqa.weight", l);
+        PLAN(KIND_NORM, f32, kvr, 1, "blk.%d.attn_kv_a_norm.weight", l);
+        PLAN(KIND_MATRIX, wt, kvr, H * (nope + p->head_dim_v), "blk.%d.attn_kv_b.weight", l);
+        PLAN(KIND_MATRIX, wt, H * p->head_dim_v, D, "blk.%d.attn_output.weight", l);
+        PLAN(KIND_NORM, f32, D, 1, "blk.%d.ffn_norm.weight", l);
+        if (l < p->n_layer_dense_lead) {
+            PLAN(KIND_MATRIX, wt, D, p->n_ff, "blk.%d.ffn_gate.weight", l);
+            PLAN(KIND_MATRIX, wt, D, p->n_ff, "blk.%d.ffn_up.weight", l);
+            PLAN(KIND_MATRIX, wt, p->n_ff, D, "blk.%d.ffn_down.weight", l);
+            continue;
+        }
+        PLAN(KIND_MATRIX, wt, D, ne, "blk.%d.ffn_gate_inp.weight", l);
+        if (p->sigmoid_gating)
+            PLAN(KIND_BIAS, f32, ne, 1, "blk.%d.exp_probs_b.bias", l);
+        PLAN3(KIND_MATRIX, wt, D, fe, ne, "blk.%d.ffn_gate_exps.weight", l);
+        PLAN3(KIND_MATRIX, wt, D, fe, ne, "blk.%d.ffn_up_exps.weight", l);
+        PLAN3(KIND_MATRIX, wt, fe, D, ne, "blk.%d.ffn_down_exps.weight", l);
+        if (fs > 0) {
+            PLAN(KIND_MATRIX, wt, D, fs, "blk.%d.ffn_gate_shexp.weight", l);
+            PLAN(KIND_MATRIX, wt, D, fs, "blk.%d.ffn_up_shexp.weight", l);
+            PLAN(KIND_MATRIX, wt, fs, D, "blk.%d.ffn_down_shexp.weight", l);
+        }
+    }
+    PLAN(KIND_NORM, f32, D, 1, "output_norm.weight", -1);
+    if (!p->tied)
+        PLAN(KIND_MATRIX, wt, D, n_vocab, "output.weight", -1);
+    return TN_OK;
+}
+
 /* Fills j->t with the tensors of preset p in file order: the embedding, the
  * rope factors, every layer, the final norm and the output. */
 static tn_status plan_tensors(synth_job *j, int64_t cap, tn_dtype wt, int64_t n_vocab)
@@ -200,6 +276,8 @@ static tn_status plan_tensors(synth_job *j, int64_t cap, tn_dtype wt, int64_t n_
     const tn_dtype f32 = TN_DTYPE_F32;
 
     PLAN(KIND_MATRIX, wt, n_embd, n_vocab, "token_embd.weight", -1);
+    if (p->arch == TN_ARCH_DEEPSEEK2)
+        return plan_deepseek2(j, cap, wt, n_vocab);
     if (p->rope_freqs_llama3)
         PLAN(KIND_ROPE_FREQS, f32, p->head_dim / 2, 1, "rope_freqs.weight", -1);
     for (int l = 0; l < p->n_layer; l++) {
@@ -249,8 +327,22 @@ static tn_status plan_tensors(synth_job *j, int64_t cap, tn_dtype wt, int64_t n_
 
 static int64_t plan_capacity(const tn_synth_preset *p) { return 4 + (int64_t)p->n_layer * 24; }
 
+static int64_t n_params_deepseek2(const tn_synth_preset *p, int64_t n_vocab)
+{
+    const int64_t D = p->n_embd, H = p->n_head, qd = H * p->head_dim, nope = p->head_dim - p->n_rot;
+    const int64_t kvr = p->kv_lora_rank, qlr = p->q_lora_rank, fe = p->n_ff_exp, ne = p->n_expert;
+    int64_t attn = 2 * D + (qlr > 0 ? D * qlr + qlr + qlr * qd : D * qd) + D * (kvr + p->n_rot) + kvr +
+                   kvr * H * (nope + p->head_dim_v) + H * p->head_dim_v * D;
+    int64_t dense = 3 * D * p->n_ff;
+    int64_t moe = D * ne + 3 * D * fe * (ne + p->n_expert_shared) + (p->sigmoid_gating ? ne : 0);
+    int64_t n = n_vocab * D * (p->tied ? 1 : 2) + D + (int64_t)p->n_layer * attn;
+    return n + (int64_t)p->n_layer_dense_lead * dense + (int64_t)(p->n_layer - p->n_layer_dense_lead) * moe;
+}
+
 int64_t tn_synth_n_params(const tn_synth_preset *p, int64_t n_vocab)
 {
+    if (p->arch == TN_ARCH_DEEPSEEK2)
+        return n_params_deepseek2(p, n_vocab);
     const int64_t n_embd = p->n_embd, n_ff = p->n_ff;
     const int64_t n_q = (int64_t)p->n_head * p->head_dim, n_kv = (int64_t)p->n_head_kv * p->head_dim;
     int64_t per_layer = 2 * n_embd + n_embd * n_q + 2 * n_embd * n_kv + n_q * n_embd + 3 * n_embd * n_ff;
@@ -463,12 +555,13 @@ static tn_status set_metadata(tn_gguf_writer *w, const tn_synth_preset *p, tn_dt
     TRY(set_arch_u32(w, arch, "feed_forward_length", (uint32_t)p->n_ff));
     TRY(set_arch_u32(w, arch, "attention.head_count", (uint32_t)p->n_head));
     TRY(set_arch_u32(w, arch, "attention.head_count_kv", (uint32_t)p->n_head_kv));
-    if (p->head_dim * p->n_head != p->n_embd || p->arch == TN_ARCH_QWEN3 || p->arch == TN_ARCH_QWEN3MOE) {
+    const bool ds = p->arch == TN_ARCH_DEEPSEEK2;
+    if (p->head_dim * p->n_head != p->n_embd || p->arch == TN_ARCH_QWEN3 || p->arch == TN_ARCH_QWEN3MOE || ds) {
         TRY(set_arch_u32(w, arch, "attention.key_length", (uint32_t)p->head_dim));
-        TRY(set_arch_u32(w, arch, "attention.value_length", (uint32_t)p->head_dim));
+        TRY(set_arch_u32(w, arch, "attention.value_length", (uint32_t)(ds ? p->head_dim_v : p->head_dim)));
     }
     TRY(set_arch_f32(w, arch, "attention.layer_norm_rms_epsilon", p->norm_eps));
-    TRY(set_arch_u32(w, arch, "rope.dimension_count", (uint32_t)p->head_dim));
+    TRY(set_arch_u32(w, arch, "rope.dimension_count", (uint32_t)(ds ? p->n_rot : p->head_dim)));
     TRY(set_arch_f32(w, arch, "rope.freq_base", p->rope_freq_base));
     if (p->rope_scale_linear > 0.0f) {
         char k[128];
@@ -483,6 +576,29 @@ static tn_status set_metadata(tn_gguf_writer *w, const tn_synth_preset *p, tn_dt
             TRY(set_arch_u32(w, arch, "expert_feed_forward_length", (uint32_t)p->n_ff_exp));
         if (p->n_ff_shexp > 0)
             TRY(set_arch_u32(w, arch, "expert_shared_feed_forward_length", (uint32_t)p->n_ff_shexp));
+    }
+    if (ds) {
+        if (p->q_lora_rank > 0)
+            TRY(set_arch_u32(w, arch, "attention.q_lora_rank", (uint32_t)p->q_lora_rank));
+        TRY(set_arch_u32(w, arch, "attention.kv_lora_rank", (uint32_t)p->kv_lora_rank));
+        TRY(set_arch_u32(w, arch, "leading_dense_block_count", (uint32_t)p->n_layer_dense_lead));
+        TRY(set_arch_u32(w, arch, "expert_shared_count", (uint32_t)p->n_expert_shared));
+        TRY(set_arch_f32(w, arch, "expert_weights_scale", p->expert_weights_scale > 0 ? p->expert_weights_scale : 1.0f));
+        char k[128];
+        snprintf(k, sizeof k, "%s.expert_weights_norm", arch);
+        TRY(tn_gguf_set_bool(w, k, p->expert_weights_norm));
+        TRY(set_arch_u32(w, arch, "expert_gating_func", p->sigmoid_gating ? 2u : 1u));
+        if (p->n_expert_groups > 1) {
+            TRY(set_arch_u32(w, arch, "expert_group_count", (uint32_t)p->n_expert_groups));
+            TRY(set_arch_u32(w, arch, "expert_group_used_count", (uint32_t)p->n_group_used));
+        }
+        if (p->rope_yarn_factor > 0) {
+            snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+            TRY(tn_gguf_set_str(w, k, "yarn"));
+            TRY(set_arch_f32(w, arch, "rope.scaling.factor", p->rope_yarn_factor));
+            TRY(set_arch_u32(w, arch, "rope.scaling.original_context_length", (uint32_t)p->rope_yarn_orig_ctx));
+            TRY(set_arch_f32(w, arch, "rope.scaling.yarn_log_multiplier", p->rope_yarn_log_mul));
+        }
     }
     return TN_OK;
 }

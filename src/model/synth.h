@@ -33,7 +33,7 @@
 typedef struct tn_synth_preset {
     const char *name;        /* "tinyllama-1.1b" */
     const char *desc;        /* one line: the real model it mimics */
-    tn_arch arch;            /* llama, qwen2, qwen3, qwen2moe or qwen3moe */
+    tn_arch arch;            /* llama, qwen2, qwen3, qwen2moe, qwen3moe or deepseek2 */
     int32_t n_ctx_train;
     int32_t n_embd;
     int32_t n_layer;
@@ -56,6 +56,22 @@ typedef struct tn_synth_preset {
     int32_t n_ff_exp;
     int32_t n_ff_shexp;      /* shared expert width (0: none) */
     bool shexp_gate;         /* qwen2moe: blk.N.ffn_gate_inp_shexp.weight */
+    /* deepseek2: head_dim is key_length (qk_nope + n_rot); experts as above
+     * plus n_expert_shared experts of width n_ff_exp. */
+    int32_t n_rot;           /* qk_rope_head_dim */
+    int32_t head_dim_v;
+    int32_t q_lora_rank;     /* 0: plain attn_q */
+    int32_t kv_lora_rank;
+    int32_t n_layer_dense_lead;
+    int32_t n_expert_shared;
+    int32_t n_expert_groups; /* 0 or 1: no group limit */
+    int32_t n_group_used;
+    bool sigmoid_gating;     /* expert_gating_func 2, with blk.N.exp_probs_b.bias */
+    bool expert_weights_norm;
+    float expert_weights_scale; /* 0: not written (1) */
+    float rope_yarn_factor;  /* 0: none; else rope.scaling.type "yarn" */
+    int32_t rope_yarn_orig_ctx;
+    float rope_yarn_log_mul;
 } tn_synth_preset;
 
 /* Progress report, called after each tensor is produced (on the thread that

@@ -1,0 +1,275 @@
+/*
+ * mla.c — multi-head latent attention (DeepSeek-V2/V3, GGUF arch deepseek2),
+ * computed in the latent space with the up-projections absorbed.
+ *
+ * Key idea: the KV cache holds, per token and layer, only the compressed
+ * latent c (kv_lora_rank values) and the one RoPE key shared by all heads
+ * (n_rot values) — 576 floats at V3's sizes instead of n_head * (192 + 128)
+ * = 40960 for the expanded K and V. The per-head keys and values are linear
+ * in c, so attention never expands them: the key up-projection is folded
+ * into the query and the value up-projection applied after the weighted sum.
+ */
+#include "model/model_int.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * THE EXPANDED FORM (Hugging Face's DeepseekV2Attention), per token t,
+ * head h, with nope = head_dim - n_rot and W_UK[h], W_UV[h] the head's rows
+ * of attn_kv_b (nope and head_dim_v rows of kv_lora_rank columns):
+ *
+ *   q[h]      = (q LoRA: rmsnorm(xn Wq_aᵀ) Wq_bᵀ, else xn Wqᵀ)[h] = [q_nope[h], q_pe[h]]
+ *   [c, kpe]  = xn Wkv_aᵀ;  c = rmsnorm(c) * kv_a_norm;  kpe = rope(kpe)
+ *   k[h]      = [W_UK[h] c, kpe]        v[h] = W_UV[h] c
+ *   o[h]      = sum_j softmax_j(q[h]·k_j[h] * scale) v_j[h]
+ *
+ * ABSORBED (what runs here): q_nope·(W_UK c_j) = (W_UK[h]ᵀ q_nope[h])·c_j, so
+ *
+ *   qa[h]     = [W_UK[h]ᵀ q_nope[h], rope(q_pe[h])]     (kv_lora_rank + n_rot)
+ *   s_j       = qa[h] · cache_j * scale                 cache_j = [c_j, kpe_j]
+ *   lat[h]    = sum_j softmax(s)_j c_j                  (kv_lora_rank)
+ *   o[h]      = W_UV[h] lat[h]                          (head_dim_v)
+ *
+ * which is the same number in exact arithmetic (the golden test compares it
+ * with the numpy reference, which runs the expanded form). Per cached token
+ * each head does one dot of kv_lora_rank + n_rot and one axpy of
+ * kv_lora_rank instead of expanding K and V for every head.
+ *
+ * attn_kv_b may be quantized; the absorption reads it as rows of floats, so
+ * each call dequantizes the layer's attn_kv_b once into scratch (n_head *
+ * (nope + head_dim_v) rows of kv_lora_rank). Prefill uses the same path (no
+ * expansion), so prefill and decode agree to the bit.
+ *
+ * ROPE: DeepSeek rotates ADJACENT pairs of the n_rot part (HF permutes
+ * q_pe/k_pe to halves and applies rotate_half, which is the same thing);
+ * the nope part is not rotated. With rope.scaling.type "yarn" the
+ * frequencies are YaRN's blend (see yarn_inv_freq) and the softmax scale is
+ * multiplied by mscale² = (1 + yarn_log_multiplier * ln(factor))², as in
+ * HF's DeepseekV2Attention (the cos/sin are not rescaled: DeepSeek's
+ * mscale equals mscale_all_dim).
+ *
+ * LIMITATIONS: scores are materialized per (token, head) as in attention.c;
+ * the cache is F32.
+ */
+
+struct tn__mla {
+    const tn_model *m;
+    int32_t H, nope, n_rot, kvr, dv, hd; /* heads, nope dims, rope dims, kv_lora_rank, value dim, key dim */
+    int32_t n_thr;        /* per-thread rows below */
+    float scale;          /* softmax scale incl. YaRN mscale² */
+    float *qa;            /* (n_batch_max, q_lora_rank) */
+    float *q;             /* (n_batch_max, H * hd) */
+    float *kva;           /* (n_batch_max, kvr + n_rot) */
+    float *wkv_b;         /* (H * (nope + dv), kvr) this layer's attn_kv_b as floats */
+    float *tq;            /* (n_thr, kvr + n_rot) absorbed query of one (token, head) */
+    float *tl;            /* (n_thr, kvr) latent output of one (token, head) */
+    double *inv_freq;     /* (n_rot / 2) */
+    float *cos_t, *sin_t; /* (n_batch_max, n_rot / 2) */
+    void *wdata;
+};
+
+/* ==========================================================================
+ * YaRN
+ * ======================================================================== */
+
+/*
+ * YARN FREQUENCIES (DeepseekV2YarnRotaryEmbedding)
+ *
+ * With factor s, base b, d = n_rot and the original context L, pair i's
+ * frequency blends the unscaled f_i = b^(-2i/d) ("extrapolation") and the
+ * interpolated f_i / s:
+ *
+ *   dim(r)   = d * ln(L / (2π r)) / (2 ln b)      pairs that turn r times over L
+ *   lo, hi   = max(floor(dim(32)), 0), min(ceil(dim(1)), d - 1)
+ *   ramp_i   = clamp((i - lo) / (hi - lo), 0, 1)  (hi == lo: hi += 0.001)
+ *   inv_f_i  = f_i / s * ramp_i + f_i * (1 - ramp_i)
+ *
+ * so fast pairs (i < lo, many turns within L) keep their frequency and slow
+ * ones (i > hi) are interpolated.
+ */
+static void yarn_inv_freq(const tn_hparams *hp, double *inv_freq)
+{
+    const int d = hp->n_rot, half = d / 2;
+    const double base = hp->rope_freq_base, s = 1.0 / (double)hp->rope_freq_scale, L = hp->rope_yarn_orig_ctx;
+    const double pi = 3.14159265358979323846;
+    double lo = floor(d * log(L / (32.0 * 2 * pi)) / (2 * log(base)));
+    double hi = ceil(d * log(L / (1.0 * 2 * pi)) / (2 * log(base)));
+    lo = TN_MAX(lo, 0.0);
+    hi = TN_MIN(hi, (double)(d - 1));
+    if (hi == lo)
+        hi += 0.001;
+    for (int i = 0; i < half; i++) {
+        double f = pow(base, -2.0 * i / d);
+        double ramp = TN_MIN(TN_MAX((i - lo) / (hi - lo), 0.0), 1.0);
+        inv_freq[i] = f / s * ramp + f * (1.0 - ramp);
+    }
+}
+
+/* ==========================================================================
+ * Lifetime
+ * ======================================================================== */
+
+tn_status tn__mla_new(const tn_model *m, int32_t n_batch_max, tn__mla **out)
+{
+    *out = NULL;
+    const tn_hparams *hp = &m->hp;
+    if (hp->kv_lora_rank == 0)
+        return TN_OK;
+    tn__mla *a = calloc(1, sizeof *a);
+    if (!a)
+        return tn__err(TN_ERR_NOMEM, "mla: out of memory");
+    a->m = m;
+    a->H = hp->n_head;
+    a->hd = hp->head_dim;
+    a->n_rot = hp->n_rot;
+    a->nope = hp->head_dim - hp->n_rot;
+    a->kvr = hp->kv_lora_rank;
+    a->dv = hp->head_dim_v;
+    a->n_thr = tn_n_cores();
+    double mscale = 1.0;
+    if (hp->rope_yarn && hp->rope_freq_scale < 1.0f)
+        mscale = 1.0 + (double)hp->rope_yarn_log_mul * log(1.0 / (double)hp->rope_freq_scale);
+    a->scale = (float)(mscale * mscale / sqrt((double)hp->head_dim));
+
+    size_t B = (size_t)n_batch_max, kvw = (size_t)(a->kvr + a->n_rot), pairs = (size_t)(a->n_rot / 2);
+    a->qa = tn_alloc_aligned(B * (size_t)TN_MAX(hp->q_lora_rank, 1) * sizeof(float), 64);
+    a->q = tn_alloc_aligned(B * (size_t)a->H * (size_t)a->hd * sizeof(float), 64);
+    a->kva = tn_alloc_aligned(B * kvw * sizeof(float), 64);
+    a->wkv_b = tn_alloc_aligned((size_t)a->H * (size_t)(a->nope + a->dv) * (size_t)a->kvr * sizeof(float), 64);
+    a->tq = tn_alloc_aligned((size_t)a->n_thr * kvw * sizeof(float), 64);
+    a->tl = tn_alloc_aligned((size_t)a->n_thr * (size_t)a->kvr * sizeof(float), 64);
+    a->inv_freq = malloc(pairs * sizeof(double));
+    a->cos_t = malloc(B * pairs * sizeof(float));
+    a->sin_t = malloc(B * pairs * sizeof(float));
+    size_t ws = 64;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const tn_layer *ly = &m->layers[il];
+        const tn_weight *mats[] = {&ly->wq_a, &ly->wq_b, &ly->wq, &ly->wkv_a};
+        for (size_t i = 0; i < TN_ARRAY_LEN(mats); i++)
+            if (mats[i]->data)
+                ws = TN_MAX(ws, tn_matmul_wsize(mats[i]->type, mats[i]->ne[0], n_batch_max));
+    }
+    a->wdata = tn_alloc_aligned(ws, 64);
+    if (!a->qa || !a->q || !a->kva || !a->wkv_b || !a->tq || !a->tl || !a->inv_freq || !a->cos_t || !a->sin_t ||
+        !a->wdata) {
+        tn__mla_free(a);
+        return tn__err(TN_ERR_NOMEM, "mla: out of memory for a batch of %d tokens", n_batch_max);
+    }
+    if (hp->rope_yarn)
+        yarn_inv_freq(hp, a->inv_freq);
+    else
+        tn__rope_inv_freq(hp, NULL, a->inv_freq);
+    *out = a;
+    return TN_OK;
+}
+
+void tn__mla_free(tn__mla *a)
+{
+    if (!a)
+        return;
+    tn_free_aligned(a->qa);
+    tn_free_aligned(a->q);
+    tn_free_aligned(a->kva);
+    tn_free_aligned(a->wkv_b);
+    tn_free_aligned(a->tq);
+    tn_free_aligned(a->tl);
+    tn_free_aligned(a->wdata);
+    free(a->inv_freq);
+    free(a->cos_t);
+    free(a->sin_t);
+    free(a);
+}
+
+/* ==========================================================================
+ * Attention in the latent space
+ * ======================================================================== */
+
+typedef struct mla_job {
+    tn__mla *a;
+    tn_kv_cache *kv;
+    int32_t layer, n;
+    const int32_t *vis_off, *vis_n;
+    float *out;           /* (n, H * dv) */
+} mla_job;
+
+/* One (token, head) pair at a time, dealt round-robin; thread t uses row t
+ * of kv->scores, a->tq and a->tl. */
+static void mla_run(void *ctx, int ith, int nth)
+{
+    const mla_job *j = ctx;
+    tn__mla *a = j->a;
+    tn_kv_cache *kv = j->kv;
+    const int nw = TN_MIN(nth, TN_MIN(kv->n_score_rows, a->n_thr));
+    if (ith >= nw)
+        return;
+    const int32_t H = a->H, kvr = a->kvr, kvw = kvr + a->n_rot, nope = a->nope, dv = a->dv;
+    float *sc = kv->scores + (size_t)ith * (size_t)kv->n_slots; /* (n_slots) */
+    float *tq = a->tq + (size_t)ith * kvw;                      /* (kvr + n_rot) */
+    float *tl = a->tl + (size_t)ith * kvr;                      /* (kvr) */
+    const float *cl = kv->k + (size_t)j->layer * kv->n_slots * (size_t)kv->kv_dim; /* (n_slots, kvr + n_rot) */
+    for (int64_t item = ith; item < (int64_t)j->n * H; item += nw) {
+        const int32_t i = (int32_t)(item / H), h = (int32_t)(item % H);
+        const float *q = a->q + ((size_t)i * H + h) * a->hd;                 /* [q_nope, q_pe] */
+        const float *uk = a->wkv_b + (size_t)h * (nope + dv) * kvr;          /* (nope, kvr) W_UK[h] */
+        const float *uv = uk + (size_t)nope * kvr;                           /* (dv, kvr) W_UV[h] */
+        memset(tq, 0, (size_t)kvr * sizeof(float));
+        for (int32_t d = 0; d < nope; d++)
+            tn_axpy_f32(tq, q[d], uk + (size_t)d * kvr, kvr);
+        memcpy(tq + kvr, q + nope, (size_t)a->n_rot * sizeof(float));
+        const int32_t *cells = kv->order_slot + j->vis_off[i];
+        const int32_t nv = j->vis_n[i];
+        for (int32_t c = 0; c < nv; c++)
+            sc[c] = tn_dot_f32(tq, cl + (size_t)cells[c] * kvw, kvw) * a->scale;
+        tn_softmax(sc, nv);
+        memset(tl, 0, (size_t)kvr * sizeof(float));
+        for (int32_t c = 0; c < nv; c++)
+            tn_axpy_f32(tl, sc[c], cl + (size_t)cells[c] * kvw, kvr);
+        float *o = j->out + ((size_t)i * H + h) * dv; /* (dv) */
+        for (int32_t t = 0; t < dv; t++)
+            o[t] = tn_dot_f32(uv + (size_t)t * kvr, tl, kvr);
+    }
+}
+
+void tn__mla_attention(tn__mla *a, tn_pool *pool, tn_kv_cache *kv, int32_t il, const tn_batch *b,
+                       const float *xn, int32_t n, const int32_t *vis_off, const int32_t *vis_n, float *out)
+{
+    const tn_model *m = a->m;
+    const tn_hparams *hp = &m->hp;
+    const tn_layer *ly = &m->layers[il];
+    const int32_t D = hp->n_embd, kvr = a->kvr, kvw = kvr + a->n_rot, qd = a->H * a->hd, pairs = a->n_rot / 2;
+
+    /* Queries: q LoRA (down, norm, up) or one projection. */
+    if (ly->wq_a.data) {
+        const int32_t r = hp->q_lora_rank;
+        tn_matmul(pool, ly->wq_a.data, ly->wq_a.type, D, r, xn, n, a->qa, a->wdata);
+        for (int32_t i = 0; i < n; i++)
+            tn_rmsnorm(a->qa + (size_t)i * r, a->qa + (size_t)i * r, ly->q_a_norm.data, r, hp->norm_eps);
+        tn_matmul(pool, ly->wq_b.data, ly->wq_b.type, r, qd, a->qa, n, a->q, a->wdata);
+    } else {
+        tn_matmul(pool, ly->wq.data, ly->wq.type, D, qd, xn, n, a->q, a->wdata);
+    }
+    tn_matmul(pool, ly->wkv_a.data, ly->wkv_a.type, D, kvw, xn, n, a->kva, a->wdata);
+
+    /* Per token: rope the queries' q_pe parts, and cache [norm(c), rope(kpe)]. */
+    tn__rope_tables(a->inv_freq, pairs, b->pos, n, a->cos_t, a->sin_t);
+    float *cl = kv->k + (size_t)il * kv->n_slots * (size_t)kv->kv_dim;
+    for (int32_t i = 0; i < n; i++) {
+        const float *cs = a->cos_t + (size_t)i * pairs, *sn = a->sin_t + (size_t)i * pairs;
+        tn__rope_apply(a->q + (size_t)i * qd + a->nope, a->H, a->hd, a->n_rot, TN_ROPE_NORM, cs, sn);
+        const float *src = a->kva + (size_t)i * kvw;
+        float *row = cl + (size_t)b->kv_slot[i] * kvw; /* (kvr + n_rot) */
+        tn_rmsnorm(row, src, ly->kv_a_norm.data, kvr, hp->norm_eps);
+        memcpy(row + kvr, src + kvr, (size_t)a->n_rot * sizeof(float));
+        tn__rope_apply(row + kvr, 1, a->n_rot, a->n_rot, TN_ROPE_NORM, cs, sn);
+    }
+
+    /* This layer's attn_kv_b as floats, for the absorption. */
+    const int64_t rows = (int64_t)a->H * (a->nope + a->dv);
+    for (int64_t r = 0; r < rows; r++)
+        tn_get_row(ly->wkv_b.data, ly->wkv_b.type, kvr, r, a->wkv_b + (size_t)r * kvr);
+
+    mla_job j = {.a = a, .kv = kv, .layer = il, .n = n, .vis_off = vis_off, .vis_n = vis_n, .out = out};
+    tn_pool_run(pool, mla_run, &j);
+}
