@@ -19,6 +19,10 @@
  *     xn = rmsnorm(x) * ffn_norm
  *     x += (silu(xn Wgateᵀ) * xn Wupᵀ) Wdownᵀ
  *
+ * A MoE layer replaces the last line by the routed + shared experts of
+ * moe.c; a deepseek2 layer replaces the q/k/v/attention lines by the latent
+ * attention of mla.c (both hooked in below, nothing else changes).
+ *
  * then logits = (rmsnorm(x) * output_norm) Woutputᵀ for the tokens that
  * want them. In the last layer only those tokens' rows go on past attention
  * (every token's K/V is still written): a prefill chunk pays the last FFN
