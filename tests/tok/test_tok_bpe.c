@@ -314,7 +314,7 @@ static void test_merge_against_naive(void **state)
         }
         size_t len = strlen(word);
         /* naive: symbols are the mapped characters (letters map to themselves) */
-        char sym[400][400];
+        static char sym[400][400];
         size_t ns = len;
         for (size_t i = 0; i < len; i++) {
             sym[i][0] = word[i];
@@ -332,7 +332,9 @@ static void test_merge_against_naive(void **state)
             }
             if (best < 0)
                 break;
-            strcat(sym[at], sym[at + 1]);
+            char joined[400];
+            snprintf(joined, sizeof joined, "%s%s", sym[at], sym[at + 1]);
+            memcpy(sym[at], joined, strlen(joined) + 1);
             memmove(sym[at + 1], sym[at + 2], (ns - at - 2) * sizeof sym[0]);
             ns--;
         }
