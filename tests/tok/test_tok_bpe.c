@@ -332,9 +332,12 @@ static void test_merge_against_naive(void **state)
             }
             if (best < 0)
                 break;
-            char joined[400];
-            snprintf(joined, sizeof joined, "%s%s", sym[at], sym[at + 1]);
-            memcpy(sym[at], joined, strlen(joined) + 1);
+            size_t la = strlen(sym[at]), lb = strlen(sym[at + 1]);
+            assert_true(la + lb < sizeof sym[0]);
+            char joined[sizeof sym[0]];
+            memcpy(joined, sym[at], la);
+            memcpy(joined + la, sym[at + 1], lb + 1);
+            memcpy(sym[at], joined, la + lb + 1);
             memmove(sym[at + 1], sym[at + 2], (ns - at - 2) * sizeof sym[0]);
             ns--;
         }
