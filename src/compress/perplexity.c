@@ -428,8 +428,8 @@ tn_status tn_perplexity(const tn_model *m, const tn_vocab *v, tn_pool *pool, con
                                  (int)c, (int)(first + k));
                     goto out;
                 }
-                double kl, d, bn;
-                bool same;
+                double kl = 0, d = 0, bn = 0;
+                bool same = false;
                 compare_row(&s, n_vocab, tok, &kl, &same, &d, &bn);
                 s.kl[count] = kl;
                 top1 += same;
