@@ -144,7 +144,9 @@ void tn_model_free(tn_model *m);
 
 /* n_slots cells; each holds one token's K and V for every layer (F32 for
  * now, (n_layer, n_slots, n_head_kv*head_dim)) and remembers which
- * (sequence, position) it holds. */
+ * (sequence, position) it holds. With multi-head latent attention
+ * (kv_lora_rank > 0) a cell holds instead the latent and the shared RoPE
+ * key, (n_layer, n_slots, kv_lora_rank + n_rot), and no V. */
 typedef struct tn_kv_cache tn_kv_cache;
 
 tn_status tn_kv_new(const tn_model *m, int32_t n_slots, int32_t n_seq_max, tn_kv_cache **out) TN_MUST_CHECK;
