@@ -51,7 +51,9 @@
  * mscale equals mscale_all_dim).
  *
  * LIMITATIONS: scores are materialized per (token, head) as in attention.c;
- * the cache is F32.
+ * the cache is F32; attn_kv_b is dequantized per layer and call, and its
+ * products run on F32 latents (not on Q8_0-rounded ones); the newer GGUF
+ * form with attn_k_b / attn_v_b split out is not read yet.
  */
 
 struct tn__mla {
