@@ -1,8 +1,8 @@
 /*
  * test_moe — mixture-of-experts bookkeeping that the golden logits do not
  * show: the routing statistics window, that experts are addressed through
- * the placement map, the MLA cache width, and the real-shape presets'
- * parameter counts. (Routing and MLA arithmetic are checked against the
+ * the placement map, the MLA cache width, the real-shape presets'
+ * parameter counts, and that malformed MoE / MLA files are named errors. (Routing and MLA arithmetic are checked against the
  * numpy reference by test_golden: tiny-mixtral, tiny-qwen2moe,
  * tiny-qwen3moe, tiny-deepseek2, tiny-deepseek3.)
  */
@@ -197,6 +197,66 @@ static void test_preset_params(void **state)
     assert_true(full > 30400000000LL && full < 30600000000LL);
 }
 
+/* A copy of synth preset `preset` (f32) with key drop_key left out, u32 key
+ * set_key set to set_val, and tensor drop_tensor left out; tn_model_load
+ * must fail with status want and a message containing needle. */
+static void expect_bad(const char *preset, const char *drop_key, const char *set_key, uint32_t set_val,
+                       const char *drop_tensor, tn_status want, const char *needle)
+{
+    char *src = tn_test_tmp_path(".gguf"), *dst = tn_test_tmp_path(".gguf");
+    tn_synth_opts o = {.preset = preset, .dtype = "f32", .vocab_path = VOCAB, .out_path = src, .seed = 1,
+                       .n_threads = 1};
+    assert_int_equal(tn_synth_write(&o), TN_OK);
+    tn_gguf *g;
+    tn_gguf_writer *w;
+    assert_int_equal(tn_gguf_open(src, &g), TN_OK);
+    assert_int_equal(tn_gguf_writer_new(&w), TN_OK);
+    for (int64_t i = 0; i < tn_gguf_n_kv(g); i++) {
+        const char *key = tn_gguf_kv_key(g, i);
+        if (drop_key && !strcmp(key, drop_key))
+            continue;
+        if (set_key && !strcmp(key, set_key))
+            assert_int_equal(tn_gguf_set_u32(w, key, set_val), TN_OK);
+        else
+            assert_int_equal(tn_gguf_set_from(w, g, i), TN_OK);
+    }
+    for (int64_t i = 0; i < tn_gguf_n_tensors(g); i++) {
+        const tn_gguf_tensor *t = tn_gguf_tensor_at(g, i);
+        if (drop_tensor && !strcmp(t->name, drop_tensor))
+            continue;
+        assert_int_equal(tn_gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data), TN_OK);
+    }
+    assert_int_equal(tn_gguf_writer_write(w, dst), TN_OK);
+    tn_gguf_writer_free(w);
+    tn_gguf_free(g);
+    tn_model *m = (tn_model *)1;
+    tn_status s = tn_model_load(dst, &m);
+    if (s != want || !strstr(tn_last_error(), needle))
+        fail_msg("%s: status %d, message '%s'; expected %d naming '%s'", preset, s, tn_last_error(), want, needle);
+    assert_null(m);
+    unlink(src);
+    unlink(dst);
+    free(src);
+    free(dst);
+}
+
+/* Malformed MoE / MLA files are errors that name what is wrong. */
+static void test_bad_files(void **state)
+{
+    (void)state;
+    expect_bad("tiny-mixtral", NULL, "llama.expert_used_count", 5, NULL, TN_ERR_FORMAT, "expert_used_count");
+    expect_bad("tiny-mixtral", NULL, NULL, 0, "blk.1.ffn_gate_inp.weight", TN_ERR_FORMAT, "blk.1.ffn_gate_inp");
+    expect_bad("tiny-qwen2moe", NULL, NULL, 0, "blk.0.ffn_up_exps.weight", TN_ERR_FORMAT, "blk.0.ffn_up_exps");
+    expect_bad("tiny-qwen2moe", NULL, "qwen2moe.expert_feed_forward_length", 64, NULL, TN_ERR_FORMAT,
+               "ffn_gate_exps");
+    expect_bad("tiny-qwen3moe", "qwen3moe.expert_count", NULL, 0, NULL, TN_ERR_FORMAT, "expert_count");
+    expect_bad("tiny-deepseek2", "deepseek2.attention.kv_lora_rank", NULL, 0, NULL, TN_ERR_FORMAT, "kv_lora_rank");
+    expect_bad("tiny-deepseek2", NULL, NULL, 0, "blk.0.attn_kv_b.weight", TN_ERR_FORMAT, "attn_kv_b");
+    expect_bad("tiny-deepseek3", NULL, "deepseek2.expert_group_used_count", 5, NULL, TN_ERR_FORMAT, "groups");
+    expect_bad("tiny-deepseek3", NULL, "deepseek2.leading_dense_block_count", 0, NULL, TN_ERR_FORMAT,
+               "blk.0.ffn_gate_inp");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,6 +265,7 @@ int main(void)
         cmocka_unit_test(test_placement_map),
         cmocka_unit_test(test_mla_cache_width),
         cmocka_unit_test(test_preset_params),
+        cmocka_unit_test(test_bad_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
