@@ -60,4 +60,14 @@ float tn_dot_f32(const float *a, const float *b, int64_t n);
 /* y += a * x over n elements. */
 void tn_axpy_f32(float *y, float a, const float *x, int64_t n);
 
+/* Attention's two loops over cache rows, with the kernels looked up once:
+ * row i is the n floats at base + idx[i] * stride. out[i] = tn_dot_f32(q,
+ * row i, n) * scale for i < n_rows; tn_axpy_f32_rows zeroes y (n floats)
+ * and then adds p[i] * row i for i = 0, 1, ... in order. Bit-identical to
+ * the same loops over tn_dot_f32 / tn_axpy_f32. */
+void tn_dot_f32_rows(const float *q, const float *base, const int32_t *idx, size_t stride, int64_t n_rows, int64_t n,
+                     float scale, float *out);
+void tn_axpy_f32_rows(float *y, const float *p, const float *base, const int32_t *idx, size_t stride, int64_t n_rows,
+                      int64_t n);
+
 #endif /* TERN_KERN_KERN_H */

@@ -39,7 +39,9 @@
 /* How far ahead of the int8 kernels' position each weight row is prefetched:
  * the hardware prefetchers alone do not run far enough ahead to hide DRAM
  * latency behind these kernels' compute. */
+#ifndef PREFETCH_BYTES
 #define PREFETCH_BYTES 512
+#endif
 
 static inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -165,19 +167,15 @@ static void gemm_f(tn_dtype wt, const void *w, size_t ws, int64_t nr, const floa
  * rearranges each token's Q8_0 blocks once per call (xpack) into exactly
  * the vectors the inner loop wants, and the loop only loads them:
  *
- *   Q4_0 weights, 256 bytes per group:
+ *   256 bytes per group, for both weight types:
  *     lo[64]   int8  qs[0..16) of blocks 0..3 side by side (the values the
- *                    low nibbles multiply)
- *     hi[64]   int8  qs[16..32) of blocks 0..3 (for the high nibbles)
- *     bias[16] int32 lane l: -8 · (the 8 x values lane l sums), so that
- *                    a lane starting from it and adding nib·x over its
- *                    bytes ends at Σ (nib - 8)·x exactly
+ *                    low nibbles, or the first halves of Q8_0 blocks,
+ *                    multiply)
+ *     hi[64]   int8  qs[16..32) of blocks 0..3 (high nibbles, second halves)
+ *     bias[16] int32 lane l: -c · (the 8 x values lane l sums), c = 8 for
+ *                    Q4_0, 128 for Q8_0 (see below), so that a lane starting
+ *                    from it ends at the exact signed integer dot
  *     dx[16]   f32   lane l: d_x of block l / 4
- *   Q8_0 weights, 384 bytes per group:
- *     xa[64], xb[64]        int8  qs of blocks 0,1 and of blocks 2,3
- *     bias_a[16], bias_b[16] int32 -128 · Σ of each lane's 4 x values (the
- *                           weights enter as w + 128, unsigned)
- *     dx_a[16], dx_b[16]    f32   d_x of the lane's block (8 lanes a block)
  *
  * Blocks after the last whole group (n/32 mod 4 of them) follow as plain
  * Q8_0 blocks and go through a scalar tail.
@@ -192,15 +190,16 @@ static void gemm_f(tn_dtype wt, const void *w, size_t ws, int64_t nr, const floa
  * unsigned bytes (the nibbles 0..15) by signed bytes (x) and adds each lane's
  * four products into its int32, exactly; two of them (low, high nibbles)
  * leave lane l holding the exact integer dot of 8 weights of block l / 4.
- * Q8_0 is the same with w + 128 (an xor) for the unsigned side, two blocks
- * per register and two registers a group.
+ * Q8_0 is the same with w + 128 (an xor) for the unsigned side (bias
+ * -128·Σx): two vpermt2w over the 136 bytes gather the first and the
+ * second 16 quants of each block, so its lanes line up with Q4_0's.
  *
  * THE ORDER OF THE FLOATING-POINT SUM (what makes prefill equal decode)
  *
  * Per (row, token) there is one f32 accumulator vector. Each group adds
  * fma(d_w·d_x, float(lane sum), acc) lane by lane (d_w·d_x of two f16 values
  * is exact in f32, the int32 is exact below 2^24, so each step rounds once);
- * Q8_0 adds its two halves a then b. At the end one fixed tree reduces the
+ * At the end one fixed tree reduces the
  * 16 lanes, then the tail blocks are added left to right. gemm_q (any number
  * of rows × tokens, register-blocked 4 × 4) and the table's dot kernels
  * (any number of rows, one token, packing each group on the fly) run this
@@ -210,25 +209,17 @@ static void gemm_f(tn_dtype wt, const void *w, size_t ws, int64_t nr, const floa
 
 enum { W_Q8_0, W_Q4_0 };
 
-#define GROUP_BYTES_Q4 256
-#define GROUP_BYTES_Q8 384
+#define GROUP_BYTES 256
 
-typedef struct xg_q4 {
+typedef struct xgroup {
     int8_t lo[64], hi[64];
     int32_t bias[16];
     float dx[16];
-} xg_q4;
-static_assert(sizeof(xg_q4) == GROUP_BYTES_Q4, "packed q4_0 group");
+} xgroup;
+static_assert(sizeof(xgroup) == GROUP_BYTES, "packed group");
 
-typedef struct xg_q8 {
-    int8_t xa[64], xb[64];
-    int32_t bias_a[16], bias_b[16];
-    float dx_a[16], dx_b[16];
-} xg_q8;
-static_assert(sizeof(xg_q8) == GROUP_BYTES_Q8, "packed q8_0 group");
-
-/* Packs group g of x (blocks 4g..4g+3) for Q4_0 weights. */
-static inline void pack_q4(const tn_block_q8_0 *x, xg_q4 *o)
+/* Packs blocks x[0..4) into o; c: 8 (Q4_0 weights) or 128 (Q8_0). */
+static inline void pack_group(const tn_block_q8_0 *x, int c, xgroup *o)
 {
     for (int k = 0; k < 4; k++) {
         memcpy(o->lo + 16 * k, x[k].qs, 16);
@@ -237,32 +228,18 @@ static inline void pack_q4(const tn_block_q8_0 *x, xg_q4 *o)
         for (int l = 0; l < 4; l++)
             o->dx[4 * k + l] = d;
     }
-    const __m512i eight = _mm512_set1_epi8(8);
-    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, _mm512_loadu_si512(o->lo));
-    s = _mm512_dpbusd_epi32(s, eight, _mm512_loadu_si512(o->hi));
+    const __m512i cv = _mm512_set1_epi8((char)c);
+    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), cv, _mm512_loadu_si512(o->lo));
+    s = _mm512_dpbusd_epi32(s, cv, _mm512_loadu_si512(o->hi));
     _mm512_storeu_si512(o->bias, _mm512_sub_epi32(_mm512_setzero_si512(), s));
 }
 
-static inline void pack_q8(const tn_block_q8_0 *x, xg_q8 *o)
-{
-    for (int k = 0; k < 4; k++) {
-        memcpy((k < 2 ? o->xa : o->xb) + 32 * (k & 1), x[k].qs, 32);
-        const float d = f16(x[k].d);
-        for (int l = 0; l < 8; l++)
-            (k < 2 ? o->dx_a : o->dx_b)[8 * (k & 1) + l] = d;
-    }
-    const __m512i off = _mm512_set1_epi8((char)0x80);
-    const __m512i z = _mm512_setzero_si512();
-    _mm512_storeu_si512(o->bias_a, _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, off, _mm512_loadu_si512(o->xa))));
-    _mm512_storeu_si512(o->bias_b, _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, off, _mm512_loadu_si512(o->xb))));
-}
-
-/* One group of one weight row, unpacked: Q4_0 fills u0 (low nibbles), u1
- * (high nibbles), s0 (scales); Q8_0 fills u0, u1 (blocks 0-1, 2-3, as
- * w + 128) and s0, s1. p: the group's first byte. */
+/* One group of one weight row, unpacked: u0 the unsigned weights that
+ * pair with lo (low nibbles, or first halves + 128), u1 those for hi, s
+ * the blocks' scales, four lanes each. p: the group's first byte. */
 typedef struct wg {
     __m512i u0, u1;
-    __m512 s0, s1;
+    __m512 s;
 } wg;
 
 AI wg load_wg(const int kind, const char *p)
@@ -279,45 +256,34 @@ AI wg load_wg(const int kind, const char *p)
         const __m512i m = _mm512_set1_epi8(0x0f);
         g.u0 = _mm512_and_si512(q, m);
         g.u1 = _mm512_and_si512(_mm512_srli_epi16(q, 4), m);
-        g.s0 = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_load_si512(id), a)));
-        g.s1 = g.s0;
+        g.s = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_load_si512(id), a)));
     } else {
-        /* block k (34 bytes) has its scale at word 17k, its quants at words
-         * 17k+1 .. 17k+16; blocks 2-3 are read relative to p + 64 */
-        static const alignas(64) uint16_t iq[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
-                                                    18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33};
-        static const alignas(64) uint16_t iq2[32] = {3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18,
-                                                     20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35};
-        static const alignas(64) uint16_t id[32] = {0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17};
-        static const alignas(64) uint16_t id2[32] = {2, 2, 2, 2, 2, 2, 2, 2, 19, 19, 19, 19, 19, 19, 19, 19};
-        const __m512i a = _mm512_loadu_si512(p);
-        const __m512i c = _mm512_loadu_si512(p + 64);
+        /* block k (34 bytes): scale at word 17k, first half of the quants
+         * at words 17k+1 .. 17k+8, second half at 17k+9 .. 17k+16; the
+         * second halves are read from p + 8 (4 words less) so that every
+         * index stays below the 64 words of two registers */
+        static const alignas(64) uint16_t i0[32] = {1,  2,  3,  4,  5,  6,  7,  8,  18, 19, 20, 21, 22, 23, 24, 25,
+                                                    35, 36, 37, 38, 39, 40, 41, 42, 52, 53, 54, 55, 56, 57, 58, 59};
+        static const alignas(64) uint16_t i1[32] = {5,  6,  7,  8,  9,  10, 11, 12, 22, 23, 24, 25, 26, 27, 28, 29,
+                                                    39, 40, 41, 42, 43, 44, 45, 46, 56, 57, 58, 59, 60, 61, 62, 63};
+        static const alignas(64) uint16_t id[32] = {0, 0, 0, 0, 17, 17, 17, 17, 34, 34, 34, 34, 51, 51, 51, 51};
+        const __m512i a = _mm512_loadu_si512(p), c = _mm512_loadu_si512(p + 64);
+        const __m512i a8 = _mm512_loadu_si512(p + 8), c8 = _mm512_loadu_si512(p + 72);
         const __m512i off = _mm512_set1_epi8((char)0x80);
-        const __m512i b = _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(p + 64)));
-        const __m512i d = _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(p + 128)));
-        g.u0 = _mm512_xor_si512(_mm512_permutex2var_epi16(a, _mm512_load_si512(iq), b), off);
-        g.u1 = _mm512_xor_si512(_mm512_permutex2var_epi16(c, _mm512_load_si512(iq2), d), off);
-        g.s0 = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_load_si512(id), a)));
-        g.s1 = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_load_si512(id2), c)));
+        g.u0 = _mm512_xor_si512(_mm512_permutex2var_epi16(a, _mm512_load_si512(i0), c), off);
+        g.u1 = _mm512_xor_si512(_mm512_permutex2var_epi16(a8, _mm512_load_si512(i1), c8), off);
+        g.s = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(a, _mm512_load_si512(id), c)));
     }
     return g;
 }
 
 /* The step every (row, token) pair takes per group: see the essay. */
-AI __m512 step_group(const int kind, const wg *g, const void *xg, __m512 acc)
+AI __m512 step_group(const wg *g, const xgroup *x, __m512 acc)
 {
-    if (kind == W_Q4_0) {
-        const xg_q4 *x = xg;
-        __m512i s = _mm512_dpbusd_epi32(_mm512_loadu_si512(x->bias), g->u0, _mm512_loadu_si512(x->lo));
-        s = _mm512_dpbusd_epi32(s, g->u1, _mm512_loadu_si512(x->hi));
-        const __m512 sc = _mm512_mul_ps(g->s0, _mm512_loadu_ps(x->dx));
-        return _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), acc);
-    }
-    const xg_q8 *x = xg;
-    const __m512i sa = _mm512_dpbusd_epi32(_mm512_loadu_si512(x->bias_a), g->u0, _mm512_loadu_si512(x->xa));
-    const __m512i sb = _mm512_dpbusd_epi32(_mm512_loadu_si512(x->bias_b), g->u1, _mm512_loadu_si512(x->xb));
-    acc = _mm512_fmadd_ps(_mm512_mul_ps(g->s0, _mm512_loadu_ps(x->dx_a)), _mm512_cvtepi32_ps(sa), acc);
-    return _mm512_fmadd_ps(_mm512_mul_ps(g->s1, _mm512_loadu_ps(x->dx_b)), _mm512_cvtepi32_ps(sb), acc);
+    __m512i s = _mm512_dpbusd_epi32(_mm512_loadu_si512(x->bias), g->u0, _mm512_loadu_si512(x->lo));
+    s = _mm512_dpbusd_epi32(s, g->u1, _mm512_loadu_si512(x->hi));
+    const __m512 sc = _mm512_mul_ps(g->s, _mm512_loadu_ps(x->dx));
+    return _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s), acc);
 }
 
 /* Exact scalar sum of one block's 32 products. */
@@ -358,7 +324,7 @@ AI void tile_q(const int kind, const int R, const int T, const char *w, size_t w
                int64_t n, float *y, size_t ys)
 {
     const size_t bsz = kind == W_Q8_0 ? sizeof(tn_block_q8_0) : sizeof(tn_block_q4_0);
-    const size_t gx = kind == W_Q8_0 ? GROUP_BYTES_Q8 : GROUP_BYTES_Q4;
+    const size_t gx = GROUP_BYTES;
     const int64_t nb = n / TN_QK8_0, ng = nb / 4;
     __m512 acc[4][4];
 #pragma GCC unroll 4
@@ -377,7 +343,7 @@ AI void tile_q(const int kind, const int R, const int T, const char *w, size_t w
             const wg wr = load_wg(kind, p);
     #pragma GCC unroll 4
         for (int t = 0; t < T; t++)
-                acc[r][t] = step_group(kind, &wr, xp + xps * (size_t)t + gx * (size_t)g, acc[r][t]);
+                acc[r][t] = step_group(&wr, (const xgroup *)(xp + xps * (size_t)t + gx * (size_t)g), acc[r][t]);
         }
     }
 #pragma GCC unroll 4
@@ -416,14 +382,9 @@ static void xpack(tn_dtype wt, const tn_block_q8_0 *x, int64_t n, void *xp)
 {
     const int64_t nb = n / TN_QK8_0, ng = nb / 4;
     char *o = xp;
-    for (int64_t g = 0; g < ng; g++) {
-        if (wt == TN_DTYPE_Q4_0)
-            pack_q4(x + 4 * g, (xg_q4 *)o + g);
-        else
-            pack_q8(x + 4 * g, (xg_q8 *)o + g);
-    }
-    memcpy(o + (wt == TN_DTYPE_Q4_0 ? GROUP_BYTES_Q4 : GROUP_BYTES_Q8) * (size_t)ng, x + 4 * ng,
-           sizeof(tn_block_q8_0) * (size_t)(nb - 4 * ng));
+    for (int64_t g = 0; g < ng; g++)
+        pack_group(x + 4 * g, wt == TN_DTYPE_Q4_0 ? 8 : 128, (xgroup *)o + g);
+    memcpy(o + GROUP_BYTES * (size_t)ng, x + 4 * ng, sizeof(tn_block_q8_0) * (size_t)(nb - 4 * ng));
 }
 
 /* y[t·ys + r] = w_r · x_t for r < nr, t < nt, in tiles of 4 rows × 4
@@ -453,25 +414,20 @@ AI void int8_dot(const int kind, const char *w, size_t ws, int nr, const tn_bloc
 {
     enum { CHUNK = 16 }; /* groups packed at a time */
     const int64_t nb = n / TN_QK8_0, ng = nb / 4;
-    const size_t gx = kind == W_Q8_0 ? GROUP_BYTES_Q8 : GROUP_BYTES_Q4;
     const size_t bsz = kind == W_Q8_0 ? sizeof(tn_block_q8_0) : sizeof(tn_block_q4_0);
-    alignas(64) char buf[CHUNK * GROUP_BYTES_Q8];
+    alignas(64) xgroup buf[CHUNK];
     for (int r0 = 0; r0 < nr; r0 += 4) {
         const int R = TN_MIN(4, nr - r0);
         const char *wr = w + ws * (size_t)r0;
         __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
         for (int64_t g0 = 0; g0 < ng; g0 += CHUNK) {
             const int64_t gn = TN_MIN((int64_t)CHUNK, ng - g0);
-            for (int64_t g = 0; g < gn; g++) {
-                if (kind == W_Q4_0)
-                    pack_q4(x + 4 * (g0 + g), (xg_q4 *)buf + g);
-                else
-                    pack_q8(x + 4 * (g0 + g), (xg_q8 *)buf + g);
-            }
+            for (int64_t g = 0; g < gn; g++)
+                pack_group(x + 4 * (g0 + g), kind == W_Q4_0 ? 8 : 128, buf + g);
             for (int64_t g = 0; g < gn; g++)
                 for (int r = 0; r < R; r++) {
                     const wg wv = load_wg(kind, wr + ws * (size_t)r + 4 * bsz * (size_t)(g0 + g));
-                    acc[r] = step_group(kind, &wv, buf + gx * (size_t)g, acc[r]);
+                    acc[r] = step_group(&wv, buf + g, acc[r]);
                 }
         }
         for (int r = 0; r < R; r++)

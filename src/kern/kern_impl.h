@@ -72,7 +72,7 @@ typedef struct tn__kern_ops {
 } tn__kern_ops;
 
 /* Bytes of one token's packed activations for xpack (a multiple of 64):
- * per group of four Q8_0 blocks 256 (Q4_0 weights) or 384 (Q8_0), then the
+ * per group of four Q8_0 blocks 256, then the
  * n/32 mod 4 leftover blocks as they are. 0 for other dtypes. */
 size_t tn__xpack_row_size(tn_dtype wt, int64_t n);
 

@@ -48,6 +48,7 @@
 #include "kern/kern_impl.h"
 
 #include <stdatomic.h>
+#include <string.h>
 
 /* Weight bytes per tile of the dot-kernel path (fits L1 with room for an
  * activation row). */
@@ -163,13 +164,9 @@ static void rows_fn(void *ctx, int ith, int nth)
 size_t tn__xpack_row_size(tn_dtype wt, int64_t n)
 {
     const int64_t nb = n / TN_QK8_0, ng = nb / 4;
-    size_t group;
-    if (wt == TN_DTYPE_Q4_0)
-        group = 256;
-    else if (wt == TN_DTYPE_Q8_0)
-        group = 384;
-    else
+    if (wt != TN_DTYPE_Q4_0 && wt != TN_DTYPE_Q8_0)
         return 0;
+    const size_t group = 256;
     const size_t s = group * (size_t)ng + sizeof(tn_block_q8_0) * (size_t)(nb - 4 * ng);
     return (s + 63) / 64 * 64;
 }
@@ -272,3 +269,24 @@ float tn_dot_f32(const float *a, const float *b, int64_t n)
 
 /* y += a * x with the current ISA's kernel. */
 void tn_axpy_f32(float *y, float a, const float *x, int64_t n) { tn__kern_ops_cur()->axpy_f32(y, a, x, n); }
+
+/* See kern.h: the loops of tn_dot_f32 / tn_axpy_f32 with one table lookup. */
+void tn_dot_f32_rows(const float *q, const float *base, const int32_t *idx, size_t stride, int64_t n_rows, int64_t n,
+                     float scale, float *out)
+{
+    const tn__dot_fn dot = tn__kern_ops_cur()->dot_f32;
+    for (int64_t i = 0; i < n_rows; i++) {
+        float d;
+        dot(q, 0, 1, base + (size_t)idx[i] * stride, n, &d);
+        out[i] = d * scale;
+    }
+}
+
+void tn_axpy_f32_rows(float *y, const float *p, const float *base, const int32_t *idx, size_t stride, int64_t n_rows,
+                      int64_t n)
+{
+    void (*axpy)(float *, float, const float *, int64_t) = tn__kern_ops_cur()->axpy_f32;
+    memset(y, 0, (size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n_rows; i++)
+        axpy(y, p[i], base + (size_t)idx[i] * stride, n);
+}

@@ -168,13 +168,10 @@ static void attn_run(void *ctx, int ith, int nth)
         const float *q = a->q + i * q_dim + (size_t)h * hd; /* (head_dim) */
         const int32_t *cells = kv->order_slot + a->vis_off[i];
         int32_t n = a->vis_n[i];
-        for (int32_t j = 0; j < n; j++)
-            sc[j] = tn_dot_f32(q, kl + (size_t)cells[j] * kv_dim + kv_off, hd) * scale;
+        tn_dot_f32_rows(q, kl + kv_off, cells, kv_dim, n, hd, scale, sc);
         tn_softmax(sc, n);
         float *out = a->out + i * q_dim + (size_t)h * hd; /* (head_dim) */
-        memset(out, 0, (size_t)hd * sizeof(float));
-        for (int32_t j = 0; j < n; j++)
-            tn_axpy_f32(out, sc[j], vl + (size_t)cells[j] * kv_dim + kv_off, hd);
+        tn_axpy_f32_rows(out, sc, vl + kv_off, cells, kv_dim, n, hd);
     }
 }
 

@@ -168,7 +168,7 @@ static void test_wsize(void **state)
     assert_true(tn_matmul_wsize(TN_DTYPE_Q8_0, 4096, 7) >= 7 * (128 * 34 + tn__xpack_row_size(TN_DTYPE_Q8_0, 4096)));
     assert_true(tn_matmul_wsize(TN_DTYPE_Q4_0, 96, 1) >= 3 * 34 + tn__xpack_row_size(TN_DTYPE_Q4_0, 96));
     assert_int_equal(tn__xpack_row_size(TN_DTYPE_Q4_0, 4096), 32 * 256);
-    assert_int_equal(tn__xpack_row_size(TN_DTYPE_Q8_0, 4096 + 96), 32 * 384 + 128); /* 3 tail blocks: 102 -> 128 */
+    assert_int_equal(tn__xpack_row_size(TN_DTYPE_Q8_0, 4096 + 96), 32 * 256 + 128); /* 3 tail blocks: 102 -> 128 */
 }
 
 /* --- activation quantization ------------------------------------------------ */
