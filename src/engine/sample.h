@@ -14,17 +14,8 @@
 
 #include "base/base.h"
 
-typedef struct tn_sample_params {
-    float temperature;        /* <= 0: greedy */
-    int32_t top_k;            /* <= 0: off */
-    float top_p;              /* >= 1: off */
-    float min_p;              /* <= 0: off */
-    float repeat_penalty;     /* 1: off; divides positive logits, multiplies negative */
-    float presence_penalty;   /* 0: off; subtracted once if a token appeared */
-    float frequency_penalty;  /* 0: off; subtracted per occurrence */
-    int32_t penalty_last_n;   /* window of past tokens the penalties look at; 0: off, -1: all */
-    uint64_t seed;
-} tn_sample_params;
+/* tn_sample_params is defined in tern/tern.h (public): fields and their
+ * "off" values are documented there. */
 
 /* Defaults: temperature 0.8, top_k 40, top_p 0.95, min_p 0.05, penalties off,
  * penalty_last_n 64, seed 0. */

@@ -182,14 +182,7 @@ tn_status tn_kv_seq_set_slots(tn_kv_cache *kv, int32_t seq, const int32_t *slots
 
 /* --- batched forward -------------------------------------------------- */
 
-typedef struct tn_batch {
-    int32_t n_tokens;
-    const int32_t *token;    /* (n_tokens) ids in [0, n_vocab) */
-    const int32_t *pos;      /* (n_tokens) >= 0 */
-    const int32_t *seq_id;   /* (n_tokens) in [0, n_seq_max) */
-    const int32_t *kv_slot;  /* (n_tokens) in [0, n_slots), distinct within a batch */
-    const bool *want_logits; /* (n_tokens) */
-} tn_batch;
+/* tn_batch is defined in tern/tern.h (public). */
 
 /* Scratch for batches of up to n_batch_max tokens; all the forward pass
  * needs is allocated here, so tn_forward_run does not allocate. */

@@ -94,16 +94,12 @@ size_t tn_token_to_piece(const tn_vocab *v, int32_t id, bool render_special, cha
  * the middle of a UTF-8 sequence (incomplete bytes are held until the
  * sequence completes; invalid sequences are passed through as they are, like
  * the references). Caller-owned state; no allocation. */
-typedef struct tn_detok {
-    char pending[8];
-    int n_pending;
-} tn_detok;
+/* tn_detok is defined in tern/tern.h (public). */
 
 void tn_detok_init(tn_detok *d);
 /* Appends the token's text to out (at most cap bytes; control tokens give
  * nothing, as tn_token_to_piece without render_special); returns bytes
  * written (TN_DETOK_MAX bytes of room always suffices for one token). */
-#define TN_DETOK_MAX 2048
 size_t tn_detok_push(tn_detok *d, const tn_vocab *v, int32_t id, char *out, size_t cap);
 /* Emits whatever is still held (end of stream). */
 size_t tn_detok_flush(tn_detok *d, char *out, size_t cap);

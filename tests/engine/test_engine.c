@@ -318,8 +318,10 @@ static void test_preemption(void **state)
 {
     enum { N_REQ = 4, NO = 50 };
     int32_t prompts[N_REQ][64], np[N_REQ];
-    for (int j = 0; j < N_REQ; j++)
-        np[j] = other_prompt(j, prompts[j]) % 11 + 2; /* 4..10 tokens */
+    for (int j = 0; j < N_REQ; j++) {
+        other_prompt(j + 1, prompts[j]); /* fills 8, 13, 18, 23 tokens */
+        np[j] = 4 + 2 * j;               /* of which 4..10 are used */
+    }
     int32_t alone[N_REQ][NO];
 
     tn_engine_params p = base_params();
