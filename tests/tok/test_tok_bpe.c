@@ -267,22 +267,55 @@ static void test_invalid_utf8(void **state)
  * rank in the merges list, leftmost first. Words up to 300 bytes cover both
  * the short scan and the heap path.
  * ------------------------------------------------------------------------ */
+typedef struct merge_entry {
+    char *text; /* "left right" */
+    int64_t rank;
+} merge_entry;
+
 typedef struct naive {
     tn_gguf *g;
     int64_t kv;
     uint64_t n;
+    merge_entry *sorted; /* the merges sorted by text, for lookup by binary search */
 } naive;
 
-static int64_t naive_rank(const naive *nv, const char *l, size_t ll, const char *r, size_t rl)
+static int merge_cmp(const void *a, const void *b)
 {
+    return strcmp(((const merge_entry *)a)->text, ((const merge_entry *)b)->text);
+}
+
+static void naive_index(naive *nv)
+{
+    nv->sorted = calloc(nv->n, sizeof *nv->sorted);
+    assert_non_null(nv->sorted);
     for (uint64_t i = 0; i < nv->n; i++) {
         const char *s;
         size_t len;
         assert_int_equal(tn_gguf_arr_str(nv->g, nv->kv, i, &s, &len), TN_OK);
-        if (len == ll + rl + 1 && memcmp(s, l, ll) == 0 && s[ll] == ' ' && memcmp(s + ll + 1, r, rl) == 0)
-            return (int64_t)i;
+        nv->sorted[i].text = strndup(s, len);
+        nv->sorted[i].rank = (int64_t)i;
     }
-    return -1;
+    qsort(nv->sorted, nv->n, sizeof *nv->sorted, merge_cmp);
+}
+
+static void naive_free(naive *nv)
+{
+    for (uint64_t i = 0; i < nv->n; i++)
+        free(nv->sorted[i].text);
+    free(nv->sorted);
+}
+
+static int64_t naive_rank(const naive *nv, const char *l, size_t ll, const char *r, size_t rl)
+{
+    char key[820];
+    assert_true(ll + rl + 2 <= sizeof key);
+    memcpy(key, l, ll);
+    key[ll] = ' ';
+    memcpy(key + ll + 1, r, rl);
+    key[ll + 1 + rl] = '\0';
+    merge_entry probe = {key, 0};
+    const merge_entry *hit = bsearch(&probe, nv->sorted, nv->n, sizeof *nv->sorted, merge_cmp);
+    return hit ? hit->rank : -1;
 }
 
 static void test_merge_against_naive(void **state)
@@ -294,6 +327,7 @@ static void test_merge_against_naive(void **state)
     tn_gguf_type et;
     const void *data;
     assert_int_equal(tn_gguf_get_arr(nv.g, "tokenizer.ggml.merges", &et, &nv.n, &data), TN_OK);
+    naive_index(&nv);
     tn_vocab *v = load_named("gpt-2");
 
     /* words of letters only, so the pre-tokenizer keeps each whole */
@@ -349,6 +383,7 @@ static void test_merge_against_naive(void **state)
         free(ids);
     }
     tn_vocab_free(v);
+    naive_free(&nv);
     tn_gguf_free(nv.g);
 }
 
