@@ -10,6 +10,7 @@
  *
  * Exit codes: 0 success, 1 failure (model, text, files), 2 usage.
  */
+#include "args.h"
 #include "tools.h"
 
 #include "compress/perplexity.h"
@@ -37,19 +38,6 @@ static void usage(FILE *out)
             "      --kl-base FILE      compare with a saved run: KL divergence, top-1, delta p\n"
             "  -t, --threads N         compute threads (default: all cores)\n"
             "  -h, --help              this text\n");
-}
-
-static bool parse_i32(const char *s, long lo, long hi, int32_t *out)
-{
-    if (!s || !*s)
-        return false;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || v < lo || v > hi)
-        return false;
-    *out = (int32_t)v;
-    return true;
 }
 
 static void progress(void *ud, int32_t i, int32_t n, double ppl)
@@ -122,13 +110,13 @@ int tn_cmd_perplexity(int argc, char **argv)
         else if (FLAG("-f", "--file"))
             text_path = v;
         else if (FLAG("-c", "--ctx"))
-            ok = parse_i32(v, 4, 1 << 24, &o.n_ctx);
+            ok = tn_arg_i32(v, 4, 1 << 24, &o.n_ctx);
         else if (!strcmp(a, "--chunks"))
-            ok = parse_i32(v, 1, INT32_MAX, &o.n_chunks);
+            ok = tn_arg_i32(v, 1, INT32_MAX, &o.n_chunks);
         else if (FLAG("-b", "--batch"))
-            ok = parse_i32(v, 1, 1 << 16, &o.n_batch);
+            ok = tn_arg_i32(v, 1, 1 << 16, &o.n_batch);
         else if (FLAG("-t", "--threads"))
-            ok = parse_i32(v, 1, 4096, &n_threads);
+            ok = tn_arg_i32(v, 1, 4096, &n_threads);
         else if (!strcmp(a, "--save-logits"))
             o.save_logits = v;
         else if (!strcmp(a, "--kl-base"))

@@ -22,6 +22,7 @@
  * loaded, the prompt does not fit the context, stdout cannot be written),
  * 2 a usage error (unknown flag, missing or malformed value).
  */
+#include "args.h"
 #include "tools.h"
 
 #include "base/pool.h"
@@ -85,45 +86,6 @@ static void usage(FILE *out)
 
 /* --- argument parsing ----------------------------------------------------- */
 
-static bool parse_i32(const char *s, long lo, long hi, int32_t *out)
-{
-    if (!s || !*s)
-        return false;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || v < lo || v > hi)
-        return false;
-    *out = (int32_t)v;
-    return true;
-}
-
-static bool parse_f32(const char *s, float lo, float hi, float *out)
-{
-    if (!s || !*s)
-        return false;
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || *end || !isfinite(v) || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_u64(const char *s, uint64_t *out)
-{
-    if (!s || !*s || *s == '-')
-        return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end)
-        return false;
-    *out = (uint64_t)v;
-    return true;
-}
-
 /* Parses argv into o. Returns 0 to go on, 2 on a usage error (message
  * printed), -1 if --help was printed. */
 static int parse_args(int argc, char **argv, run_opts *o)
@@ -153,44 +115,44 @@ static int parse_args(int argc, char **argv, run_opts *o)
         } else if (FLAG("-p", "--prompt")) {
             o->prompt = v;
         } else if (FLAG("-n", "--n-predict")) {
-            ok = parse_i32(v, -1, INT32_MAX, &o->n_predict);
+            ok = tn_arg_i32(v, -1, INT32_MAX, &o->n_predict);
             want = "an integer >= -1";
         } else if (!strcmp(a, "--temp")) {
-            ok = parse_f32(v, -INFINITY, INFINITY, &o->sp.temperature);
+            ok = tn_arg_f32(v, -INFINITY, INFINITY, &o->sp.temperature);
             want = "a number";
         } else if (!strcmp(a, "--top-k")) {
-            ok = parse_i32(v, 0, INT32_MAX, &o->sp.top_k);
+            ok = tn_arg_i32(v, 0, INT32_MAX, &o->sp.top_k);
             want = "an integer >= 0";
         } else if (!strcmp(a, "--top-p")) {
-            ok = parse_f32(v, 0.0f, 1.0f, &o->sp.top_p);
+            ok = tn_arg_f32(v, 0.0f, 1.0f, &o->sp.top_p);
             want = "a number in [0, 1]";
         } else if (!strcmp(a, "--min-p")) {
-            ok = parse_f32(v, 0.0f, 1.0f, &o->sp.min_p);
+            ok = tn_arg_f32(v, 0.0f, 1.0f, &o->sp.min_p);
             want = "a number in [0, 1]";
         } else if (!strcmp(a, "--repeat-penalty")) {
-            ok = parse_f32(v, 0.0f, INFINITY, &o->sp.repeat_penalty) && o->sp.repeat_penalty > 0.0f;
+            ok = tn_arg_f32(v, 0.0f, INFINITY, &o->sp.repeat_penalty) && o->sp.repeat_penalty > 0.0f;
             want = "a number > 0";
         } else if (!strcmp(a, "--presence-penalty")) {
-            ok = parse_f32(v, -INFINITY, INFINITY, &o->sp.presence_penalty);
+            ok = tn_arg_f32(v, -INFINITY, INFINITY, &o->sp.presence_penalty);
             want = "a number";
         } else if (!strcmp(a, "--frequency-penalty")) {
-            ok = parse_f32(v, -INFINITY, INFINITY, &o->sp.frequency_penalty);
+            ok = tn_arg_f32(v, -INFINITY, INFINITY, &o->sp.frequency_penalty);
             want = "a number";
         } else if (!strcmp(a, "--repeat-last-n")) {
-            ok = parse_i32(v, -1, 1 << 20, &o->sp.penalty_last_n);
+            ok = tn_arg_i32(v, -1, 1 << 20, &o->sp.penalty_last_n);
             want = "an integer in [-1, 1048576]";
         } else if (FLAG("-s", "--seed")) {
-            ok = parse_u64(v, &o->sp.seed);
+            ok = tn_arg_u64(v, &o->sp.seed);
             o->seed_given = true;
             want = "an unsigned 64-bit integer";
         } else if (FLAG("-t", "--threads")) {
-            ok = parse_i32(v, 1, 4096, &o->n_threads);
+            ok = tn_arg_i32(v, 1, 4096, &o->n_threads);
             want = "an integer >= 1";
         } else if (FLAG("-c", "--ctx")) {
-            ok = parse_i32(v, 1, 1 << 24, &o->n_ctx);
+            ok = tn_arg_i32(v, 1, 1 << 24, &o->n_ctx);
             want = "an integer in [1, 16777216]";
         } else if (FLAG("-b", "--batch")) {
-            ok = parse_i32(v, 1, 1 << 16, &o->n_batch);
+            ok = tn_arg_i32(v, 1, 1 << 16, &o->n_batch);
             want = "an integer in [1, 65536]";
         } else {
             fprintf(stderr, "tern run: unknown option '%s'\n\n", a);

@@ -5,6 +5,7 @@
  * Exit codes: 0 after a clean shutdown, 1 a failure (the model cannot be
  * loaded, the address cannot be bound), 2 a usage error.
  */
+#include "args.h"
 #include "tools.h"
 
 #include "serve/serve.h"
@@ -40,19 +41,6 @@ static void usage(FILE *out)
             "  -h, --help             this text\n");
 }
 
-static bool parse_long(const char *s, long lo, long hi, long *out)
-{
-    if (!s || !*s)
-        return false;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* `tern serve`: returns the exit status (0 ok, 1 failure, 2 usage). */
 int tn_cmd_serve(int argc, char **argv)
 {
@@ -83,33 +71,33 @@ int tn_cmd_serve(int argc, char **argv)
         } else if (!strcmp(a, "--host")) {
             p.host = v;
         } else if (!strcmp(a, "--port")) {
-            ok = parse_long(v, 1, 65535, &x);
+            ok = tn_arg_long(v, 1, 65535, &x);
             p.port = (int)x;
             want = "a port in [1, 65535]";
         } else if (!strcmp(a, "--api-key")) {
             p.api_key = v;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            ok = parse_long(v, 1, 4096, &x);
+            ok = tn_arg_long(v, 1, 4096, &x);
             p.n_threads = (int32_t)x;
             want = "an integer in [1, 4096]";
         } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) {
-            ok = parse_long(v, 1, 1 << 24, &x);
+            ok = tn_arg_long(v, 1, 1 << 24, &x);
             p.n_ctx = (int32_t)x;
             want = "an integer in [1, 16777216]";
         } else if (!strcmp(a, "-np") || !strcmp(a, "--parallel")) {
-            ok = parse_long(v, 1, 4096, &x);
+            ok = tn_arg_long(v, 1, 4096, &x);
             p.n_parallel = (int32_t)x;
             want = "an integer in [1, 4096]";
         } else if (!strcmp(a, "--max-body")) {
-            ok = parse_long(v, 16, 1L << 32, &x);
+            ok = tn_arg_long(v, 16, 1L << 32, &x);
             p.max_body = (size_t)x;
             want = "a byte count in [16, 4294967296]";
         } else if (!strcmp(a, "--max-queue")) {
-            ok = parse_long(v, 1, 1 << 20, &x);
+            ok = tn_arg_long(v, 1, 1 << 20, &x);
             p.max_queue = (int32_t)x;
             want = "an integer in [1, 1048576]";
         } else if (!strcmp(a, "--timeout")) {
-            ok = parse_long(v, 1, 1L << 30, &x);
+            ok = tn_arg_long(v, 1, 1L << 30, &x);
             p.timeout_s = (double)x;
             want = "seconds >= 1";
         } else {

@@ -1,0 +1,56 @@
+/*
+ * args.c — strict numeric argument parsing (see args.h).
+ */
+#include "args.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+
+bool tn_arg_long(const char *s, long lo, long hi, long *out)
+{
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool tn_arg_i32(const char *s, long lo, long hi, int32_t *out)
+{
+    long v;
+    if (lo < INT32_MIN || hi > INT32_MAX || !tn_arg_long(s, lo, hi, &v))
+        return false;
+    *out = (int32_t)v;
+    return true;
+}
+
+bool tn_arg_f32(const char *s, float lo, float hi, float *out)
+{
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || *end || !isfinite(v) || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool tn_arg_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s || *s == '-')
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return false;
+    *out = (uint64_t)v;
+    return true;
+}
