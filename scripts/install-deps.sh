@@ -14,3 +14,6 @@ python3 -m pip install -q --disable-pip-version-check numpy gguf 2>/dev/null ||
 $SUDO apt-get install -y -qq libevent-dev libjansson-dev >/dev/null
 python3 -m pip install -q --disable-pip-version-check openai pytest requests 2>/dev/null ||
   python3 -m pip install -q --disable-pip-version-check --break-system-packages openai pytest requests
+# dist: Open MPI for multi-process expert parallelism; its tests run mpirun in
+# a private network namespace (unshare from util-linux, ip from iproute2)
+$SUDO apt-get install -y -qq openmpi-bin libopenmpi-dev iproute2 util-linux >/dev/null
