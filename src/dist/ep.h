@@ -1,0 +1,65 @@
+/*
+ * ep — expert parallelism for one MoE layer: the routed experts of a layer
+ * are spread over the ranks of a tn_comm; each rank runs the attention of
+ * its own tokens, and at each MoE layer every token travels to the ranks
+ * holding its experts and its results come back (dispatch / combine).
+ *
+ * Placement: an owner map (n_layer, n_expert) says which rank computes
+ * each logical expert; contiguous blocks by default (expert e on rank
+ * e * size / n_expert). Inside a rank the expert is still addressed through
+ * the model's expert_map (logical -> physical slot), never by raw index.
+ * Every rank maps the whole model file; only the experts it computes are
+ * read, so (mmap) only they become resident.
+ *
+ * Not yet: replicas of hot experts (one owner per expert for now), the
+ * shared expert (the caller runs it locally: it needs no communication),
+ * overlap of communication with compute, and wiring into the forward pass.
+ */
+#ifndef TERN_DIST_EP_H
+#define TERN_DIST_EP_H
+
+#include "dist/comm.h"
+#include "model/model.h"
+
+typedef struct tn_ep tn_ep;
+
+/* Expert-parallel state for model m over comm, for batches of up to
+ * n_batch_max local tokens. owner ((n_layer, n_expert) ranks, copied) may be
+ * NULL for the contiguous default. m and comm are borrowed and must outlive
+ * the result. TN_ERR_INVALID for a dense model or an owner out of
+ * [0, size); TN_ERR_NOMEM. */
+tn_status tn_ep_new(tn_comm *comm, const tn_model *m, int32_t n_batch_max, const int32_t *owner,
+                    tn_ep **out) TN_MUST_CHECK;
+void tn_ep_free(tn_ep *ep);
+
+/* The rank that computes logical expert e of layer il. */
+int32_t tn_ep_owner(const tn_ep *ep, int32_t il, int32_t e);
+
+/* Replaces layer il's owners (n_expert ranks). Every rank must make the
+ * same change between the same two calls. TN_ERR_INVALID for a rank out
+ * of range (nothing changes then). */
+tn_status tn_ep_set_owners(tn_ep *ep, int32_t il, const int32_t *owner) TN_MUST_CHECK;
+
+/* The routed-expert part of MoE layer il for this rank's n tokens
+ * (0 <= n <= n_batch_max; n == 0 still takes part: every rank calls this
+ * for every MoE layer, in the same order). xn ((n, n_embd)) are the
+ * normalized inputs, sel ((n, n_expert_used)) each token's logical experts
+ * (distinct per token), w ((n, n_expert_used)) their routing weights. out
+ * ((n, n_embd)) gets, per token, sum_j w[j] * FFN_{sel[j]}(x), added in
+ * increasing expert index: the same bits as the single-process MoE layer
+ * (model/moe.c) whatever the placement and the number of ranks.
+ * Collective: two all-to-all-v of rows (dispatch, combine) after one of
+ * counts. Errors: TN_ERR_INVALID (n or an expert out of range; before any
+ * communication, so every rank should validate the same way), TN_ERR_NOMEM,
+ * and the communicator's errors (TN_ERR_IO: a peer failed or timed out).
+ * Runs on the calling thread plus the pool's workers; allocates only when
+ * a call needs more scratch than any before (grow-only). */
+tn_status tn_ep_moe_ffn(tn_ep *ep, tn_pool *pool, int32_t il, const float *xn, int32_t n, const int32_t *sel,
+                        const float *w, float *out) TN_MUST_CHECK;
+
+/* Rows this rank sent to other ranks / computed for other ranks in the last
+ * call (for measurements). */
+int64_t tn_ep_rows_sent(const tn_ep *ep);
+int64_t tn_ep_rows_computed(const tn_ep *ep);
+
+#endif /* TERN_DIST_EP_H */
