@@ -95,54 +95,116 @@ size_t tn__bpe_decode_piece(const char *p, size_t n, char *buf, size_t cap)
  * The merge table
  * ------------------------------------------------------------------------ */
 
-static inline uint64_t pair_key(int32_t l, int32_t r) { return (uint64_t)(uint32_t)l << 32 | (uint32_t)r; }
-
-static inline uint32_t pair_slot(uint64_t key, uint32_t mask)
+/*
+ * THE MERGE TABLE
+ *
+ * HOW IT WORKS
+ *   Merging asks, for each adjacent pair of token ids (l, r), whether l r
+ *   is a merge, and if so its rank and result. The table has one row per
+ *   left id: row l is a small open-addressing hash (linear probing, at most
+ *   two thirds full) of the right ids that merge after l, keyed by a
+ *   multiplicative hash of r. The rows are laid out one after another, with
+ *   the right ids (4 bytes a slot) apart from the rank and result (8 bytes,
+ *   read only on a hit), so a miss costs the row header and one line of
+ *   keys.
+ *
+ *   Why two levels: one flat hash of 64-bit pair keys scatters the pairs of
+ *   one left token over the whole table (16 MiB for Llama 3), and text with
+ *   many distinct neighbours (Chinese: every character bigram is a pair
+ *   to check, most of them not merges) misses the cache on almost every
+ *   lookup. With rows, the working set is the rows of the left tokens the
+ *   text uses, which for a common character is a line or two.
+ *
+ * EDGE CASES
+ *   A pair listed twice keeps its lowest rank (and that merge's result).
+ *   Rows are sized for the pairs listed, duplicates included, so every row
+ *   keeps an empty slot and a probe always ends.
+ *
+ * LIMITATIONS
+ *   n_tokens row headers (8 bytes each) whether or not a token merges, and
+ *   up to 4 slots of 12 bytes per merge.
+ */
+static inline uint32_t right_slot(int32_t r, uint32_t bits)
 {
-    uint64_t h = key * 0x9E3779B97F4A7C15ull;
-    return (uint32_t)(h >> 32) & mask;
+    return ((uint32_t)r * 0x9E3779B1u) >> (32 - bits);
 }
 
-/* The merge of the pair (l, r), or NULL. */
-static inline const tn__merge_slot *find_merge(const tn_vocab *v, int32_t l, int32_t r)
+/* The merge of the pair (l, r) (both valid ids), or NULL. */
+static inline const tn__merge_val *find_merge(const tn_vocab *v, int32_t l, int32_t r)
 {
-    uint64_t key = pair_key(l, r);
-    for (uint32_t i = pair_slot(key, v->merge_mask);; i = (i + 1) & v->merge_mask) {
-        const tn__merge_slot *s = &v->merges[i];
-        if (s->key == key)
-            return s;
-        if (s->key == UINT64_MAX)
+    tn__merge_row row = v->merge_rows[l];
+    if (!row.bits)
+        return NULL;
+    const int32_t *key = v->merge_right + row.off;
+    uint32_t mask = (1u << row.bits) - 1;
+    for (uint32_t i = right_slot(r, row.bits);; i = (i + 1) & mask) {
+        if (key[i] == r)
+            return &v->merge_val[row.off + i];
+        if (key[i] < 0)
             return NULL;
     }
 }
 
-/* Builds the merge hash; see tok_int.h. */
+/* Builds the merge table; see tok_int.h. left/right/result are valid ids. */
 tn_status tn__bpe_build_merges(tn_vocab *v, const int32_t *left, const int32_t *right, const int32_t *result,
                                const int32_t *rank, int32_t n)
 {
-    uint32_t cap = 16;
-    while (cap < 2u * (uint32_t)(n > 0 ? n : 1))
-        cap *= 2;
-    v->merges = malloc(cap * sizeof *v->merges);
-    if (!v->merges)
+    size_t nt = (size_t)v->n_tokens;
+    uint32_t *count = calloc(nt ? nt : 1, sizeof *count);
+    if (!count)
         return tn__err(TN_ERR_NOMEM, "tok: out of memory for %d merges", (int)n);
-    for (uint32_t i = 0; i < cap; i++)
-        v->merges[i].key = UINT64_MAX;
-    v->merge_mask = cap - 1;
+    for (int32_t k = 0; k < n; k++)
+        count[left[k]]++;
+    /* row sizes: a power of two over 1.5 x the pairs listed */
+    size_t slots = 0;
+    for (size_t l = 0; l < nt; l++) {
+        uint32_t bits = 0;
+        if (count[l]) {
+            bits = 1;
+            while ((1ull << bits) < (uint64_t)count[l] + count[l] / 2 + 1)
+                bits++;
+        }
+        count[l] = bits;
+        slots += bits ? (size_t)1 << bits : 0;
+    }
+    if (slots > UINT32_MAX) {
+        free(count);
+        return tn__err(TN_ERR_RANGE, "tok: %d merges are too many for the merge table", (int)n);
+    }
+    size_t bytes = nt * sizeof(tn__merge_row) + slots * (sizeof(int32_t) + sizeof(tn__merge_val));
+    char *block = malloc(bytes ? bytes : 1);
+    if (!block) {
+        free(count);
+        return tn__err(TN_ERR_NOMEM, "tok: out of memory for %d merges", (int)n);
+    }
+    v->merges = block;
+    v->merge_rows = (tn__merge_row *)block;
+    v->merge_val = (tn__merge_val *)(block + nt * sizeof(tn__merge_row));
+    v->merge_right = (int32_t *)(block + nt * sizeof(tn__merge_row) + slots * sizeof(tn__merge_val));
+    v->merge_slots = slots;
+    uint32_t off = 0;
+    for (size_t l = 0; l < nt; l++) {
+        v->merge_rows[l] = (tn__merge_row){off, count[l]};
+        off += count[l] ? 1u << count[l] : 0;
+    }
+    free(count);
+    for (size_t i = 0; i < slots; i++)
+        v->merge_right[i] = -1;
     v->n_merges = 0;
     for (int32_t k = 0; k < n; k++) {
-        uint64_t key = pair_key(left[k], right[k]);
-        for (uint32_t i = pair_slot(key, v->merge_mask);; i = (i + 1) & v->merge_mask) {
-            tn__merge_slot *s = &v->merges[i];
-            if (s->key == key) {
-                if (rank[k] < s->rank) {
-                    s->rank = rank[k];
-                    s->id = result[k];
-                }
+        tn__merge_row row = v->merge_rows[left[k]];
+        int32_t *key = v->merge_right + row.off;
+        uint32_t mask = (1u << row.bits) - 1;
+        for (uint32_t i = right_slot(right[k], row.bits);; i = (i + 1) & mask) {
+            tn__merge_val *val = &v->merge_val[row.off + i];
+            if (key[i] == right[k]) {
+                if (rank[k] < val->rank)
+                    *val = (tn__merge_val){rank[k], result[k]};
                 break;
             }
-            if (s->key == UINT64_MAX) {
-                *s = (tn__merge_slot){key, rank[k], result[k]};
+            if (key[i] < 0) {
+                key[i] = right[k];
+                *val = (tn__merge_val){rank[k], result[k]};
                 v->n_merges++;
                 break;
             }
@@ -159,6 +221,7 @@ typedef struct sym {
     int32_t id;         /* token id; -1: a byte with no token (never merges, emits nothing) */
     int32_t prev, next; /* live neighbours, -1 at the ends */
     int32_t rank;       /* rank of the merge with the next symbol, INT32_MAX if none */
+    int32_t mid;        /* ... and the id it makes (valid when rank is) */
 } sym;
 
 typedef struct cand {
@@ -208,17 +271,19 @@ static inline void set_rank(const tn_vocab *v, sym *s, int32_t i)
     int32_t j = s[i].next;
     s[i].rank = INT32_MAX;
     if (j >= 0 && s[i].id >= 0 && s[j].id >= 0) {
-        const tn__merge_slot *m = find_merge(v, s[i].id, s[j].id);
-        if (m)
+        const tn__merge_val *m = find_merge(v, s[i].id, s[j].id);
+        if (m) {
             s[i].rank = m->rank;
+            s[i].mid = m->id;
+        }
     }
 }
 
-/* Merges symbol i with its next one. */
-static inline void merge_at(const tn_vocab *v, sym *s, int32_t i)
+/* Merges symbol i with its next one (s[i].rank and mid are current). */
+static inline void merge_at(sym *s, int32_t i)
 {
     int32_t j = s[i].next;
-    s[i].id = find_merge(v, s[i].id, s[j].id)->id;
+    s[i].id = s[i].mid;
     s[i].next = s[j].next;
     if (s[j].next >= 0)
         s[s[j].next].prev = i;
@@ -258,7 +323,7 @@ static void merge_short(const tn_vocab *v, sym *s, int32_t n)
             }
         if (best < 0)
             return;
-        merge_at(v, s, best);
+        merge_at(s, best);
         set_rank(v, s, best);
         if (s[best].prev >= 0)
             set_rank(v, s, s[best].prev);
@@ -278,7 +343,7 @@ static void merge_long(const tn_vocab *v, sym *s, cand *h)
         int32_t i = c.left, j = s[i].next;
         if (s[i].id != c.lid || j < 0 || s[j].id != c.rid)
             continue; /* stale */
-        merge_at(v, s, i);
+        merge_at(s, i);
         set_rank(v, s, i);
         if (s[i].rank != INT32_MAX)
             heap_push(h, &n, (cand){s[i].rank, i, s[i].id, s[s[i].next].id});
@@ -332,7 +397,7 @@ static tn_status encode_word(const tn_vocab *v, tn__bpe_scratch *sc, const unsig
     sym *s = sc->sym;
     int32_t ns = (int32_t)n;
     for (int32_t i = 0; i < ns; i++)
-        s[i] = (sym){v->byte_id[w[i]], i - 1, i + 1 < ns ? i + 1 : -1, INT32_MAX};
+        s[i] = (sym){v->byte_id[w[i]], i - 1, i + 1 < ns ? i + 1 : -1, INT32_MAX, -1};
     if (ns <= SHORT_WORD) {
         merge_short(v, s, ns);
     } else {

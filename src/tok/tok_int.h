@@ -40,14 +40,19 @@ typedef struct tn__vocab_slot {
     uint32_t off;  /* off[id] */
 } tn__vocab_slot;
 
-/* One slot of the BPE merge table: the pair (left id, right id) packed as
- * left << 32 | right, the merge's rank (lower merges first) and the id of
- * the merged piece. key UINT64_MAX: empty. */
-typedef struct tn__merge_slot {
-    uint64_t key;
-    int32_t rank;
-    int32_t id;
-} tn__merge_slot;
+/* The BPE merge table, in two levels (bpe.c, "THE MERGE TABLE"): row l
+ * holds the merges whose left side is token l as a small open-addressing
+ * table of right ids, so the lookups of one left token share a few cache
+ * lines. bits 0: token l is the left side of no merge. */
+typedef struct tn__merge_row {
+    uint32_t off;  /* first slot of the row in merge_right / merge_val */
+    uint32_t bits; /* the row has 1 << bits slots */
+} tn__merge_row;
+
+typedef struct tn__merge_val {
+    int32_t rank; /* lower merges first */
+    int32_t id;   /* the merged piece */
+} tn__merge_val;
 
 /* A compiled pre-tokenizer (pretok.c): the regexes that cut text into
  * words before BPE. Immutable once built. */
@@ -81,8 +86,11 @@ struct tn_vocab {
     /* BPE: the merge table, the id of each byte's mapped character, the
      * pre-tokenizer, and Llama 3's rule that a word which is a whole piece
      * is taken as it is (ignore_merges). */
-    tn__merge_slot *merges; /* (merge_mask + 1) */
-    uint32_t merge_mask;
+    void *merges;                /* one allocation holding the three arrays below */
+    tn__merge_row *merge_rows;   /* (n_tokens) */
+    int32_t *merge_right;        /* (merge_slots) right id of each slot, -1: empty */
+    tn__merge_val *merge_val;    /* (merge_slots) */
+    size_t merge_slots;
     int32_t n_merges;
     tn__pretok *pretok;
     bool ignore_merges;
