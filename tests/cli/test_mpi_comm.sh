@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_mpi_comm.sh — tn_comm over Open MPI with real processes: mpirun -np 1,
 # 2 and 4 run tests/dist/mpi_comm_check.c, which checks every collective and
-# send/recv on every rank; then the faults: a rank that hangs makes the
+# send/recv on every rank; expert-parallel dispatch/combine at -np 2 and 4
+# gives one process's bits; then the faults: a rank that hangs makes the
 # others fail within the timeout, naming the operation and the rank; a rank
 # that exits early ends the job non-zero within the bound; a message of the
 # wrong length is an error naming its sender. Nothing may hang: every mpirun
@@ -66,6 +67,18 @@ for np in 1 2 4; do
         sanitizer_clean "np $np" && ok "np $np: every collective checked on all $np ranks (${secs}s)"
     else
         bad "np $np: status $st, $n_ok of $np ranks ok"; echo "$out"; echo "$err"
+    fi
+done
+
+# Expert parallelism on a tiny MoE layer: every rank's rows equal one
+# process's bits, with uneven shares (an empty rank at np 4) and two placements.
+for np in 2 4; do
+    mpi "$np" 120 ep 20
+    n_ok=$(grep -c ": ep ok ($np ranks" "$tmp/out")
+    if [ "$st" -eq 0 ] && [ "$n_ok" -eq "$np" ]; then
+        sanitizer_clean "ep np $np" && ok "ep np $np: same bits as one process on all $np ranks (${secs}s)"
+    else
+        bad "ep np $np: status $st, $n_ok of $np ranks ok"; echo "$out"; echo "$err"
     fi
 done
 

@@ -14,11 +14,21 @@
  *                                    between two collectives
  *   mpi_comm_check badlen TIMEOUT    rank 0 sends 8 bytes where rank 1
  *                                    expects 4: rank 1 fails naming rank 0
+ *   mpi_comm_check ep TIMEOUT        expert parallelism on a tiny MoE layer:
+ *                                    the tokens are split unevenly over the
+ *                                    ranks (rank 1 has none when N > 2), the
+ *                                    experts placed contiguously (layer 0)
+ *                                    and scattered (layer 1); every rank's
+ *                                    rows must equal, bit for bit, the same
+ *                                    layer run on one process over the whole
+ *                                    batch; prints "rank R: ep ok"
  *
  * A failing rank prints "rank R: FAIL after S s: MESSAGE" to stderr and
  * exits 3; a wrong result prints "rank R: WRONG ..." and exits 2.
  */
 #include "dist/comm.h"
+#include "dist/ep.h"
+#include "ep_testmodel.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,6 +162,67 @@ static void run_ok(tn_comm *c)
     printf("rank %d: ok (%d ranks)\n", R, N);
 }
 
+enum { EP_TOKENS = 41 };
+
+/* Rank r's tokens [*a, *b): rank 0 takes the first half; when N > 2 rank 1
+ * takes none (an empty step); the other ranks share the second half. */
+static void ep_share(int r, int N, int32_t *a, int32_t *b)
+{
+    const int32_t half = EP_TOKENS / 2, rest = EP_TOKENS - half;
+    const int first_taker = N > 2 ? 2 : 1, takers = N - first_taker;
+    if (N == 1) {
+        *a = 0, *b = EP_TOKENS;
+    } else if (r == 0) {
+        *a = 0, *b = half;
+    } else if (r < first_taker) {
+        *a = *b = half;
+    } else {
+        *a = half + rest * (r - first_taker) / takers;
+        *b = half + rest * (r - first_taker + 1) / takers;
+    }
+}
+
+static void run_ep(tn_comm *c)
+{
+    const int R = tn_comm_rank(c), N = tn_comm_size(c);
+    ep_testmodel tm;
+    tn_comm *one = NULL;
+    tn_ep *ep = NULL, *ep1 = NULL;
+    if (!ept_make(&tm, 4242))
+        wrong("out of memory", 0, 0);
+    CHECK(c, tn_comm_single_new(&one));
+    int32_t owner[EPT_LAYERS * EPT_EXPERTS];
+    for (int e = 0; e < EPT_EXPERTS; e++) {
+        owner[e] = e * N / EPT_EXPERTS;                       /* contiguous */
+        owner[EPT_EXPERTS + e] = (e * 5 + 3) % N;             /* scattered */
+    }
+    CHECK(c, tn_ep_new(c, &tm.m, EP_TOKENS, owner, &ep));
+    CHECK(c, tn_ep_new(one, &tm.m, EP_TOKENS, NULL, &ep1));
+    static float x[EP_TOKENS * EPT_EMBD], w[EP_TOKENS * EPT_USED];
+    static float out[EP_TOKENS * EPT_EMBD], ref[EP_TOKENS * EPT_EMBD];
+    static int32_t sel[EP_TOKENS * EPT_USED];
+    int32_t a, b;
+    ep_share(R, N, &a, &b);
+    const int32_t n = b - a;
+    int64_t sent = 0;
+    for (int step = 0; step < 3; step++)
+        for (int il = 0; il < EPT_LAYERS; il++) {
+            ept_batch(100 + (uint32_t)(step * 10 + il), EP_TOKENS, x, sel, w);
+            CHECK(c, tn_ep_moe_ffn(ep1, NULL, il, x, EP_TOKENS, sel, w, ref));
+            CHECK(c, tn_ep_moe_ffn(ep, NULL, il, x + (size_t)a * EPT_EMBD, n, sel + (size_t)a * EPT_USED,
+                                   w + (size_t)a * EPT_USED, out));
+            if (n > 0 && memcmp(out, ref + (size_t)a * EPT_EMBD, (size_t)n * EPT_EMBD * sizeof(float)) != 0)
+                wrong("ep rows differ from one process, layer", il, step);
+            sent += tn_ep_rows_sent(ep);
+        }
+    tn_ep_free(ep);
+    tn_ep_free(ep1);
+    tn_comm_free(one);
+    ept_free(&tm);
+    CHECK(c, tn_comm_barrier(c));
+    printf("rank %d: ep ok (%d ranks, tokens [%d, %d), %lld rows sent)\n", R, N, a, b, (long long)sent);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -186,6 +257,8 @@ int main(int argc, char **argv)
         CHECK(c, tn_comm_allgather(c, b, sizeof b, out));
         fprintf(stderr, "rank %d: WRONG: all-gather without rank %d succeeded\n", g_rank, victim);
         return 2;
+    } else if (!strcmp(mode, "ep")) {
+        run_ep(c);
     } else if (!strcmp(mode, "badlen")) {
         char b[8] = "1234567";
         if (g_rank == 0)
