@@ -46,8 +46,8 @@ tn_status tn_ep_set_owners(tn_ep *ep, int32_t il, const int32_t *owner) TN_MUST_
  * normalized inputs, sel ((n, n_expert_used)) each token's logical experts
  * (distinct per token), w ((n, n_expert_used)) their routing weights. out
  * ((n, n_embd)) gets, per token, sum_j w[j] * FFN_{sel[j]}(x), added in
- * increasing expert index: the same bits as the single-process MoE layer
- * (model/moe.c) whatever the placement and the number of ranks.
+ * increasing expert index, so the bits do not depend on the placement or
+ * the number of ranks (tested), and follow the order model/moe.c uses.
  * Collective: two all-to-all-v of rows (dispatch, combine) after one of
  * counts. Errors: TN_ERR_INVALID (n or an expert out of range; before any
  * communication, so every rank should validate the same way), TN_ERR_NOMEM,
