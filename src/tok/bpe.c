@@ -412,82 +412,6 @@ static tn_status encode_word(const tn_vocab *v, tn__bpe_scratch *sc, const unsig
     return TN_OK;
 }
 
-/*
- * THE WORD CACHE
- *
- * Natural text repeats its words, so each tn_tokenize call remembers the
- * ids of the words it has merged (words of 2..CACHE_WORD bytes): an
- * open-addressing table of (hash, where the bytes are, where the ids are)
- * over two arenas in the scratch. A hit copies the ids and skips merging.
- * The cache lives and dies with the call's scratch, so the vocabulary stays
- * immutable and threads share nothing. It stops growing at CACHE_MAX words.
- */
-#define CACHE_WORD 64
-#define CACHE_MAX (1u << 20)
-
-typedef struct cache_slot {
-    uint32_t hash;
-    uint32_t off;    /* word bytes in cache_bytes */
-    uint32_t ids;    /* ids in cache_ids */
-    uint8_t len, n;  /* word length, id count; len 0: empty */
-} cache_slot;
-
-static bool cache_rehash(tn__bpe_scratch *sc)
-{
-    size_t cap = sc->cache_cap ? 2 * sc->cache_cap : 256;
-    cache_slot *t = calloc(cap, sizeof *t), *old = sc->cache;
-    if (!t)
-        return false;
-    for (size_t i = 0; i < sc->cache_cap; i++) {
-        if (!old[i].len)
-            continue;
-        size_t j = old[i].hash & (cap - 1);
-        while (t[j].len)
-            j = (j + 1) & (cap - 1);
-        t[j] = old[i];
-    }
-    free(old);
-    sc->cache = t;
-    sc->cache_cap = cap;
-    return true;
-}
-
-/* Looks w up; on a miss returns the empty slot where it would go (or NULL
- * when the cache is full or cannot grow). *hit tells which. */
-static cache_slot *cache_find(tn__bpe_scratch *sc, const unsigned char *w, size_t n, uint32_t h, bool *hit)
-{
-    *hit = false;
-    if (2 * (sc->cache_n + 1) > sc->cache_cap && (sc->cache_n >= CACHE_MAX || !cache_rehash(sc)))
-        return NULL;
-    cache_slot *t = sc->cache;
-    for (size_t j = h & (sc->cache_cap - 1);; j = (j + 1) & (sc->cache_cap - 1)) {
-        if (!t[j].len)
-            return &t[j];
-        if (t[j].hash == h && t[j].len == n && memcmp(sc->cache_bytes + t[j].off, w, n) == 0) {
-            *hit = true;
-            return &t[j];
-        }
-    }
-}
-
-/* Remembers the ids out->ids[first..] (all stored: out had room) for w. */
-static void cache_put(tn__bpe_scratch *sc, cache_slot *slot, const unsigned char *w, size_t n, uint32_t h,
-                      const tn__tok_out *out, size_t first)
-{
-    size_t k = out->n - first;
-    if (k > 255 || out->n > out->cap)
-        return;
-    if (!grow((void **)&sc->cache_bytes, &sc->cache_bytes_cap, sc->cache_bytes_n + n, 1) ||
-        !grow((void **)&sc->cache_ids, &sc->cache_ids_cap, sc->cache_ids_n + k, sizeof(int32_t)))
-        return; /* a cache that cannot grow just stops caching */
-    memcpy(sc->cache_bytes + sc->cache_bytes_n, w, n);
-    memcpy(sc->cache_ids + sc->cache_ids_n, out->ids + first, k * sizeof(int32_t));
-    *slot = (cache_slot){h, (uint32_t)sc->cache_bytes_n, (uint32_t)sc->cache_ids_n, (uint8_t)n, (uint8_t)k};
-    sc->cache_bytes_n += n;
-    sc->cache_ids_n += k;
-    sc->cache_n++;
-}
-
 /* Encodes one fragment; see tok_int.h. */
 tn_status tn__bpe_encode(const tn_vocab *v, tn__bpe_scratch *sc, const char *text, size_t len, tn__tok_out *out)
 {
@@ -498,23 +422,25 @@ tn_status tn__bpe_encode(const tn_vocab *v, tn__bpe_scratch *sc, const char *tex
     for (size_t i = 0; st == TN_OK && i < n; i++) {
         const unsigned char *w = (const unsigned char *)t + sp[i].off;
         size_t wl = sp[i].len;
-        if (wl < 2 || wl > CACHE_WORD) {
+        if (wl < 2 || wl > TN__WCACHE_WORD) {
             if (wl > 0)
                 st = encode_word(v, sc, w, wl, out);
             continue;
         }
+        /* words repeat: see wcache.c */
         uint32_t h = (uint32_t)tn__tok_hash((const char *)w, wl);
-        bool hit;
-        cache_slot *slot = cache_find(sc, w, wl, h, &hit);
-        if (hit) {
-            for (uint32_t k = 0; k < slot->n; k++)
-                tn__tok_push(out, sc->cache_ids[slot->ids + k]);
+        void *slot;
+        const int32_t *ids;
+        size_t k;
+        if (tn__wcache_get(&sc->cache, (const char *)w, wl, h, &slot, &ids, &k)) {
+            for (size_t j = 0; j < k; j++)
+                tn__tok_push(out, ids[j]);
             continue;
         }
         size_t first = out->n;
         st = encode_word(v, sc, w, wl, out);
-        if (st == TN_OK && slot)
-            cache_put(sc, slot, w, wl, h, out, first);
+        if (st == TN_OK && out->n <= out->cap)
+            tn__wcache_put(&sc->cache, slot, (const char *)w, wl, h, out->ids + first, out->n - first);
     }
     return st;
 }

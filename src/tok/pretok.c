@@ -424,8 +424,6 @@ void tn__bpe_scratch_free(tn__bpe_scratch *sc)
     free(sc->sym);
     free(sc->heap);
     free(sc->word);
-    free(sc->cache);
-    free(sc->cache_bytes);
-    free(sc->cache_ids);
+    tn__wcache_free(&sc->cache);
     memset(sc, 0, sizeof *sc);
 }

@@ -283,7 +283,26 @@ tn_status tn__spm_encode(const tn_vocab *v, tn__spm_scratch *sc, const char *tex
         }
         s[a].prev = -1;
         s[b - 1].next = -1;
-        st = merge_range(v, e, s, a, b, &h, out);
+        /* a word's ids depend on its bytes alone: see wcache.c */
+        const char *w = e + s[a].start;
+        size_t wn = s[b - 1].start + s[b - 1].n - s[a].start;
+        if (b - a >= 2 && wn <= TN__WCACHE_WORD) {
+            uint32_t hw = (uint32_t)tn__tok_hash(w, wn);
+            void *slot;
+            const int32_t *ids;
+            size_t k;
+            if (tn__wcache_get(&sc->cache, w, wn, hw, &slot, &ids, &k)) {
+                for (size_t j = 0; j < k; j++)
+                    tn__tok_push(out, ids[j]);
+            } else {
+                size_t first = out->n;
+                st = merge_range(v, e, s, a, b, &h, out);
+                if (st == TN_OK && out->n <= out->cap)
+                    tn__wcache_put(&sc->cache, slot, w, wn, hw, out->ids + first, out->n - first);
+            }
+        } else {
+            st = merge_range(v, e, s, a, b, &h, out);
+        }
         a = b;
     }
     sc->heap = h.a;
@@ -297,5 +316,6 @@ void tn__spm_scratch_free(tn__spm_scratch *sc)
     free(sc->text);
     free(sc->sym);
     free(sc->heap);
+    tn__wcache_free(&sc->cache);
     memset(sc, 0, sizeof *sc);
 }

@@ -174,6 +174,31 @@ static inline void tn__tok_push(tn__tok_out *o, int32_t id)
     o->n++;
 }
 
+/* The word cache of one tn_tokenize call (wcache.c): the ids of the short
+ * words an encoder has merged, by their bytes. Zero-initialized is empty. */
+#define TN__WCACHE_WORD 64 /* longest word kept, in bytes */
+
+typedef struct tn__word_cache {
+    void *slots;
+    size_t cap, n;
+    char *bytes; /* the words */
+    size_t bytes_cap, bytes_n;
+    int32_t *ids; /* their ids */
+    size_t ids_cap, ids_n;
+} tn__word_cache;
+
+/* Looks up the word w[0..n) (2 <= n <= TN__WCACHE_WORD) with hash h
+ * (tn__tok_hash, low 32 bits). A hit returns true with *ids / *n_ids
+ * pointing into the cache (valid until the next put). A miss returns false
+ * with *slot where tn__wcache_put may store the word, or NULL when the
+ * cache is full or cannot grow. Never fails otherwise. */
+bool tn__wcache_get(tn__word_cache *c, const char *w, size_t n, uint32_t h, void **slot, const int32_t **ids,
+                    size_t *n_ids);
+/* Stores ids[0..k) for w in the slot a miss gave (a NULL slot, k > 255 or
+ * an allocation failure store nothing). A slot is good until the next get. */
+void tn__wcache_put(tn__word_cache *c, void *slot, const char *w, size_t n, uint32_t h, const int32_t *ids, size_t k);
+void tn__wcache_free(tn__word_cache *c);
+
 /* Scratch an encoder may keep between fragments of one tn_tokenize call;
  * freed by tn__spm_scratch_free. Growth is checked: TN_ERR_NOMEM on
  * failure. */
@@ -184,6 +209,7 @@ typedef struct tn__spm_scratch {
     size_t sym_cap;
     void *heap;
     size_t heap_cap;
+    tn__word_cache cache;
 } tn__spm_scratch;
 
 /* Encodes one plain-text fragment (no special tokens in it) with the
@@ -227,12 +253,7 @@ typedef struct tn__bpe_scratch {
     size_t heap_cap;
     char *word;           /* bpe.c: a word in mapped form; wordpiece.c: words */
     size_t word_cap;
-    void *cache;          /* bpe.c: the word cache's slots */
-    size_t cache_cap, cache_n;
-    char *cache_bytes;    /* bpe.c: the cached words */
-    size_t cache_bytes_cap, cache_bytes_n;
-    int32_t *cache_ids;   /* bpe.c: their ids */
-    size_t cache_ids_cap, cache_ids_n;
+    tn__word_cache cache; /* bpe.c: merged words */
 } tn__bpe_scratch;
 
 void tn__bpe_scratch_free(tn__bpe_scratch *sc);
