@@ -19,6 +19,7 @@
  * Output: a Markdown table (default) or JSON (-o json) on stdout; progress
  * and errors on stderr. Exit codes: 0 ok, 1 failure, 2 usage error.
  */
+#include "args.h"
 #include "tools.h"
 
 #include "base/pool.h"
@@ -61,19 +62,6 @@ static void usage(FILE *out)
             MAX_MODELS);
 }
 
-static bool parse_i32(const char *s, long lo, long hi, int32_t *out)
-{
-    if (!s || !*s)
-        return false;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || v < lo || v > hi)
-        return false;
-    *out = (int32_t)v;
-    return true;
-}
-
 /* 0 go on, 2 usage error (printed), -1 help printed. */
 static int parse_args(int argc, char **argv, bench_opts *o)
 {
@@ -102,16 +90,16 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             if (ok)
                 o->models[o->n_models++] = v;
         } else if (FLAG("-p", "--n-prompt")) {
-            ok = parse_i32(v, 0, 1 << 16, &o->n_prompt);
+            ok = tn_arg_i32(v, 0, 1 << 16, &o->n_prompt);
             want = "an integer in [0, 65536]";
         } else if (FLAG("-n", "--n-gen")) {
-            ok = parse_i32(v, 0, 1 << 16, &o->n_gen);
+            ok = tn_arg_i32(v, 0, 1 << 16, &o->n_gen);
             want = "an integer in [0, 65536]";
         } else if (FLAG("-r", "--repetitions")) {
-            ok = parse_i32(v, 1, 1000, &o->n_reps);
+            ok = tn_arg_i32(v, 1, 1000, &o->n_reps);
             want = "an integer in [1, 1000]";
         } else if (FLAG("-t", "--threads")) {
-            ok = parse_i32(v, 1, 4096, &o->n_threads);
+            ok = tn_arg_i32(v, 1, 4096, &o->n_threads);
             want = "an integer >= 1";
         } else if (FLAG("-o", "--output")) {
             ok = !strcmp(v, "md") || !strcmp(v, "json");
