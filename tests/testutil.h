@@ -24,4 +24,21 @@ int tn_test_write_file(const char *path, const void *data, size_t len);
  * per call is not shared: the result is malloc'd, free it. */
 char *tn_test_tmp_path(const char *suffix);
 
+/* llama.cpp's tokenizer vectors: INP holds each string followed by the line
+ * "__ggml_vocab_test__" (the newline before it is not part of the string);
+ * OUT holds one line of ids per string. Each text is an exact-size malloc'd
+ * copy (not NUL-terminated), so ASan sees any read past it. */
+typedef struct tn_test_vector {
+    char *text;
+    size_t len;
+    int32_t *ids;
+    size_t n_ids;
+} tn_test_vector;
+
+/* Reads both files; returns the number of vectors (-1 if a file is missing
+ * or the two disagree in count or shape) and sets *out (free with
+ * tn_test_vectors_free). */
+int tn_test_vectors_read(const char *inp_path, const char *out_path, tn_test_vector **out);
+void tn_test_vectors_free(tn_test_vector *v, int n);
+
 #endif

@@ -75,67 +75,37 @@ static char *detok(const tn_vocab *v, const int32_t *ids, size_t n, size_t *len)
  * ------------------------------------------------------------------------ */
 static int run_vectors(tn_vocab *v, const char *name, bool round_trip, int *n_cases)
 {
-    char path[512];
-    size_t inp_len, out_len;
-    snprintf(path, sizeof path, VOCAB_DIR "ggml-vocab-%s.gguf.inp", name);
-    char *inp = tn_test_read_file(path, &inp_len);
-    snprintf(path, sizeof path, VOCAB_DIR "ggml-vocab-%s.gguf.out", name);
-    char *out = tn_test_read_file(path, &out_len);
-    assert_non_null(inp);
-    assert_non_null(out);
+    char inp[512], out[512];
+    snprintf(inp, sizeof inp, VOCAB_DIR "ggml-vocab-%s.gguf.inp", name);
+    snprintf(out, sizeof out, VOCAB_DIR "ggml-vocab-%s.gguf.out", name);
+    tn_test_vector *vec;
+    int n_vec = tn_test_vectors_read(inp, out, &vec);
+    assert_true(n_vec > 0);
 
-    static const char SEP[] = "\n__ggml_vocab_test__\n";
-    const size_t sep_len = sizeof SEP - 1;
-    char *ip = inp, *iend = inp + inp_len, *op = out, *oend = out + out_len;
-    int cases = 0, failures = 0;
-    while (ip < iend) {
-        char *sep = memmem(ip, (size_t)(iend - ip), SEP, sep_len);
-        assert_non_null(sep);
-        size_t len = (size_t)(sep - ip);
-        char *text = malloc(len ? len : 1);
-        memcpy(text, ip, len);
-
-        assert_true(op < oend);
-        char *eol = memchr(op, '\n', (size_t)(oend - op));
-        assert_non_null(eol);
-        *eol = '\0';
-        int32_t want[2048];
-        size_t m = 0;
-        for (char *q = op, *e; *q; q = e) {
-            long x = strtol(q, &e, 10);
-            if (e == q)
-                break;
-            assert_true(m < 2048);
-            want[m++] = (int32_t)x;
-        }
-
+    int failures = 0;
+    for (int c = 0; c < n_vec; c++) {
+        const tn_test_vector *t = &vec[c];
         size_t n;
-        int32_t *got = tok(v, text, len, false, false, &n);
-        if (n != m || memcmp(got, want, n * sizeof *got) != 0) {
+        int32_t *got = tok(v, t->text, t->len, false, false, &n);
+        if (n != t->n_ids || memcmp(got, t->ids, n * sizeof *got) != 0) {
             failures++;
-            print_error("%s case %d (\"%.*s\"): expected \"%s\", got", name, cases, (int)TN_MIN(len, 60), text, op);
+            print_error("%s case %d (\"%.*s\"): got", name, c, (int)TN_MIN(t->len, 60), t->text);
             for (size_t i = 0; i < n; i++)
                 print_error(" %d", got[i]);
             print_error("\n");
         } else if (round_trip) {
             size_t blen;
             char *back = detok(v, got, n, &blen);
-            if (blen != len || memcmp(back, text, len) != 0) {
+            if (blen != t->len || memcmp(back, t->text, t->len) != 0) {
                 failures++;
-                print_error("%s case %d: detokenizes to \"%.*s\"\n", name, cases, (int)TN_MIN(blen, 60), back);
+                print_error("%s case %d: detokenizes to \"%.*s\"\n", name, c, (int)TN_MIN(blen, 60), back);
             }
             free(back);
         }
         free(got);
-        free(text);
-        cases++;
-        ip = sep + sep_len;
-        op = eol + 1;
     }
-    assert_true(op == oend);
-    free(inp);
-    free(out);
-    *n_cases = cases;
+    tn_test_vectors_free(vec, n_vec);
+    *n_cases = n_vec;
     return failures;
 }
 
