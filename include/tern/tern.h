@@ -149,6 +149,8 @@ typedef struct tn_sample_params {
 tn_sample_params tn_sample_params_default(void);
 tn_status tn_sampler_new(const tn_sample_params *p, int32_t n_vocab, tn_sampler **out) TN_MUST_CHECK;
 void tn_sampler_free(tn_sampler *s);
+tn_status tn_sampler_set_logit_bias(tn_sampler *s, const int32_t *ids, const float *bias,
+                                    int32_t n) TN_MUST_CHECK;
 void tn_sampler_accept(tn_sampler *s, int32_t token);
 int32_t tn_sampler_sample(tn_sampler *s, const float *logits);
 

@@ -505,6 +505,8 @@ static tn_status check_request(const tn_engine *e, const tn_request_params *r)
                        TN_MAX_TOP_LOGPROBS);
     if (!(r->timeout_s >= 0) || isinf(r->timeout_s))
         return tn__err(TN_ERR_INVALID, "request: timeout_s must be a finite number >= 0");
+    if (r->n_logit_bias < 0 || (r->n_logit_bias > 0 && (!r->logit_bias_ids || !r->logit_bias)))
+        return tn__err(TN_ERR_INVALID, "request: %d logit_bias entries given without arrays", r->n_logit_bias);
     return TN_OK;
 }
 
@@ -535,6 +537,12 @@ tn_status tn_engine_submit(tn_engine *e, const tn_request_params *rp, tn_engine_
     if (r->n_stop > 0)
         memcpy(r->stop, rp->stop_tokens, (size_t)r->n_stop * sizeof(int32_t));
     if ((s = tn_sampler_new(&rp->sample, e->n_vocab, &r->sampler)) != TN_OK) {
+        request_free(r);
+        return s;
+    }
+    if (rp->n_logit_bias > 0 &&
+        (s = tn_sampler_set_logit_bias(r->sampler, rp->logit_bias_ids, rp->logit_bias, rp->n_logit_bias)) !=
+            TN_OK) {
         request_free(r);
         return s;
     }

@@ -82,6 +82,14 @@ typedef struct tn_request_params {
     int32_t n_stop_tokens;
     int32_t top_logprobs;        /* 0..TN_MAX_TOP_LOGPROBS; -1: no logprobs at all */
     double timeout_s;            /* 0: none; a request running longer is cancelled */
+    /* Logit bias (OpenAI's logit_bias): logit_bias[i] is added to the logit of
+     * token logit_bias_ids[i] before penalties and truncation (-100 bans a
+     * token in practice); ids in [0, n_vocab), biases finite; copied at
+     * submit. n_logit_bias 0: none. Logprobs stay those of the unbiased
+     * distribution. */
+    const int32_t *logit_bias_ids;
+    const float *logit_bias;
+    int32_t n_logit_bias;
 } tn_request_params;
 
 tn_status tn_engine_new(const tn_engine_params *p, tn_engine **out) TN_MUST_CHECK;

@@ -93,7 +93,13 @@ struct tn_sampler {
     int32_t ring_head;   /* next slot to write */
     int32_t ring_len;
 
-    float *work;         /* (n_vocab) penalized copy of the logits */
+    /* Logit bias (tn_sampler_set_logit_bias): bias_val[i] is added to the
+     * logit of token bias_id[i]; an id may repeat (the biases add up). */
+    int32_t *bias_id;    /* (n_bias) */
+    float *bias_val;     /* (n_bias) */
+    int32_t n_bias;
+
+    float *work;         /* (n_vocab) biased, penalized copy of the logits */
     float *wbuf;         /* (n_vocab) weights of the whole vocabulary */
     cand *cand;          /* (n_vocab) candidates */
 };
@@ -176,10 +182,50 @@ void tn_sampler_free(tn_sampler *s)
     free(s->present);
     free(s->present_at);
     free(s->ring);
+    free(s->bias_id);
+    free(s->bias_val);
     free(s->work);
     free(s->wbuf);
     free(s->cand);
     free(s);
+}
+
+/* Replaces the sampler's logit bias with a copy of (ids[i], bias[i]) for
+ * i < n; n == 0 clears it. Rejects with TN_ERR_INVALID (naming the entry)
+ * an id outside [0, n_vocab), a non-finite bias or n < 0, leaving the old
+ * bias in place; TN_ERR_NOMEM if the copy cannot be allocated. The bias is
+ * added, not clamped: -100 (OpenAI's "ban") works as a ban because real
+ * logits are far smaller than 100 apart. */
+tn_status tn_sampler_set_logit_bias(tn_sampler *s, const int32_t *ids, const float *bias, int32_t n)
+{
+    if (n < 0 || (n > 0 && (!ids || !bias)))
+        return tn__err(TN_ERR_INVALID, "sample: logit_bias of %d entries without arrays", (int)n);
+    for (int32_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= s->n_vocab)
+            return tn__err(TN_ERR_INVALID, "sample: logit_bias token id %d outside the vocabulary [0, %d)",
+                           (int)ids[i], (int)s->n_vocab);
+        if (!isfinite(bias[i]))
+            return tn__err(TN_ERR_INVALID, "sample: logit_bias for token %d is not finite", (int)ids[i]);
+    }
+    int32_t *nid = NULL;
+    float *nval = NULL;
+    if (n > 0) {
+        nid = malloc((size_t)n * sizeof *nid);
+        nval = malloc((size_t)n * sizeof *nval);
+        if (!nid || !nval) {
+            free(nid);
+            free(nval);
+            return tn__err(TN_ERR_NOMEM, "sample: out of memory for a logit_bias of %d entries", (int)n);
+        }
+        memcpy(nid, ids, (size_t)n * sizeof *nid);
+        memcpy(nval, bias, (size_t)n * sizeof *nval);
+    }
+    free(s->bias_id);
+    free(s->bias_val);
+    s->bias_id = nid;
+    s->bias_val = nval;
+    s->n_bias = n;
+    return TN_OK;
 }
 
 static void count_add(tn_sampler *s, int32_t t)
@@ -631,9 +677,15 @@ int32_t tn_sampler_sample(tn_sampler *s, const float *logits)
 {
     const int32_t n = s->n_vocab;
     const float *l = logits;
-    if (penalties_on(s)) {
+    const bool pen = penalties_on(s);
+    if (pen || s->n_bias > 0) {
+        /* the bias comes first (as OpenAI and vLLM apply it), then the
+         * penalties, both on the sampler's own copy */
         memcpy(s->work, logits, (size_t)n * sizeof *s->work);
-        apply_penalties(s, s->work);
+        for (int32_t i = 0; i < s->n_bias; i++)
+            s->work[s->bias_id[i]] += s->bias_val[i];
+        if (pen)
+            apply_penalties(s, s->work);
         l = s->work;
     }
     if (!(s->p.temperature > 0.0f))

@@ -5,7 +5,8 @@
  * and the penalty history; a chain applied in llama.cpp's order: penalties
  * (repetition, presence, frequency over the last penalty_last_n tokens),
  * then top-k, then top-p, then min-p, then temperature, then a draw from the
- * softmax with the seeded RNG. temperature <= 0 is greedy (argmax after
+ * softmax with the seeded RNG. An optional logit bias is added before the
+ * penalties. temperature <= 0 is greedy (argmax after
  * penalties; ties go to the lowest id). The same seed and inputs reproduce
  * the same tokens.
  */
@@ -27,6 +28,15 @@ typedef struct tn_sampler tn_sampler;
  * sized once here; sampling does not allocate). */
 tn_status tn_sampler_new(const tn_sample_params *p, int32_t n_vocab, tn_sampler **out) TN_MUST_CHECK;
 void tn_sampler_free(tn_sampler *s);
+
+/* Sets the per-request logit bias: bias[i] is added to the logit of token
+ * ids[i] (copied; n == 0 clears) before anything else in the chain
+ * (penalties, top-k, ...). Adding, as vLLM does: a bias of -100 bans a
+ * token in practice, +100 all but forces it. Errors: TN_ERR_INVALID for an
+ * id outside [0, n_vocab) (named in the message) or a non-finite bias,
+ * TN_ERR_NOMEM; on error the previous bias stays. Sampling stays
+ * allocation-free (the bias is applied to the sampler's scratch copy). */
+tn_status tn_sampler_set_logit_bias(tn_sampler *s, const int32_t *ids, const float *bias, int32_t n) TN_MUST_CHECK;
 
 /* Records a token in the penalty history (prompt tokens and each accepted
  * token). */

@@ -386,6 +386,9 @@ void gen_start(srv *s, struct evhttp_request *req, gen_params *gp, const char *u
             .ignore_eos = g->gp.ignore_eos,
             .top_logprobs = g->gp.logprobs,
             .timeout_s = s->p.timeout_s,
+            .logit_bias_ids = g->gp.bias_id,
+            .logit_bias = g->gp.bias,
+            .n_logit_bias = g->gp.n_bias,
         };
         rp.sample.seed = g->gp.seed_given ? g->gp.sample.seed + (uint64_t)i : srv_random(s);
         tn_status st = tn_engine_submit(s->engine, &rp, bridge_push, c, &c->id);

@@ -35,6 +35,8 @@ void gen_params_free(gen_params *gp)
     for (int32_t i = 0; i < gp->n_stop; i++)
         free(gp->stop[i]);
     free(gp->stop);
+    free(gp->bias_id);
+    free(gp->bias);
     memset(gp, 0, sizeof *gp);
 }
 
@@ -350,6 +352,55 @@ static int check_model(srv *s, json_t *body, const char *key, api_err *e)
     return 0;
 }
 
+/* OpenAI's logit_bias: an object mapping token ids (as decimal strings) to
+ * numbers in [-100, 100], added to the logits before sampling (-100 bans a
+ * token in practice). A key that is not a token id of the vocabulary, or a
+ * value that is not a number in range, is a 400 naming "logit_bias". Keys
+ * of a JSON object are unique, so there are at most n_vocab entries. */
+static int parse_logit_bias(srv *s, json_t *body, gen_params *gp, api_err *e)
+{
+    json_t *lb = json_object_get(body, "logit_bias");
+    if (!lb || json_is_null(lb))
+        return 0;
+    if (!json_is_object(lb))
+        return api_fail(e, 400, "logit_bias", "'logit_bias' must be an object, got %s", type_name(lb));
+    size_t n = json_object_size(lb);
+    if (n == 0)
+        return 0;
+    int32_t n_vocab = s->model->hp.n_vocab;
+    if (n > (size_t)n_vocab)
+        return api_fail(e, 400, "logit_bias", "'logit_bias' has %zu entries, more than the vocabulary (%d)", n,
+                        (int)n_vocab);
+    gp->bias_id = malloc(n * sizeof *gp->bias_id);
+    gp->bias = malloc(n * sizeof *gp->bias);
+    if (!gp->bias_id || !gp->bias)
+        return api_fail(e, 500, "logit_bias", "out of memory for 'logit_bias'");
+    const char *key;
+    json_t *v;
+    json_object_foreach(lb, key, v) {
+        long long id = -1;
+        size_t len = strlen(key);
+        bool digits = len > 0 && len <= 10;
+        for (size_t i = 0; digits && i < len; i++)
+            digits = key[i] >= '0' && key[i] <= '9';
+        if (digits)
+            id = strtoll(key, NULL, 10);
+        if (!digits || id >= n_vocab)
+            return api_fail(e, 400, "logit_bias", "'logit_bias' key '%.40s' is not a token id in [0, %d)", key,
+                            (int)n_vocab);
+        if (!json_is_number(v))
+            return api_fail(e, 400, "logit_bias", "'logit_bias'['%s'] must be a number, got %s", key,
+                            type_name(v));
+        double b = json_number_value(v);
+        if (!(b >= -100.0 && b <= 100.0))
+            return api_fail(e, 400, "logit_bias", "'logit_bias'['%s'] is %g, outside [-100, 100]", key, b);
+        gp->bias_id[gp->n_bias] = (int32_t)id;
+        gp->bias[gp->n_bias] = (float)b;
+        gp->n_bias++;
+    }
+    return 0;
+}
+
 static int parse_openai(srv *s, api_kind api, json_t *body, gen_params *gp, api_err *e)
 {
     if (check_model(s, body, "model", e))
@@ -377,13 +428,8 @@ static int parse_openai(srv *s, api_kind api, json_t *body, gen_params *gp, api_
     const char *user;
     if (get_str(body, "user", &user, e) < 0)
         return -1;
-    json_t *lb = json_object_get(body, "logit_bias");
-    if (lb && !json_is_null(lb)) {
-        if (!json_is_object(lb))
-            return api_fail(e, 400, "logit_bias", "'logit_bias' must be an object, got %s", type_name(lb));
-        if (json_object_size(lb) > 0)
-            return api_fail(e, 400, "logit_bias", "'logit_bias' is not supported by this engine yet");
-    }
+    if (parse_logit_bias(s, body, gp, e))
+        return -1;
     if (api == API_CHAT) {
         bool lp = false;
         if (get_bool(body, "logprobs", &lp, e) < 0)

@@ -83,6 +83,9 @@ typedef struct gen_params {
     bool ignore_eos;
     bool details;             /* TGI "details" */
     bool chat_logprobs;       /* chat's logprobs format */
+    int32_t *bias_id;         /* (n_bias) logit_bias token ids, owned */
+    float *bias;              /* (n_bias) their biases in [-100, 100], owned */
+    int32_t n_bias;
 } gen_params;
 
 void gen_params_free(gen_params *gp);

@@ -619,6 +619,44 @@ static void test_stop_and_logprobs(void **state)
     tn_engine_free(e);
 }
 
+/* A -100 logit bias on the reference's next token makes greedy choose
+ * another; the bias is copied at submit (the caller's arrays are
+ * overwritten right after); a bias on another request does not leak into
+ * one submitted alongside; an id outside the vocabulary is rejected. */
+static void test_logit_bias(void **state)
+{
+    tn_engine_params p = base_params();
+    tn_engine *e = make_engine(&p);
+    collect biased = {0}, plain = {0};
+    int32_t ids[1] = {g_gold[10]};
+    float bias[1] = {-100.0f};
+    tn_request_params r = greedy(g_gold, 10, 4);
+    r.logit_bias_ids = ids;
+    r.logit_bias = bias;
+    r.n_logit_bias = 1;
+    submit(e, &r, &biased);
+    ids[0] = 0;
+    bias[0] = 0.0f;
+    tn_request_params rp = greedy(g_gold, 10, 4);
+    submit(e, &rp, &plain);
+    wait_idle(e);
+    assert_int_equal(biased.n, 4);
+    assert_int_not_equal(biased.tok[0], g_gold[10]);
+    assert_tokens(&plain, g_gold + 10, 4, "unbiased neighbour");
+
+    uint64_t id;
+    collect c = {0};
+    c.e = e;
+    ids[0] = g_model->hp.n_vocab;
+    r.logit_bias_ids = ids;
+    assert_int_equal(tn_engine_submit(e, &r, on_event, &c, &id), TN_ERR_INVALID);
+    assert_non_null(strstr(tn_last_error(), "logit_bias"));
+    r.logit_bias_ids = NULL;
+    assert_int_equal(tn_engine_submit(e, &r, on_event, &c, &id), TN_ERR_INVALID);
+    assert_int_equal(c.n_final, 0);
+    tn_engine_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -631,6 +669,7 @@ int main(void)
         cmocka_unit_test(test_queue_full_and_drain),
         cmocka_unit_test(test_validation),
         cmocka_unit_test(test_stop_and_logprobs),
+        cmocka_unit_test(test_logit_bias),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -562,6 +562,70 @@ static void test_seed_reproducible(void **state)
     assert_true(diff > LEN / 2);
 }
 
+/* The bias is added before the chain: +100 on a low token makes greedy pick
+ * it, -100 on the argmax makes greedy pick the runner-up (also with
+ * penalties on and in sampled mode with top-k); the caller's logits are
+ * untouched; n == 0 clears; a bad id is rejected and the old bias stays. */
+static void test_logit_bias(void **state)
+{
+    (void)state;
+    const float logits[6] = {1.0f, 4.0f, -2.0f, 9.0f, 6.5f, 0.25f};
+    float copy[6];
+    memcpy(copy, logits, sizeof copy);
+    tn_sample_params p = tn_sample_params_default();
+    p.temperature = 0.0f;
+    tn_sampler *s = make(&p, 6);
+    assert_int_equal(tn_sampler_sample(s, logits), 3);
+
+    const int32_t low[1] = {2};
+    const float plus[1] = {100.0f};
+    assert_int_equal(tn_sampler_set_logit_bias(s, low, plus, 1), TN_OK);
+    assert_int_equal(tn_sampler_sample(s, logits), 2);
+    assert_memory_equal(copy, logits, sizeof copy);
+
+    const int32_t top[1] = {3};
+    const float minus[1] = {-100.0f};
+    assert_int_equal(tn_sampler_set_logit_bias(s, top, minus, 1), TN_OK);
+    assert_int_equal(tn_sampler_sample(s, logits), 4);
+
+    /* a bad id: rejected, named, the -100 on token 3 stays */
+    const int32_t bad[2] = {1, 6};
+    const float two[2] = {1.0f, 1.0f};
+    assert_int_equal(tn_sampler_set_logit_bias(s, bad, two, 2), TN_ERR_INVALID);
+    assert_non_null(strstr(tn_last_error(), "token id 6"));
+    const int32_t neg[1] = {-1};
+    assert_int_equal(tn_sampler_set_logit_bias(s, neg, plus, 1), TN_ERR_INVALID);
+    assert_non_null(strstr(tn_last_error(), "token id -1"));
+    const float inf[1] = {INFINITY};
+    assert_int_equal(tn_sampler_set_logit_bias(s, low, inf, 1), TN_ERR_INVALID);
+    assert_int_equal(tn_sampler_sample(s, logits), 4);
+
+    /* cleared: back to the argmax */
+    assert_int_equal(tn_sampler_set_logit_bias(s, NULL, NULL, 0), TN_OK);
+    assert_int_equal(tn_sampler_sample(s, logits), 3);
+    tn_sampler_free(s);
+
+    /* with penalties on (token 4 seen), the ban still holds and applies
+     * before the penalty: token 1 wins over a penalised 4 */
+    p.repeat_penalty = 2.0f;
+    s = make(&p, 6);
+    tn_sampler_accept(s, 4);
+    assert_int_equal(tn_sampler_set_logit_bias(s, top, minus, 1), TN_OK);
+    assert_int_equal(tn_sampler_sample(s, logits), 1);
+    tn_sampler_free(s);
+
+    /* sampled with top-k 2 at temperature 1: the banned token never comes */
+    p = plain_params();
+    p.top_k = 2;
+    s = make(&p, 6);
+    assert_int_equal(tn_sampler_set_logit_bias(s, top, minus, 1), TN_OK);
+    for (int i = 0; i < 200; i++) {
+        int32_t t = tn_sampler_sample(s, logits);
+        assert_true(t == 4 || t == 1);
+    }
+    tn_sampler_free(s);
+}
+
 static void test_bad_params(void **state)
 {
     (void)state;
@@ -603,6 +667,7 @@ int main(void)
         cmocka_unit_test(test_penalties),
         cmocka_unit_test(test_logits_not_modified),
         cmocka_unit_test(test_seed_reproducible),
+        cmocka_unit_test(test_logit_bias),
         cmocka_unit_test(test_bad_params),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -244,6 +244,27 @@ def test_echo_and_token_prompts(srv, client):
     assert back.strip() == PROMPT
 
 
+def test_logit_bias(srv, client):
+    first = greedy(client, 1).choices[0].text
+    p = requests.post(srv.url + "/tokenize", json={"prompt": PROMPT}, timeout=10).json()["tokens"]
+    q = requests.post(srv.url + "/tokenize", json={"prompt": PROMPT + first}, timeout=10).json()["tokens"]
+    assert q[:len(p)] == p and len(q) == len(p) + 1, (p, q)
+    tok = q[-1]
+    banned = greedy(client, 4, logit_bias={str(tok): -100})
+    assert not banned.choices[0].text.startswith(first)
+    # +100 on the banned token brings it back; an empty object changes nothing
+    assert greedy(client, 1, logit_bias={str(tok): 100}).choices[0].text == first
+    assert greedy(client, 1, logit_bias={}).choices[0].text == first
+    c = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "hi"}], max_tokens=3,
+                                       temperature=0, logit_bias={str(tok): 100})
+    assert c.choices[0].message.content and c.usage.completion_tokens >= 1
+    for bad in ({"abc": 1}, {"-1": 1}, {"1.5": 1}, {"99999999": 1}, {str(tok): 101}, {str(tok): "x"}):
+        with pytest.raises(openai.BadRequestError) as ex:
+            greedy(client, 1, logit_bias=bad)
+        assert ex.value.status_code == 400
+        assert ex.value.body["param"] == "logit_bias", bad
+
+
 # --- errors -----------------------------------------------------------------------
 
 
