@@ -319,16 +319,5 @@ done:
 /* Builds the vocabulary of a tokenizer.json; see tok.h. */
 tn_status tn_vocab_from_hf_json(const char *path, tn_vocab **out)
 {
-    if (!out)
-        return tn__err(TN_ERR_INVALID, "tok: tn_vocab_from_hf_json: out is NULL");
-    *out = NULL;
-    tn_gguf_writer *w;
-    tn_status s = tn_gguf_writer_new(&w);
-    if (s != TN_OK)
-        return s;
-    s = tn_vocab_hf_json_to_gguf(path, w);
-    if (s == TN_OK)
-        s = tn__vocab_from_writer(w, out);
-    tn_gguf_writer_free(w);
-    return s;
+    return tn__vocab_from_converter(path, tn_vocab_hf_json_to_gguf, out);
 }

@@ -311,16 +311,5 @@ done:
 /* Builds the vocabulary of a tiktoken rank file; see tok.h. */
 tn_status tn_vocab_from_tiktoken(const char *path, tn_vocab **out)
 {
-    if (!out)
-        return tn__err(TN_ERR_INVALID, "tok: tn_vocab_from_tiktoken: out is NULL");
-    *out = NULL;
-    tn_gguf_writer *w;
-    tn_status s = tn_gguf_writer_new(&w);
-    if (s != TN_OK)
-        return s;
-    s = tn_vocab_tiktoken_to_gguf(path, w);
-    if (s == TN_OK)
-        s = tn__vocab_from_writer(w, out);
-    tn_gguf_writer_free(w);
-    return s;
+    return tn__vocab_from_converter(path, tn_vocab_tiktoken_to_gguf, out);
 }

@@ -299,8 +299,10 @@ size_t tn__bpe_decode_piece(const char *p, size_t n, char *buf, size_t cap);
  * words; a word that cannot be matched becomes the unknown token). */
 tn_status tn__wpm_encode(const tn_vocab *v, tn__bpe_scratch *sc, const char *text, size_t len, tn__tok_out *out);
 
-/* Builds a vocabulary from a GGUF image the writer holds (used by the
- * tokenizer.json and tiktoken loaders). */
-tn_status tn__vocab_from_writer(tn_gguf_writer *w, tn_vocab **out);
+/* Builds a vocabulary from a file in another format (tokenizer.json,
+ * tiktoken): convert(path, w) writes the tokenizer.ggml.* keys llama.cpp's
+ * converter would, then they are read back like any GGUF vocabulary. */
+typedef tn_status (*tn__vocab_convert_fn)(const char *path, tn_gguf_writer *w);
+tn_status tn__vocab_from_converter(const char *path, tn__vocab_convert_fn convert, tn_vocab **out);
 
 #endif /* TERN_TOK_TOK_INT_H */

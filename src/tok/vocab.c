@@ -668,22 +668,36 @@ const char *tn_vocab_piece(const tn_vocab *v, int32_t id)
     return id >= 0 && id < v->n_tokens ? v->pool + v->off[id] : NULL;
 }
 
-/* Builds a vocabulary from a writer's metadata: the writer writes a GGUF
- * image into an anonymous memory file, which is opened like any GGUF file.
- * See tok_int.h. */
-tn_status tn__vocab_from_writer(tn_gguf_writer *w, tn_vocab **out)
+/* Builds a vocabulary through a converter: the writer writes a GGUF image
+ * into an anonymous memory file, which is opened like any GGUF file. See
+ * tok_int.h. */
+tn_status tn__vocab_from_converter(const char *path, tn__vocab_convert_fn convert, tn_vocab **out)
 {
+    if (!out)
+        return tn__err(TN_ERR_INVALID, "tok: %s: out is NULL", path ? path : "(null)");
     *out = NULL;
-    int fd = memfd_create("tern-vocab", MFD_CLOEXEC);
-    if (fd < 0)
-        return tn__err(TN_ERR_IO, "tok: cannot create a memory file for the vocabulary: %s", strerror(errno));
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    tn_gguf_writer *w;
+    tn_status s = tn_gguf_writer_new(&w);
+    if (s != TN_OK)
+        return s;
+    s = convert(path, w);
+    int fd = -1;
+    char mem_path[64];
+    if (s == TN_OK) {
+        fd = memfd_create("tern-vocab", MFD_CLOEXEC);
+        if (fd < 0)
+            s = tn__err(TN_ERR_IO, "tok: cannot create a memory file for the vocabulary: %s", strerror(errno));
+    }
     tn_gguf *g = NULL;
-    tn_status s = tn_gguf_writer_write(w, path);
+    if (s == TN_OK) {
+        snprintf(mem_path, sizeof mem_path, "/proc/self/fd/%d", fd);
+        s = tn_gguf_writer_write(w, mem_path);
+    }
     if (s == TN_OK)
-        s = tn_gguf_open(path, &g);
-    close(fd);
+        s = tn_gguf_open(mem_path, &g);
+    if (fd >= 0)
+        close(fd);
+    tn_gguf_writer_free(w);
     if (s != TN_OK)
         return s;
     s = tn_vocab_from_gguf(g, out);
