@@ -91,18 +91,42 @@ const tn__kern_ops *tn__kern_ops_of(tn_isa isa);
  * the same contract as the table above. One table per ISA file; a NULL entry
  * means that ISA has no faster kernel and the next lower ISA's is used
  * (quants_ref.c has them all). */
+/* gemm (optional, NULL: matmul.c calls the dot kernels): y[t*ys + r] =
+ * w_r · x_t for nr rows (ws bytes apart) and nt activation rows in the
+ * dtype's activation format (xs bytes apart), each element bit-identical
+ * to what the same table's dot kernel gives for that row and token. */
+typedef void (*tn__gemm_fn)(const void *w, size_t ws, int64_t nr, const void *x, size_t xs, int64_t nt, int64_t n,
+                            float *y, size_t ys);
+
 typedef struct tn__quant_ops {
     tn__dot_fn dot[TN_DTYPE_COUNT];
+    tn__gemm_fn gemm[TN_DTYPE_COUNT];
 } tn__quant_ops;
 
 extern const tn__quant_ops tn__quant_ops_scalar; /* quants_ref.c */
 extern const tn__quant_ops tn__quant_ops_avx2;   /* kern_avx2_q.c */
+extern const tn__quant_ops tn__quant_ops_avx512; /* kern_avx512_q.c */
+
+/* The gemm of a quants.h format for an ISA, or NULL if it has none. Only
+ * the ISA whose table has it: its dot kernel is the same table's. */
+static inline tn__gemm_fn tn__quant_gemm(tn_isa isa, tn_dtype wt)
+{
+    if ((unsigned)wt >= TN_DTYPE_COUNT)
+        return NULL;
+    if (isa >= TN_ISA_AVX512 && tn__quant_ops_avx512.dot[wt])
+        return tn__quant_ops_avx512.gemm[wt];
+    if (isa >= TN_ISA_AVX2 && tn__quant_ops_avx2.dot[wt])
+        return tn__quant_ops_avx2.gemm[wt];
+    return NULL;
+}
 
 /* The dot kernel of a quants.h format for an ISA, or NULL if it has none. */
 static inline tn__dot_fn tn__quant_dot(tn_isa isa, tn_dtype wt)
 {
     if ((unsigned)wt >= TN_DTYPE_COUNT)
         return NULL;
+    if (isa >= TN_ISA_AVX512 && tn__quant_ops_avx512.dot[wt])
+        return tn__quant_ops_avx512.dot[wt];
     if (isa >= TN_ISA_AVX2 && tn__quant_ops_avx2.dot[wt])
         return tn__quant_ops_avx2.dot[wt];
     return tn__quant_ops_scalar.dot[wt];

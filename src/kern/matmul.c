@@ -28,7 +28,9 @@
  *    fours (sixes) and, for each, the chunk's rows in fours: a tile of
  *    accumulators in registers, the tile's tokens' activations in L1 and the
  *    chunk's weights in L2 while the tokens go by, so each weight byte comes
- *    from memory once per call.
+ *    from memory once per call. The K-quants on AVX-512 (gemm_k) do the
+ *    same on their Q8_K rows, unpacking each row's super-block once per
+ *    tile of tokens.
  *    Other dtypes call the dot kernels (TN__DOT_ROWS rows per call, sharing
  *    the activation work) in tiles of about TILE_BYTES of weights, looping
  *    over all tokens for each tile.
@@ -85,6 +87,7 @@ typedef struct mm_job {
     char *xp;        /* (n_tokens, x_row bytes) packed */
     void (*gemm_f)(tn_dtype wt, const void *w, size_t w_stride, int64_t nr, const float *x, size_t x_stride,
                    int64_t nt, int64_t n, float *y, size_t y_stride);
+    tn__gemm_fn gemm_k; /* the quants.h formats' tiled path (K-quants on AVX-512) */
     /* the chunks */
     int64_t chunk;   /* rows per chunk, a multiple of TN__DOT_ROWS */
     int64_t n_chunks;
@@ -125,6 +128,11 @@ static void rows_range(const mm_job *j, int64_t lo, int64_t hi)
     if (j->gemm_q) {
         j->gemm_q(j->wt, j->w + (size_t)lo * j->w_row, j->w_row, hi - lo, j->x, j->x_row, j->n_tokens, j->n_in,
                   j->y + lo, (size_t)j->n_out);
+        return;
+    }
+    if (j->gemm_k) {
+        j->gemm_k(j->w + (size_t)lo * j->w_row, j->w_row, hi - lo, j->x, j->x_row, j->n_tokens, j->n_in, j->y + lo,
+                  (size_t)j->n_out);
         return;
     }
     if (j->gemm_f) {
@@ -235,9 +243,10 @@ void tn_matmul(tn_pool *pool, const void *w, tn_dtype wt, int64_t n_in, int64_t 
     }
     if (!j.xq && (wt == TN_DTYPE_F32 || wt == TN_DTYPE_F16 || wt == TN_DTYPE_BF16))
         j.gemm_f = ops->gemm_f;
+    j.gemm_k = tn__quant_gemm(ops->isa, wt);
     const int nth = parallel ? tn_pool_size(pool) : 1;
     int64_t chunk = (n_out + (int64_t)nth * CHUNKS_PER_THREAD - 1) / ((int64_t)nth * CHUNKS_PER_THREAD);
-    if ((j.gemm_q || j.gemm_f) && n_tokens > 1)
+    if ((j.gemm_q || j.gemm_f || j.gemm_k) && n_tokens > 1)
         chunk = TN_MIN(chunk, (int64_t)(CHUNK_BYTES_GEMM / j.w_row));
     chunk = TN_MAX((chunk + TN__DOT_ROWS - 1) / TN__DOT_ROWS * TN__DOT_ROWS, (int64_t)TN__DOT_ROWS);
     j.chunk = chunk;
