@@ -28,6 +28,8 @@ static void usage(FILE *out)
             "      --name NAME        model id in the API (default: the file name without .gguf)\n"
             "      --chat-template F  built-in chat format (chatml, llama3, ...) instead of the\n"
             "                         model's template (default: the model's, else chatml)\n"
+            "      --chat-template-file PATH  a Jinja chat template (e.g. a model's\n"
+            "                         tokenizer_config.json chat_template) instead of the model's\n"
             "      --host ADDR        address to listen on (default 127.0.0.1)\n"
             "      --port N           port (default 8080)\n"
             "      --api-key KEY      require 'Authorization: Bearer KEY' (default: none;\n"
@@ -66,6 +68,8 @@ int tn_cmd_serve(int argc, char **argv)
             p.model_path = v;
         } else if (!strcmp(a, "--chat-template")) {
             p.chat_template = v;
+        } else if (!strcmp(a, "--chat-template-file")) {
+            p.chat_template_file = v;
         } else if (!strcmp(a, "--name")) {
             p.model_name = v;
         } else if (!strcmp(a, "--host")) {

@@ -49,6 +49,8 @@ typedef struct request {
     int32_t n_stop;
     bool ignore_eos;
     int32_t top_logprobs;   /* -1: none */
+    bool prompt_lp;         /* send prompt-token logprobs */
+    int32_t next_plp;       /* next prompt position whose logprob is due (1 .. n_prompt) */
     double deadline;        /* absolute tn_time_s(); 0: none */
     int32_t n_generated;
     tn_sched_seq *seq;      /* once added */
@@ -63,11 +65,16 @@ struct tn_engine {
     tn_forward *fwd;
     tn_sched *sched;
 
-    /* Step buffers: (step_token_budget) rows, (max_running, n_vocab) logits. */
+    /* Step buffers: (step_token_budget) rows, (logits_rows, n_vocab) logits.
+     * logits_rows is max_running until the first request with prompt
+     * logprobs arrives, then max_running + step_token_budget (every prompt
+     * position of a step may want its row). */
     int32_t *b_tok, *b_pos, *b_seq, *b_slot;
     bool *b_want;
     float *logits;
-    int32_t *row_item;      /* (max_running) item index of each logits row */
+    int32_t logits_rows;
+    int32_t *row_item;      /* (max_running + step_token_budget) item index of each logits row */
+    int32_t *row_pos;       /* (same) its position; the item's last one for a sampling row */
 
     pthread_t thread;
     bool thread_started;
@@ -208,15 +215,26 @@ static void admit(tn_engine *e, request *r, bool stopping)
         finish_request(e, r, TN_FINISH_CANCELLED, "engine shutting down");
         return;
     }
-    if (r->max_new == 0) {
+    if (r->max_new == 0 && !r->prompt_lp) {
         finish_request(e, r, TN_FINISH_LENGTH, NULL);
         return;
+    }
+    if (r->prompt_lp && e->logits_rows < e->p.max_running + e->p.step_token_budget) {
+        size_t rows = (size_t)e->p.max_running + (size_t)e->p.step_token_budget;
+        float *l = realloc(e->logits, rows * (size_t)e->n_vocab * sizeof(float));
+        if (!l) {
+            finish_request(e, r, TN_FINISH_ERROR, "engine: out of memory for prompt-logprob rows");
+            return;
+        }
+        e->logits = l;
+        e->logits_rows = (int32_t)rows;
     }
     tn_sched_seq *q;
     if (tn_sched_add(e->sched, r->id, r->prompt, r->n_prompt, r->max_new, r->deadline, r, &q) != TN_OK) {
         finish_request(e, r, TN_FINISH_ERROR, tn_last_error());
         return;
     }
+    q->no_prefix_lookup = r->prompt_lp && r->next_plp < r->n_prompt;
     r->seq = q;
     e->n_live++;
     e->prompt_tokens += (uint64_t)r->n_prompt;
@@ -230,6 +248,10 @@ static void sample_item(tn_engine *e, const tn_sched_item *it, const float *row)
 {
     tn_sched_seq *q = it->seq;
     request *r = q->user;
+    if (r->n_generated >= r->max_new) { /* max_tokens 0 with prompt logprobs: the prompt was all */
+        finish_request(e, r, TN_FINISH_LENGTH, NULL);
+        return;
+    }
     int32_t tok = tn_sampler_sample(r->sampler, row);
     tn_sampler_accept(r->sampler, tok);
     tn_sched_append(e->sched, q, tok);
@@ -261,6 +283,22 @@ static void sample_item(tn_engine *e, const tn_sched_item *it, const float *row)
         request_free(r);
 }
 
+/* Sends the logprob of prompt token pos + 1, read from the logits row of
+ * position pos. Once all are out, the sequence may use the prefix cache
+ * again (if it is preempted and recomputed). */
+static void prompt_logprob(tn_engine *e, request *r, int32_t pos, const float *row)
+{
+    tn_engine_event ev;
+    event_init(&ev, r);
+    ev.prompt_pos = pos + 1;
+    ev.token = r->seq->tokens[pos + 1];
+    fill_logprobs(row, e->n_vocab, ev.token, r->top_logprobs, &ev);
+    r->next_plp = pos + 2;
+    if (r->next_plp >= r->n_prompt)
+        r->seq->no_prefix_lookup = false;
+    emit(r, &ev);
+}
+
 /* Runs one planned step: batch, forward, commit, sampling. */
 static void run_step(tn_engine *e, const tn_sched_step *st)
 {
@@ -274,16 +312,20 @@ static void run_step(tn_engine *e, const tn_sched_step *st)
             finish_request(e, q->user, TN_FINISH_ERROR, tn_last_error());
             return;
         }
+        const request *r = q->user;
         for (int32_t k = 0; k < it->n; k++, n++) {
             int32_t p = it->pos0 + k;
+            bool plp = r->prompt_lp && p + 1 < q->n_prompt && p + 1 >= r->next_plp;
             e->b_tok[n] = q->tokens[p];
             e->b_pos[n] = p;
             e->b_seq[n] = q->lane;
             e->b_slot[n] = q->slots[p];
-            e->b_want[n] = it->sample && k == it->n - 1;
+            e->b_want[n] = (it->sample && k == it->n - 1) || plp;
+            if (e->b_want[n]) {
+                e->row_item[n_rows] = i;
+                e->row_pos[n_rows++] = p;
+            }
         }
-        if (it->sample)
-            e->row_item[n_rows++] = i;
     }
     tn_batch b = {
         .n_tokens = n,
@@ -303,8 +345,16 @@ static void run_step(tn_engine *e, const tn_sched_step *st)
         return;
     }
     tn_sched_commit(e->sched, st);
-    for (int32_t r = 0; r < n_rows; r++)
-        sample_item(e, &st->items[e->row_item[r]], e->logits + (size_t)r * e->n_vocab);
+    for (int32_t r = 0; r < n_rows; r++) {
+        const tn_sched_item *it = &st->items[e->row_item[r]];
+        const float *row = e->logits + (size_t)r * e->n_vocab;
+        request *rq = it->seq->user;
+        int32_t p = e->row_pos[r];
+        if (rq->prompt_lp && p + 1 < it->seq->n_prompt && p + 1 >= rq->next_plp)
+            prompt_logprob(e, rq, p, row);
+        if (it->sample && p == it->pos0 + it->n - 1)
+            sample_item(e, it, row);
+    }
 }
 
 static void *engine_main(void *arg)
@@ -422,12 +472,14 @@ tn_status tn_engine_new(const tn_engine_params *p, tn_engine **out)
     e->b_seq = malloc(B * sizeof(int32_t));
     e->b_slot = malloc(B * sizeof(int32_t));
     e->b_want = malloc(B * sizeof(bool));
-    e->row_item = malloc(R * sizeof(int32_t));
+    e->row_item = malloc((R + B) * sizeof(int32_t));
+    e->row_pos = malloc((R + B) * sizeof(int32_t));
     e->logits = malloc(R * (size_t)e->n_vocab * sizeof(float));
+    e->logits_rows = (int32_t)R;
     e->cancel_cap = e->cancels_local_cap = 64;
     e->cancels = malloc((size_t)e->cancel_cap * sizeof(uint64_t));
     e->cancels_local = malloc((size_t)e->cancels_local_cap * sizeof(uint64_t));
-    if (!e->b_tok || !e->b_pos || !e->b_seq || !e->b_slot || !e->b_want || !e->row_item || !e->logits ||
+    if (!e->b_tok || !e->b_pos || !e->b_seq || !e->b_slot || !e->b_want || !e->row_item || !e->row_pos || !e->logits ||
         !e->cancels || !e->cancels_local) {
         s = tn__err(TN_ERR_NOMEM, "engine: out of memory for step buffers");
         goto err;
@@ -473,6 +525,7 @@ void tn_engine_free(tn_engine *e)
     free(e->b_slot);
     free(e->b_want);
     free(e->row_item);
+    free(e->row_pos);
     free(e->logits);
     free(e->cancels);
     free(e->cancels_local);
@@ -505,6 +558,8 @@ static tn_status check_request(const tn_engine *e, const tn_request_params *r)
                        TN_MAX_TOP_LOGPROBS);
     if (!(r->timeout_s >= 0) || isinf(r->timeout_s))
         return tn__err(TN_ERR_INVALID, "request: timeout_s must be a finite number >= 0");
+    if (r->prompt_logprobs && r->top_logprobs < 0)
+        return tn__err(TN_ERR_INVALID, "request: prompt_logprobs needs top_logprobs >= 0");
     if (r->n_logit_bias < 0 || (r->n_logit_bias > 0 && (!r->logit_bias_ids || !r->logit_bias)))
         return tn__err(TN_ERR_INVALID, "request: %d logit_bias entries given without arrays", r->n_logit_bias);
     return TN_OK;
@@ -526,6 +581,8 @@ tn_status tn_engine_submit(tn_engine *e, const tn_request_params *rp, tn_engine_
     r->max_new = TN_MIN(rp->max_tokens, e->p.n_ctx - rp->n_prompt);
     r->ignore_eos = rp->ignore_eos;
     r->top_logprobs = rp->top_logprobs;
+    r->prompt_lp = rp->prompt_logprobs;
+    r->next_plp = 1;
     r->n_stop = rp->n_stop_tokens;
     r->prompt = malloc((size_t)rp->n_prompt * sizeof(int32_t));
     r->stop = malloc((size_t)TN_MAX(rp->n_stop_tokens, 1) * sizeof(int32_t));

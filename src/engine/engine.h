@@ -56,6 +56,11 @@ typedef enum tn_finish {
 typedef struct tn_engine_event {
     uint64_t id;                 /* the request's id */
     int32_t token;               /* the new token, or -1 for a final event without one */
+    int32_t prompt_pos;          /* 0: a generated token. >= 1: a prompt-logprob event (requests with
+                                    prompt_logprobs): token is prompt[prompt_pos], logprob and top_* are
+                                    those of the model's distribution after prompt[0 .. prompt_pos);
+                                    finish is NONE. They arrive in position order, before the first
+                                    generated token, each position once (also across preemptions). */
     float logprob;               /* log-probability of token under the unmodified distribution (if asked) */
     int32_t n_top;               /* number of top alternatives filled (<= request's top_logprobs) */
     int32_t top_token[TN_MAX_TOP_LOGPROBS];
@@ -81,6 +86,9 @@ typedef struct tn_request_params {
     const int32_t *stop_tokens;  /* extra token ids that end generation (copied) */
     int32_t n_stop_tokens;
     int32_t top_logprobs;        /* 0..TN_MAX_TOP_LOGPROBS; -1: no logprobs at all */
+    bool prompt_logprobs;        /* also send the logprob of every prompt token but the first (events with
+                                    prompt_pos >= 1; needs top_logprobs >= 0). The prompt is then computed
+                                    in full (no prefix-cache reuse), and max_tokens 0 still runs it. */
     double timeout_s;            /* 0: none; a request running longer is cancelled */
     /* Logit bias (OpenAI's logit_bias): logit_bias[i] is added to the logit of
      * token logit_bias_ids[i] before penalties and truncation (-100 bans a

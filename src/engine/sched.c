@@ -350,7 +350,7 @@ static int32_t prefix_lookup(tn_sched *s, tn_sched_seq *q)
 {
     const int32_t bs = s->p.block_size;
     s->prefix_queries += (uint64_t)q->n_tokens;
-    if (!s->p.prefix_cache)
+    if (!s->p.prefix_cache || q->no_prefix_lookup)
         return 0;
     int32_t max_hit = (q->n_tokens - 1) / bs; /* the last token is always computed */
     ensure_hashes(s, q, max_hit);

@@ -50,6 +50,8 @@ typedef struct tn_sched_seq {
     tn_seq_state state;
     int32_t n_preempted;   /* times it was preempted */
     bool admitted;         /* has been RUNNING at least once */
+    bool no_prefix_lookup; /* the owner's: admit without prefix-cache reuse (every position gets computed,
+                              e.g. for prompt logprobs); its blocks are still offered to the cache */
     uint64_t step_mark;    /* == the scheduler's step counter when scheduled (or preempted) this step */
     struct tn_sched_seq *wprev, *wnext; /* waiting list, sorted by arrival */
 } tn_sched_seq;

@@ -14,6 +14,7 @@
 
 #include "tok/chat.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,8 +79,53 @@ static const char *piece_or_empty(srv *s, int32_t id)
     return p ? p : "";
 }
 
-char *render_chat(srv *s, json_t *messages, api_err *e)
+/* OpenAI's tools: a list of {"type": "function", "function": {"name", ...}}.
+ * Returns 0, or -1 with e filled naming the bad entry. */
+static int check_tools(json_t *tools, api_err *e)
 {
+    if (!json_is_array(tools))
+        return api_fail(e, 400, "tools", "'tools' must be a list of tool definitions");
+    size_t i;
+    json_t *t;
+    json_array_foreach(tools, i, t) {
+        json_t *type = json_object_get(t, "type"), *fn = json_object_get(t, "function");
+        if (!json_is_object(t) || !json_is_string(type))
+            return api_fail(e, 400, "tools", "tools[%zu] must be an object with a string 'type'", i);
+        if (!strcmp(json_string_value(type), "function") &&
+            (!json_is_object(fn) || !json_is_string(json_object_get(fn, "name"))))
+            return api_fail(e, 400, "tools", "tools[%zu].function must be an object with a string 'name'", i);
+    }
+    return 0;
+}
+
+/* An assistant message's tool_calls: a list of objects, each with a
+ * function {name, arguments} (arguments a JSON string, as OpenAI sends it,
+ * or an object). */
+static int check_tool_calls(json_t *calls, size_t i, api_err *e)
+{
+    if (!json_is_array(calls))
+        return api_fail(e, 400, "messages", "messages[%zu].tool_calls must be a list", i);
+    size_t k;
+    json_t *c;
+    json_array_foreach(calls, k, c) {
+        json_t *fn = json_object_get(c, "function");
+        json_t *args = json_is_object(fn) ? json_object_get(fn, "arguments") : NULL;
+        if (!json_is_object(c) || !json_is_object(fn) || !json_is_string(json_object_get(fn, "name")))
+            return api_fail(e, 400, "messages", "messages[%zu].tool_calls[%zu] must have a 'function' with a "
+                            "string 'name'", i, k);
+        if (args && !json_is_string(args) && !json_is_object(args))
+            return api_fail(e, 400, "messages", "messages[%zu].tool_calls[%zu].function.arguments must be a "
+                            "JSON string or an object", i, k);
+    }
+    return 0;
+}
+
+char *render_chat(srv *s, json_t *messages, json_t *tools, api_err *e)
+{
+    if (json_is_null(tools))
+        tools = NULL;
+    if (tools && check_tools(tools, e))
+        return NULL;
     json_t *norm = json_array();
     size_t i;
     json_t *m;
@@ -95,6 +141,9 @@ char *render_chat(srv *s, json_t *messages, api_err *e)
                      "assistant, tool", i, json_string_value(role));
             goto done;
         }
+        json_t *calls = json_object_get(m, "tool_calls");
+        if (calls && !json_is_null(calls) && check_tool_calls(calls, i, e))
+            goto done;
         json_t *content = content_text(json_object_get(m, "content"), i, e);
         if (!content)
             goto done;
@@ -104,6 +153,7 @@ char *render_chat(srv *s, json_t *messages, api_err *e)
     }
     tn_chat_ctx ctx = {
         .messages = norm,
+        .tools = tools,
         .add_generation_prompt = true,
         .bos_token = piece_or_empty(s, tn_vocab_bos(s->vocab)),
         .eos_token = piece_or_empty(s, tn_vocab_eos(s->vocab)),
@@ -125,11 +175,48 @@ bool chat_wants_bos(srv *s, const char *text)
     return tn_vocab_add_bos(s->vocab) && !(bos && *bos && !strncmp(text, bos, strlen(bos)));
 }
 
-tn_status chat_init(srv *s, const char *name)
+/* Reads a whole template file (malloc'ed, NUL-terminated). */
+static char *read_template(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        (void)tn__err(TN_ERR_IO, "cannot open chat template file '%s'", path);
+        return NULL;
+    }
+    sbuf b = {0};
+    char chunk[4096];
+    size_t n;
+    bool ok = true;
+    while (ok && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        ok = b.len + n <= ((size_t)1 << 20) && sbuf_add(&b, chunk, n);
+    bool err = ferror(f);
+    fclose(f);
+    if (!ok || err || !b.p) {
+        sbuf_free(&b);
+        (void)tn__err(TN_ERR_IO, "chat template file '%s': %s", path,
+                      err ? "read error" : !ok ? "larger than 1 MiB" : "empty");
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}
+
+tn_status chat_init(srv *s, const char *name, const char *file)
 {
     const char *src = NULL;
     size_t len = 0;
     const char *what = name;
+    if (file) {
+        char *text = read_template(file, &len);
+        if (!text)
+            return TN_ERR_IO;
+        tn_status st = tn_chat_template_new(text, len, &s->chat);
+        free(text);
+        if (st != TN_OK)
+            return tn__err_prefix(st, "chat template file '%s'", file);
+        tn_log(TN_LOG_INFO, "tern serve: chat template: %s\n", file);
+        return TN_OK;
+    }
     if (name) {
         src = tn_chat_builtin(name);
         if (!src)

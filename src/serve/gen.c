@@ -50,6 +50,7 @@ static void gen_free(gen *g)
         sbuf_free(&g->c[i].held);
         sbuf_free(&g->c[i].out);
         free(g->c[i].lp);
+        free(g->c[i].plp);
     }
     free(g->c);
     free(g->model_in_path);
@@ -187,6 +188,15 @@ static void stream_progress(gen *g, choice *c)
 {
     if (!g->req || !g->streaming)
         return;
+    if (g->gp.echo && !c->echo_sent) {
+        /* with prompt logprobs the echo waits for them: they all come before the first token */
+        if (g->gp.prompt_logprobs && c->n_plp + 1 < g->gp.n_prompt_tok[c->prompt_idx] && !c->final)
+            return;
+        c->echo_sent = true;
+        json_t *j = resp_echo_chunk(g, c);
+        if (j)
+            sse_send(g->req, j);
+    }
     size_t n = c->out.len - c->sent;
     if (n == 0 && c->sent_lp == c->n_lp && !c->final)
         return;
@@ -268,6 +278,20 @@ void gen_on_event(choice *c, const tn_engine_event *ev, const char *err)
         return;
     c->n_prompt = ev->n_prompt;
     c->n_cached = ev->n_cached;
+    if (ev->prompt_pos > 0) {
+        /* a prompt token's logprob (echo with logprobs) */
+        if (c->plp && ev->prompt_pos < g->gp.n_prompt_tok[c->prompt_idx]) {
+            lp_entry *l = &c->plp[ev->prompt_pos];
+            l->token = ev->token;
+            l->logprob = ev->logprob;
+            l->n_top = TN_MIN(TN_MAX(ev->n_top, 0), TN_MAX_TOP_LOGPROBS);
+            memcpy(l->top_token, ev->top_token, sizeof l->top_token);
+            memcpy(l->top_logprob, ev->top_logprob, sizeof l->top_logprob);
+            c->n_plp = TN_MAX(c->n_plp, ev->prompt_pos);
+        }
+        stream_progress(g, c);
+        return;
+    }
     if (ev->token >= 0 && !c->stopped) {
         /* the end-of-generation token that ends a request is not text */
         bool eog = ev->finish == TN_FINISH_STOP && !gp->ignore_eos && tn_vocab_is_eog(s->vocab, ev->token);
@@ -377,6 +401,20 @@ void gen_start(srv *s, struct evhttp_request *req, gen_params *gp, const char *u
         c->prompt_idx = i / g->gp.n;
         tn_detok_init(&c->dt);
         int32_t np = g->gp.n_prompt_tok[c->prompt_idx];
+        if (g->gp.prompt_logprobs) {
+            c->plp = calloc((size_t)np, sizeof *c->plp);
+            if (!c->plp) {
+                submit_failed(s, g, TN_ERR_NOMEM);
+                for (int32_t j = i; j < n_choices; j++) {
+                    g->c[j].final = true;
+                    g->c[j].finish = "error";
+                    g->n_final++;
+                }
+                if (g->n_final == g->n_choices)
+                    gen_free(g);
+                return;
+            }
+        }
         int32_t room = s->n_ctx - np;
         tn_request_params rp = {
             .prompt = g->gp.prompt[c->prompt_idx],
@@ -385,6 +423,7 @@ void gen_start(srv *s, struct evhttp_request *req, gen_params *gp, const char *u
             .sample = g->gp.sample,
             .ignore_eos = g->gp.ignore_eos,
             .top_logprobs = g->gp.logprobs,
+            .prompt_logprobs = g->gp.prompt_logprobs,
             .timeout_s = s->p.timeout_s,
             .logit_bias_ids = g->gp.bias_id,
             .logit_bias = g->gp.bias,
@@ -414,6 +453,8 @@ void gen_start(srv *s, struct evhttp_request *req, gen_params *gp, const char *u
             json_t *j = resp_chunk(g, &g->c[i], "", 0, 0, 0, NULL, true);
             if (j)
                 sse_send(req, j);
+            if (g->gp.echo && !g->gp.prompt_logprobs)
+                g->c[i].echo_sent = true; /* that first chunk was the echo */
         }
     }
 }

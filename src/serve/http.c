@@ -361,6 +361,12 @@ static void on_request(struct evhttp_request *req, void *arg)
         route_tokenize(s, req);
         return;
     }
+    if (!strcmp(path, "/apply-template")) {
+        if (!post)
+            goto bad_method;
+        route_apply_template(s, req);
+        return;
+    }
     if (!strcmp(path, "/detokenize")) {
         if (!post)
             goto bad_method;
@@ -444,7 +450,7 @@ tn_status tn_serve_run(const tn_serve_params *p)
         tn__err_prefix(st, "cannot read the vocabulary of %s", p->model_path);
         goto out;
     }
-    if ((st = chat_init(s, s->p.chat_template)) != TN_OK)
+    if ((st = chat_init(s, s->p.chat_template, s->p.chat_template_file)) != TN_OK)
         goto out;
     s->n_ctx = s->p.n_ctx > 0 ? s->p.n_ctx : s->model->hp.n_ctx_train;
     tn_engine_params ep = {

@@ -443,7 +443,7 @@ static int parse_openai(srv *s, api_kind api, json_t *body, gen_params *gp, api_
         json_t *msgs = json_object_get(body, "messages");
         if (!json_is_array(msgs) || json_array_size(msgs) == 0)
             return api_fail(e, 400, "messages", "'messages' must be a non-empty list of messages");
-        char *text = render_chat(s, msgs, e);
+        char *text = render_chat(s, msgs, json_object_get(body, "tools"), e);
         if (!text)
             return -1;
         rc = add_text_prompt(s, gp, text, strlen(text), chat_wants_bos(s, text), "messages", e);
@@ -458,6 +458,7 @@ static int parse_openai(srv *s, api_kind api, json_t *body, gen_params *gp, api_
         gp->logprobs = rc ? (int32_t)k : -1;
         if (get_bool(body, "echo", &gp->echo, e) < 0)
             return -1;
+        gp->prompt_logprobs = gp->echo && gp->logprobs >= 0;
         const char *suffix = NULL;
         if (get_str(body, "suffix", &suffix, e) < 0)
             return -1;

@@ -120,8 +120,58 @@ static json_t *token_bytes(srv *s, int32_t id)
     return a;
 }
 
-/* Logprobs of entries [from, to) of c, in the dialect's shape. */
-static json_t *logprobs_json(gen *g, choice *c, int32_t from, int32_t to)
+/* Bytes of the echoed prompt (0 without echo): completion tokens' text
+ * offsets count from the start of the echo. */
+static size_t echo_len(gen *g, int32_t prompt_idx)
+{
+    if (!g->gp.echo)
+        return 0;
+    sbuf b = {0};
+    echo_text(g, prompt_idx, &b);
+    size_t n = b.len;
+    sbuf_free(&b);
+    return n;
+}
+
+/* The top alternatives of l as OpenAI's legacy {token: logprob} object. */
+static json_t *top_object(gen *g, const lp_entry *l)
+{
+    json_t *top = json_object();
+    for (int32_t k = 0; k < l->n_top && k < g->gp.logprobs; k++) {
+        json_t *ks = token_str(g->s, l->top_token[k]);
+        json_object_set_new(top, json_string_value(ks), json_real(l->top_logprob[k]));
+        json_decref(ks);
+    }
+    return top;
+}
+
+/* Appends the prompt's tokens to the legacy logprobs arrays (echo with
+ * logprobs): the first token has null logprob and null top_logprobs, as
+ * OpenAI's. A token's text offset is where its text starts in the
+ * detokenized prompt, clamped to the echoed text (the prompt as sent, which
+ * is the same text unless the tokenizer normalized it). */
+static void prompt_logprobs_into(gen *g, choice *c, json_t *tokens, json_t *lps, json_t *tops, json_t *offs)
+{
+    srv *s = g->s;
+    const int32_t *p = g->gp.prompt[c->prompt_idx];
+    int32_t n = g->gp.n_prompt_tok[c->prompt_idx];
+    size_t elen = echo_len(g, c->prompt_idx), at = 0;
+    tn_detok dt;
+    tn_detok_init(&dt);
+    char piece[TN_DETOK_MAX];
+    for (int32_t i = 0; i < n; i++) {
+        json_array_append_new(tokens, token_str(s, p[i]));
+        bool have = i > 0 && c->plp && i <= c->n_plp;
+        json_array_append_new(lps, have ? json_real(c->plp[i].logprob) : json_null());
+        json_array_append_new(tops, have ? top_object(g, &c->plp[i]) : json_null());
+        json_array_append_new(offs, json_integer((json_int_t)TN_MIN(at, elen)));
+        at += tn_detok_push(&dt, s->vocab, p[i], piece, sizeof piece);
+    }
+}
+
+/* Logprobs of entries [from, to) of c, in the dialect's shape; with_prompt:
+ * the prompt's tokens first (completions with echo and logprobs). */
+static json_t *logprobs_json_ex(gen *g, choice *c, int32_t from, int32_t to, bool with_prompt)
 {
     srv *s = g->s;
     if (g->gp.logprobs < 0)
@@ -142,21 +192,23 @@ static json_t *logprobs_json(gen *g, choice *c, int32_t from, int32_t to)
         return json_pack("{s:o}", "content", content);
     }
     json_t *tokens = json_array(), *lps = json_array(), *tops = json_array(), *offs = json_array();
+    if (with_prompt && g->gp.prompt_logprobs)
+        prompt_logprobs_into(g, c, tokens, lps, tops, offs);
+    size_t shift = from < to ? echo_len(g, c->prompt_idx) : 0;
     for (int32_t i = from; i < to; i++) {
         lp_entry *l = &c->lp[i];
         json_array_append_new(tokens, token_str(s, l->token));
         json_array_append_new(lps, json_real(l->logprob));
-        json_t *top = json_object();
-        for (int32_t k = 0; k < l->n_top && k < g->gp.logprobs; k++) {
-            json_t *ks = token_str(s, l->top_token[k]);
-            json_object_set_new(top, json_string_value(ks), json_real(l->top_logprob[k]));
-            json_decref(ks);
-        }
-        json_array_append_new(tops, top);
-        json_array_append_new(offs, json_integer((json_int_t)l->text_offset));
+        json_array_append_new(tops, top_object(g, l));
+        json_array_append_new(offs, json_integer((json_int_t)(l->text_offset + shift)));
     }
     return json_pack("{s:o, s:o, s:o, s:o}", "tokens", tokens, "token_logprobs", lps, "top_logprobs", tops,
                      "text_offset", offs);
+}
+
+static json_t *logprobs_json(gen *g, choice *c, int32_t from, int32_t to)
+{
+    return logprobs_json_ex(g, c, from, to, false);
 }
 
 static const char *tgi_finish(choice *c)
@@ -211,7 +263,7 @@ json_t *resp_full(gen *g)
                 echo_text(g, c->prompt_idx, &t);
             (void)sbuf_add(&t, c->out.p ? c->out.p : "", c->out.len);
             ch = json_pack("{s:i, s:o, s:o, s:s?}", "index", (int)c->index, "text", jstr(t.p ? t.p : "", t.len),
-                           "logprobs", logprobs_json(g, c, 0, c->n_lp), "finish_reason", c->finish);
+                           "logprobs", logprobs_json_ex(g, c, 0, c->n_lp, true), "finish_reason", c->finish);
             sbuf_free(&t);
         }
         json_array_append_new(choices, ch);
@@ -245,18 +297,10 @@ json_t *resp_chunk(gen *g, choice *c, const char *text, size_t n, int32_t lp_fro
         return chunk_envelope(g, json_pack("[o]", ch));
     }
     case API_COMPLETION: {
-        json_t *t;
-        if (first) {
-            if (!g->gp.echo)
-                return NULL;
-            sbuf b = {0};
-            echo_text(g, c->prompt_idx, &b);
-            t = jstr(b.p ? b.p : "", b.len);
-            sbuf_free(&b);
-        } else {
-            t = jstr(text, n);
-        }
-        json_t *lp = first ? json_null() : logprobs_json(g, c, lp_from, lp_to);
+        if (first) /* the echo (sent later when it waits for prompt logprobs) */
+            return g->gp.echo && !g->gp.prompt_logprobs ? resp_echo_chunk(g, c) : NULL;
+        json_t *t = jstr(text, n);
+        json_t *lp = logprobs_json(g, c, lp_from, lp_to);
         json_t *ch = json_pack("{s:i, s:o, s:o, s:s?}", "index", (int)c->index, "text", t, "logprobs", lp,
                                "finish_reason", finish);
         return chunk_envelope(g, json_pack("[o]", ch));
@@ -278,6 +322,18 @@ json_t *resp_chunk(gen *g, choice *c, const char *text, size_t n, int32_t lp_fro
         return json_pack("{s:s, s:s, s:o}", "model_name", model_name(g), "model_version", "1", "text_output",
                          jstr(text, n));
     }
+}
+
+json_t *resp_echo_chunk(gen *g, choice *c)
+{
+    sbuf b = {0};
+    echo_text(g, c->prompt_idx, &b);
+    json_t *t = jstr(b.p ? b.p : "", b.len);
+    sbuf_free(&b);
+    json_t *lp = g->gp.prompt_logprobs ? logprobs_json_ex(g, c, 0, 0, true) : json_null();
+    json_t *ch = json_pack("{s:i, s:o, s:o, s:n}", "index", (int)c->index, "text", t, "logprobs", lp,
+                           "finish_reason");
+    return chunk_envelope(g, json_pack("[o]", ch));
 }
 
 json_t *resp_usage_chunk(gen *g)

@@ -79,7 +79,7 @@ void route_tokenize(srv *s, struct evhttp_request *req)
     if (json_is_string(p)) {
         text = strdup(json_string_value(p));
     } else if (json_is_array(msgs) && json_array_size(msgs) > 0) {
-        text = render_chat(s, msgs, &e);
+        text = render_chat(s, msgs, json_object_get(body, "tools"), &e);
         if (!text)
             goto fail;
         add_bos = (!ast || json_is_true(ast)) && chat_wants_bos(s, text);
@@ -102,6 +102,31 @@ void route_tokenize(srv *s, struct evhttp_request *req)
     free(tok);
     json_decref(body);
     reply_json(req, 200, json_pack("{s:o, s:i, s:i}", "tokens", arr, "count", (int)n, "max_model_len", (int)s->n_ctx));
+    return;
+fail:
+    json_decref(body);
+    reply_error(s, req, &e);
+}
+
+/* llama-server's POST /apply-template: {"messages"[, "tools"]} -> {"prompt":
+ * the rendered text}, what a chat request would tokenize. */
+void route_apply_template(srv *s, struct evhttp_request *req)
+{
+    api_err e;
+    json_t *body = read_json_body(s, req, &e);
+    if (!body)
+        goto fail;
+    json_t *msgs = json_object_get(body, "messages");
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
+        api_fail(&e, 400, "messages", "'messages' must be a non-empty list of messages");
+        goto fail;
+    }
+    char *text = render_chat(s, msgs, json_object_get(body, "tools"), &e);
+    if (!text)
+        goto fail;
+    json_decref(body);
+    reply_json(req, 200, json_pack("{s:o}", "prompt", jstr(text, strlen(text))));
+    free(text);
     return;
 fail:
     json_decref(body);

@@ -28,6 +28,7 @@ typedef struct tn_serve_params {
     double timeout_s;         /* per-request generation timeout (0: none) */
     int32_t http_timeout_s;   /* idle connection timeout, reading a request or writing (0: 60) */
     const char *chat_template; /* a built-in format name (tok/chat.h); NULL: the model's template, else chatml */
+    const char *chat_template_file; /* a Jinja chat template file; overrides chat_template and the model's */
 } tn_serve_params;
 
 /* Loads the model, starts the engine, listens, and serves until SIGTERM or

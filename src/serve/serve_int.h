@@ -80,6 +80,7 @@ typedef struct gen_params {
     int32_t n_stop;
     int32_t logprobs;         /* -1: none; else how many top alternatives (0..20) */
     bool echo;
+    bool prompt_logprobs;     /* completions with echo and logprobs: the prompt tokens' logprobs too */
     bool ignore_eos;
     bool details;             /* TGI "details" */
     bool chat_logprobs;       /* chat's logprobs format */
@@ -104,11 +105,13 @@ int32_t *tokenize_text(srv *s, const char *text, size_t len, bool add_bos, int32
 
 /* Renders chat messages (a JSON array) with the server's chat template to
  * one prompt string (malloc'ed), or NULL with e filled (400 naming the
- * message). chatfmt.c. */
-char *render_chat(srv *s, json_t *messages, api_err *e);
-/* Compiles the chat template: the built-in format name (NULL: the model's
- * tokenizer.chat_template, else chatml) into s->chat. */
-tn_status chat_init(srv *s, const char *name) TN_MUST_CHECK;
+ * message or "tools"). tools: the request's "tools" (NULL or JSON null:
+ * none), passed to the template as `tools`. chatfmt.c. */
+char *render_chat(srv *s, json_t *messages, json_t *tools, api_err *e);
+/* Compiles the chat template into s->chat: the Jinja file `file` if not
+ * NULL, else the built-in format `name`, else the model's
+ * tokenizer.chat_template, else chatml. */
+tn_status chat_init(srv *s, const char *name, const char *file) TN_MUST_CHECK;
 /* Whether a rendered chat prompt gets BOS prepended: as the vocabulary
  * says, unless the template already wrote the BOS text itself. */
 bool chat_wants_bos(srv *s, const char *text);
@@ -140,6 +143,10 @@ typedef struct choice {
     size_t sent;              /* bytes of out already streamed */
     lp_entry *lp;             /* (n_lp) */
     int32_t n_lp, cap_lp, sent_lp;
+    lp_entry *plp;            /* (n_prompt of its prompt) prompt-token logprobs, entry 0 unused (the first
+                                 token has none); NULL unless gp.prompt_logprobs */
+    int32_t n_plp;            /* entries received (positions 1 .. n_plp) */
+    bool echo_sent;           /* streaming: the echo chunk went out */
     int32_t n_tokens;         /* tokens taken into the output */
     int32_t n_prompt, n_cached, n_generated;
     double t_last;            /* time of the last token (TPOT) */
@@ -180,6 +187,7 @@ json_t *resp_full(gen *g);                       /* the whole non-streamed body 
 json_t *resp_chunk(gen *g, choice *c, const char *text, size_t n, int32_t lp_from, int32_t lp_to,
                    const char *finish, bool first); /* one streamed chunk (NULL: nothing to send) */
 json_t *resp_usage_chunk(gen *g);                /* the include_usage chunk */
+json_t *resp_echo_chunk(gen *g, choice *c);      /* completions: the streamed echo of the prompt */
 json_t *resp_error(const api_err *e);            /* {"error": {...}} */
 json_t *usage_json(gen *g);
 /* A JSON string of n bytes of model text, each invalid UTF-8 byte replaced
@@ -265,6 +273,7 @@ void route_health(srv *s, struct evhttp_request *req);
 void route_metrics(srv *s, struct evhttp_request *req);
 void route_tokenize(srv *s, struct evhttp_request *req);
 void route_detokenize(srv *s, struct evhttp_request *req);
+void route_apply_template(srv *s, struct evhttp_request *req);
 
 /* A fresh pseudo-random 64-bit value (ids, unseeded requests). */
 uint64_t srv_random(srv *s);

@@ -657,6 +657,127 @@ static void test_logit_bias(void **state)
     tn_engine_free(e);
 }
 
+/* Prompt logprobs: what one request saw. */
+typedef struct plp_collect {
+    int32_t pos[64], tok[64], top0[64], n_top[64];
+    float lp[64], top0_lp[64];
+    int32_t n_plp;
+    int32_t gen[8], n_gen;
+    float gen_lp[8];
+    bool order_ok;          /* every prompt event came before the first generated token, in order */
+    int n_final;
+    tn_finish finish;
+    int32_t n_cached;
+} plp_collect;
+
+static void on_plp(void *user, const tn_engine_event *ev)
+{
+    plp_collect *c = user;
+    if (ev->prompt_pos > 0) {
+        int32_t i = c->n_plp++;
+        if (i < 64) {
+            c->pos[i] = ev->prompt_pos;
+            c->tok[i] = ev->token;
+            c->lp[i] = ev->logprob;
+            c->n_top[i] = ev->n_top;
+            c->top0[i] = ev->top_token[0];
+            c->top0_lp[i] = ev->top_logprob[0];
+        }
+        if (c->n_gen > 0 || ev->finish != TN_FINISH_NONE || ev->prompt_pos != i + 1)
+            c->order_ok = false;
+        return;
+    }
+    if (ev->token >= 0 && c->n_gen < 8) {
+        c->gen_lp[c->n_gen] = ev->logprob;
+        c->gen[c->n_gen++] = ev->token;
+    }
+    c->n_cached = ev->n_cached;
+    if (ev->finish != TN_FINISH_NONE) {
+        c->n_final++;
+        c->finish = ev->finish;
+    }
+}
+
+static uint64_t submit_plp(tn_engine *e, const int32_t *prompt, int32_t n, int32_t max_tokens, plp_collect *c)
+{
+    memset(c, 0, sizeof *c);
+    c->order_ok = true;
+    tn_request_params r = greedy(prompt, n, max_tokens);
+    r.top_logprobs = 3;
+    r.prompt_logprobs = true;
+    uint64_t id = 0;
+    if (tn_engine_submit(e, &r, on_plp, c, &id) != TN_OK)
+        fail_msg("submit: %s", tn_last_error());
+    return id;
+}
+
+/* The golden prompt is llama2.c's greedy story, so each of its tokens is
+ * the model's top choice after the tokens before it: every prompt-logprob
+ * event must name that token as top 1 with logprob == top logprob, and that
+ * logprob must equal what a separate request for the prefix reports for
+ * its first generated token. Checked with chunked prefill (budget 5), after
+ * the prompt went into the prefix cache (it is then computed anyway),
+ * with max_tokens 0 (the prompt is still run) and with generation after. */
+static void test_prompt_logprobs(void **state)
+{
+    enum { NP = 40 };
+    int32_t budgets[] = {5, 512};
+    for (int bi = 0; bi < 2; bi++) {
+        tn_engine_params p = base_params();
+        p.step_token_budget = budgets[bi];
+        tn_engine *e = make_engine(&p);
+        collect warm = {0};
+        tn_request_params w = greedy(g_gold, NP, 1);
+        submit(e, &w, &warm); /* fills the prefix cache with the prompt's blocks */
+        wait_idle(e);
+        for (int32_t max_tokens = 0; max_tokens <= 2; max_tokens += 2) {
+            plp_collect c;
+            submit_plp(e, g_gold, NP, max_tokens, &c);
+            wait_idle(e);
+            assert_true(c.order_ok);
+            assert_int_equal(c.n_final, 1);
+            assert_int_equal(c.finish, TN_FINISH_LENGTH);
+            assert_int_equal(c.n_cached, 0);
+            assert_int_equal(c.n_plp, NP - 1);
+            for (int32_t i = 0; i < NP - 1; i++) {
+                assert_int_equal(c.pos[i], i + 1);
+                assert_int_equal(c.tok[i], g_gold[i + 1]);
+                assert_int_equal(c.n_top[i], 3);
+                assert_int_equal(c.top0[i], g_gold[i + 1]);
+                assert_float_equal(c.lp[i], c.top0_lp[i], 1e-6);
+                assert_true(c.lp[i] <= 0.0f && c.lp[i] > -30.0f);
+            }
+            assert_int_equal(c.n_gen, max_tokens);
+            for (int32_t i = 0; i < max_tokens; i++)
+                assert_int_equal(c.gen[i], g_gold[NP + i]);
+            if (bi == 0 && max_tokens == 0) {
+                int32_t probe[] = {1, 7, 16, 17, 33, NP - 1};
+                for (size_t k = 0; k < sizeof probe / sizeof probe[0]; k++) {
+                    plp_collect one;
+                    memset(&one, 0, sizeof one);
+                    tn_request_params r = greedy(g_gold, probe[k], 1);
+                    r.top_logprobs = 3;
+                    uint64_t id;
+                    assert_int_equal(tn_engine_submit(e, &r, on_plp, &one, &id), TN_OK);
+                    wait_idle(e);
+                    assert_int_equal(one.n_gen, 1);
+                    assert_int_equal(one.gen[0], g_gold[probe[k]]);
+                    assert_float_equal(one.gen_lp[0], c.lp[probe[k] - 1], 1e-4);
+                }
+            }
+        }
+        tn_engine_free(e);
+    }
+    /* prompt_logprobs without logprobs is refused */
+    tn_engine_params p = base_params();
+    tn_engine *e = make_engine(&p);
+    tn_request_params r = greedy(g_gold, 5, 1);
+    r.prompt_logprobs = true;
+    uint64_t id;
+    assert_int_equal(tn_engine_submit(e, &r, on_plp, NULL, &id), TN_ERR_INVALID);
+    tn_engine_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -670,6 +791,7 @@ int main(void)
         cmocka_unit_test(test_validation),
         cmocka_unit_test(test_stop_and_logprobs),
         cmocka_unit_test(test_logit_bias),
+        cmocka_unit_test(test_prompt_logprobs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -244,6 +244,124 @@ def test_echo_and_token_prompts(srv, client):
     assert back.strip() == PROMPT
 
 
+def test_echo_logprobs(srv, client):
+    """echo + logprobs: the prompt's tokens come first (OpenAI's legacy shape, null for the first), and each
+    prompt token's logprob equals what a completion of the preceding prefix reports for that token (forced with
+    logit_bias +100; logprobs are those of the unbiased distribution)."""
+    ids = requests.post(srv.url + "/tokenize", json={"prompt": PROMPT}, timeout=10).json()["tokens"]
+    r = greedy(client, 6, echo=True, logprobs=2)
+    c = r.choices[0]
+    lp = c.logprobs
+    n = len(ids)
+    assert c.text.startswith(PROMPT)
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == n + 6
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert all(x is not None and x <= 0 for x in lp.token_logprobs[1:])
+    assert all(1 <= len(t) <= 2 for t in lp.top_logprobs[1:])
+    assert lp.text_offset == sorted(lp.text_offset) and lp.text_offset[0] == 0
+    assert lp.text_offset[n] == len(PROMPT.encode())  # completion offsets count from the start of the echo
+    assert "".join(lp.tokens[n:]) == c.text[len(PROMPT):]
+    plain = greedy(client, 6, logprobs=2).choices[0].logprobs
+    assert lp.tokens[n:] == plain.tokens
+    assert all(abs(a - b) < 1e-4 for a, b in zip(lp.token_logprobs[n:], plain.token_logprobs))
+    for i in range(1, n):
+        f = client.completions.create(model=NAME, prompt=ids[:i], max_tokens=1, temperature=0, logprobs=1,
+                                      logit_bias={str(ids[i]): 100})
+        fl = f.choices[0].logprobs
+        assert fl.tokens[0] == lp.tokens[i]
+        assert abs(fl.token_logprobs[0] - lp.token_logprobs[i]) < 1e-4, (i, fl.token_logprobs[0], lp.token_logprobs[i])
+        assert abs(max(fl.top_logprobs[0].values()) - max(lp.top_logprobs[i].values())) < 1e-4
+    # max_tokens 0: scoring a text; a repeat (prefix cache warm) gives the same numbers
+    for _ in range(2):
+        z = client.completions.create(model=NAME, prompt=PROMPT, max_tokens=0, echo=True, logprobs=0)
+        assert z.choices[0].text == PROMPT and z.usage.completion_tokens == 0
+        assert z.choices[0].logprobs.tokens == lp.tokens[:n]
+        assert all(a == b or abs(a - b) < 1e-4 for a, b in zip(z.choices[0].logprobs.token_logprobs[1:],
+                                                                lp.token_logprobs[1:n]))
+    # streamed: the echo chunk carries the prompt's logprobs, then the tokens follow
+    chunks = list(client.completions.create(model=NAME, prompt=PROMPT, max_tokens=6, temperature=0, echo=True,
+                                            logprobs=2, stream=True))
+    toks, lps, offs, text = [], [], [], ""
+    for ch in chunks:
+        text += ch.choices[0].text
+        if ch.choices[0].logprobs:
+            toks += ch.choices[0].logprobs.tokens
+            lps += ch.choices[0].logprobs.token_logprobs
+            offs += ch.choices[0].logprobs.text_offset
+    assert chunks[0].choices[0].text == PROMPT and len(chunks[0].choices[0].logprobs.tokens) == n
+    assert text == c.text and toks == lp.tokens and offs == lp.text_offset
+    assert lps[0] is None and all(abs(a - b) < 1e-4 for a, b in zip(lps[1:], lp.token_logprobs[1:]))
+
+
+CHAT_DATA = os.path.join(os.path.dirname(os.path.abspath(MODEL)), "..", "..", "chat")
+TOOL_TEMPLATES = ["Qwen-Qwen2.5-7B-Instruct", "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use",
+                  "NousResearch-Hermes-2-Pro-Mistral-7B-tool_use", "mistralai-Mistral-Nemo-Instruct-2407"]
+
+
+@pytest.mark.parametrize("name", TOOL_TEMPLATES)
+def test_tool_templates(name):
+    """tool messages, assistant tool_calls and a `tools` field reach a real model's chat template: the
+    rendering equals Python jinja2's golden (its BOS/EOS text replaced by this vocabulary's), and a chat request
+    with them tokenizes exactly that."""
+    with open(os.path.join(CHAT_DATA, "contexts", "tool_use.json")) as f:
+        ctx = json.load(f)
+    with open(os.path.join(CHAT_DATA, "goldens", f"{name}-tool_use.txt")) as f:
+        want = f.read()
+    want = want.replace(ctx["bos_token"], "<s>").replace(ctx["eos_token"], "</s>")
+    # these prompts are ~2000 tokens in stories260K's small vocabulary: a context past the trained 512
+    s = Server("--chat-template-file", os.path.join(CHAT_DATA, "templates", name + ".jinja"), "-c", "4096")
+    try:
+        body = {"messages": ctx["messages"], "tools": ctx["tools"]}
+        r = requests.post(s.url + "/apply-template", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        got = r.json()["prompt"]
+        assert got == want
+        assert "ipython" in got and "brave_search" in got  # the tool definitions and calls are there
+        no_tools = requests.post(s.url + "/apply-template", json={"messages": ctx["messages"]}, timeout=30)
+        assert no_tools.status_code == 200 and no_tools.json()["prompt"] != got
+        # max_tokens 0: the request is rendered and tokenized, nothing is computed (a 2000-token prefill
+        # would cost seconds here); generation after tool turns is exercised in test_message_shapes
+        c = s.client().chat.completions.create(model=NAME, messages=ctx["messages"], tools=ctx["tools"],
+                                               max_tokens=0, temperature=0)
+        assert c.choices[0].finish_reason == "length" and c.usage.completion_tokens == 0
+        assert c.usage.prompt_tokens == count_tokens(s, messages=ctx["messages"], tools=ctx["tools"])
+    finally:
+        s.assert_clean()
+
+
+def test_message_shapes(srv, client):
+    ok = [{"role": "user", "content": [{"type": "text", "text": "Tell me"}, {"type": "text", "text": " a story."}]}]
+    joined = [{"role": "user", "content": "Tell me a story."}]
+    assert count_tokens(srv, messages=ok) == count_tokens(srv, messages=joined)
+    img = [{"role": "user", "content": [{"type": "text", "text": "what is this?"},
+                                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]
+    with pytest.raises(openai.BadRequestError) as ei:
+        client.chat.completions.create(model=NAME, messages=img, max_tokens=2)
+    err = ei.value.response.json()["error"]
+    assert err["param"] == "messages" and "image_url" in err["message"] and "content[1]" in err["message"]
+    bad = [({"tools": {"type": "function"}}, "tools"),
+           ({"tools": [{"type": "function", "function": {"description": "no name"}}]}, "tools"),
+           ({"messages": [{"role": "assistant", "content": None, "tool_calls": [{"function": {"arguments": 3,
+                                                                                             "name": "f"}}]}]},
+            "messages"),
+           ({"messages": [{"role": "robot", "content": "hi"}]}, "messages")]
+    for extra, param in bad:
+        body = {"model": NAME, "messages": joined, "max_tokens": 2, **extra}
+        r = requests.post(srv.url + "/v1/chat/completions", json=body, timeout=10)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, (extra, r.text)
+    # chatml (the model has no template) renders tool turns too
+    tool_turns = [{"role": "user", "content": "weather?"},
+                  {"role": "assistant", "content": None, "tool_calls": [
+                      {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+                  {"role": "tool", "tool_call_id": "c1", "content": "rain"}]
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    r = client.chat.completions.create(model=NAME, messages=tool_turns, tools=tools, max_tokens=2, temperature=0)
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.prompt_tokens == count_tokens(srv, messages=tool_turns, tools=tools)
+    text = requests.post(srv.url + "/apply-template", json={"messages": tool_turns}, timeout=10).json()["prompt"]
+    assert "get_weather" in text and "Oslo" in text and "rain" in text
+
+
 def test_logit_bias(srv, client):
     first = greedy(client, 1).choices[0].text
     p = requests.post(srv.url + "/tokenize", json={"prompt": PROMPT}, timeout=10).json()["tokens"]
