@@ -10,10 +10,25 @@
  * Key idea: one libevent loop, one HTTP connection per request; load is
  * either closed-loop (--concurrency C requests in flight at all times) or
  * open-loop (--rate R: Poisson arrivals, R requests per second on
- * average, whatever the server's speed). Prompts are --prompt-len repeats
- * of " hello" (one token in most vocabularies; the report gives the mean
- * prompt tokens the server counted); generation is forced to --output-len
- * tokens with ignore_eos.
+ * average, whatever the server's speed).
+ *
+ * PROMPTS. Synthetic (default): --prompt-len L is in TOKENS of the server's
+ * own vocabulary. A built-in English paragraph is tokenized once by the
+ * server (POST /tokenize, understood by tern serve, llama-server and vLLM),
+ * and request i sends L token ids (the prompt as an id list, which servers
+ * take as is: no BOS added) read cyclically from that pool starting at a
+ * different offset per request, so prompts do not share a prefix and a
+ * prefix cache cannot flatter the server. If the server has no /tokenize,
+ * loadgen falls back to L repeats of " hello" as text and says so: that is
+ * L WORDS, 1 to 3 tokens each (stories260K's 512-token vocabulary splits
+ * " hello" in three: --prompt-len 32 gave 97 tokens with BOS). Generation is
+ * forced to --output-len tokens (ignore_eos, temperature 0).
+ *
+ * --dataset FILE.jsonl: one request per line, used in turn (request i takes
+ * line i mod lines): {"prompt": "text" | [ids]} goes to /v1/completions,
+ * {"messages": [...]} to /v1/chat/completions; optional "max_tokens" (else
+ * --output-len). Other fields are ignored; a line that is not such an
+ * object is an error naming its number.
  *
  * Exit codes: 0 every request succeeded, 1 some failed (or none could
  * connect), 2 a usage error.
@@ -32,9 +47,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 typedef struct lg_opts {
-    const char *url, *model;
+    const char *url, *model, *dataset;
     int concurrency;
     double rate;
     int num, prompt_len, output_len;
@@ -44,6 +60,8 @@ typedef struct lg_opts {
 
 typedef struct lg_req {
     struct lg *lg;
+    char *body;                 /* the request's JSON body (freed when it is sent) */
+    bool chat;
     struct evhttp_connection *conn; /* freed at the end */
     double t_start, t_first, t_last;
     int n_chunks, n_tokens, n_prompt;
@@ -60,8 +78,13 @@ typedef struct lg {
     struct evhttp_uri *uri;
     const char *host;
     int port;
-    char path[512];
-    char *body;
+    char path[512];             /* .../v1/completions */
+    char chat_path[512];        /* .../v1/chat/completions */
+    char tok_path[512];         /* .../tokenize */
+    int32_t *pool;              /* (n_pool) token ids for synthetic prompts; NULL: text prompts */
+    int n_pool;
+    json_t **data;              /* (n_data) dataset lines (each {"prompt"|"messages"[, "max_tokens"]}) */
+    int n_data;
     lg_req *reqs;
     int started, finished, in_flight;
     double t0, t_end;
@@ -73,10 +96,13 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: tern loadgen --url URL (--concurrency C | --rate R) --num N --prompt-len L --output-len O\n"
-            "                    [--slo-ttft MS --slo-tpot MS] [--model NAME] [-o json]\n"
+            "                    [--dataset FILE.jsonl] [--slo-ttft MS --slo-tpot MS] [--model NAME] [-o json]\n"
             "\n"
             "Streams N completions (POST URL/v1/completions) and reports TTFT, TPOT, ITL and\n"
-            "end-to-end latency (mean, p50, p90, p99), throughput and goodput under the SLOs.\n");
+            "end-to-end latency (mean, p50, p90, p99), throughput and goodput under the SLOs.\n"
+            "--prompt-len is in tokens of the server's vocabulary (via its /tokenize).\n"
+            "--dataset: JSON lines {\"prompt\": TEXT|[IDS]} or {\"messages\": [...]}, optional\n"
+            "\"max_tokens\"; request i uses line i mod the number of lines.\n");
 }
 
 /* --- one request ------------------------------------------------------------ */
@@ -100,6 +126,8 @@ static void on_sse_line(lg_req *r, const char *line)
     }
     json_t *ch = json_array_get(json_object_get(j, "choices"), 0);
     const char *text = json_string_value(json_object_get(ch, "text"));
+    if (!text)
+        text = json_string_value(json_object_get(json_object_get(ch, "delta"), "content"));
     if (text && *text) {
         double now = tn_time_s();
         if (r->n_chunks == 0) {
@@ -166,11 +194,56 @@ static void on_done(struct evhttp_request *req, void *arg)
     }
 }
 
+/* The body of request i (malloc'ed JSON), see the file comment. */
+static char *make_body(lg *g, int i, bool *chat)
+{
+    json_t *b = json_pack("{s:f, s:b, s:b, s:{s:b}}", "temperature", 0.0, "ignore_eos", 1, "stream", 1,
+                          "stream_options", "include_usage", 1);
+    int max_tokens = g->o.output_len;
+    *chat = false;
+    if (g->n_data > 0) {
+        json_t *d = g->data[i % g->n_data], *m = json_object_get(d, "max_tokens");
+        if (json_is_integer(m))
+            max_tokens = (int)json_integer_value(m);
+        *chat = json_object_get(d, "messages") != NULL;
+        const char *k = *chat ? "messages" : "prompt";
+        json_object_set(b, k, json_object_get(d, k));
+    } else if (g->pool) {
+        json_t *ids = json_array();
+        int off = (int)(((unsigned long long)i * 7919u) % (unsigned)g->n_pool);
+        for (int k = 0; k < g->o.prompt_len; k++)
+            json_array_append_new(ids, json_integer(g->pool[(off + k) % g->n_pool]));
+        json_object_set_new(b, "prompt", ids);
+    } else {
+        size_t cap = (size_t)g->o.prompt_len * 6 + 1;
+        char *p = malloc(cap);
+        if (p) {
+            p[0] = '\0';
+            for (int k = 0; k < g->o.prompt_len; k++)
+                memcpy(p + 6 * k, " hello", 7);
+            json_object_set_new(b, "prompt", json_string(p));
+            free(p);
+        }
+    }
+    json_object_set_new(b, "max_tokens", json_integer(max_tokens));
+    if (g->o.model)
+        json_object_set_new(b, "model", json_string(g->o.model));
+    char *s = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    return s;
+}
+
 static void start_one(lg *g)
 {
+    int i = g->started;
     lg_req *r = &g->reqs[g->started++];
     r->lg = g;
     r->t_start = tn_time_s();
+    r->body = make_body(g, i, &r->chat);
+    if (!r->body) {
+        on_done(NULL, r);
+        return;
+    }
     struct evhttp_connection *c = evhttp_connection_base_new(g->base, NULL, g->host, (ev_uint16_t)g->port);
     struct evhttp_request *req = c ? evhttp_request_new(on_done, r) : NULL;
     if (!req) {
@@ -190,9 +263,11 @@ static void start_one(lg *g)
         snprintf(auth, sizeof auth, "Bearer %s", key);
         evhttp_add_header(h, "Authorization", auth);
     }
-    evbuffer_add(evhttp_request_get_output_buffer(req), g->body, strlen(g->body));
+    evbuffer_add(evhttp_request_get_output_buffer(req), r->body, strlen(r->body));
+    free(r->body);
+    r->body = NULL;
     g->in_flight++;
-    if (evhttp_make_request(c, req, EVHTTP_REQ_POST, g->path) != 0)
+    if (evhttp_make_request(c, req, EVHTTP_REQ_POST, r->chat ? g->chat_path : g->path) != 0)
         on_done(NULL, r);
 }
 
@@ -311,6 +386,157 @@ static int report(lg *g)
     return ok == n ? 0 : 1;
 }
 
+/* --- prompts ------------------------------------------------------------------------ */
+
+/* Text for synthetic prompts: varied English, so the token pool has no
+ * short period and per-request offsets give different prompts. */
+static const char POOL_TEXT[] =
+    "The lighthouse keeper climbed the spiral stairs every evening at dusk, counting the steps as his father had "
+    "taught him. Two hundred and twelve, never more, never less. From the lantern room he could see the fishing "
+    "boats returning along the northern channel, their hulls low with the day's catch, gulls wheeling above the "
+    "wakes. On clear nights the lights of the mainland town flickered across the water like a scattered handful "
+    "of embers. He kept a logbook of the weather, the ships that passed, and the small events that made one day "
+    "different from another: a seal asleep on the jetty, a crate of oranges washed ashore after a storm, a letter "
+    "from his sister asking when he would finally come home. Winter brought fog so thick that the beam seemed to "
+    "stop a few yards from the glass, and he would sound the horn through the night, listening for answers from "
+    "the dark. In spring the island filled with nesting birds and the paths grew bright with thrift and campion. "
+    "Visitors were rare; the supply boat came on the first Monday of each month, weather permitting, bringing "
+    "flour, lamp oil, newspapers already a week old, and sometimes a parcel of books chosen by the librarian in "
+    "town, who seemed to know exactly what a solitary man might want to read.";
+
+typedef struct http_once {
+    struct event_base *base;
+    struct evbuffer *body;
+    int status;
+} http_once;
+
+static void on_once(struct evhttp_request *req, void *arg)
+{
+    http_once *h = arg;
+    h->status = req ? evhttp_request_get_response_code(req) : 0;
+    if (req)
+        evbuffer_add_buffer(h->body, evhttp_request_get_input_buffer(req));
+    event_base_loopexit(h->base, NULL);
+}
+
+/* Asks the server to tokenize POOL_TEXT (no special tokens); fills g->pool.
+ * False when the server has no usable /tokenize. */
+static bool fetch_pool(lg *g)
+{
+    struct evhttp_connection *c = evhttp_connection_base_new(g->base, NULL, g->host, (ev_uint16_t)g->port);
+    http_once h = {g->base, evbuffer_new(), 0};
+    struct evhttp_request *req = c && h.body ? evhttp_request_new(on_once, &h) : NULL;
+    bool ok = false;
+    if (req) {
+        evhttp_connection_set_timeout(c, 30);
+        struct evkeyvalq *hd = evhttp_request_get_output_headers(req);
+        evhttp_add_header(hd, "Host", g->host);
+        evhttp_add_header(hd, "Content-Type", "application/json");
+        const char *key = getenv("OPENAI_API_KEY");
+        if (key) {
+            char auth[512];
+            snprintf(auth, sizeof auth, "Bearer %s", key);
+            evhttp_add_header(hd, "Authorization", auth);
+        }
+        /* tern/vLLM read "prompt" + add_special_tokens, llama-server "content" + add_special */
+        json_t *b = json_pack("{s:s, s:s, s:b, s:b}", "prompt", POOL_TEXT, "content", POOL_TEXT,
+                              "add_special_tokens", 0, "add_special", 0);
+        if (g->o.model)
+            json_object_set_new(b, "model", json_string(g->o.model));
+        char *s = json_dumps(b, JSON_COMPACT);
+        json_decref(b);
+        if (s && evbuffer_add(evhttp_request_get_output_buffer(req), s, strlen(s)) == 0 &&
+            evhttp_make_request(c, req, EVHTTP_REQ_POST, g->tok_path) == 0) {
+            event_base_dispatch(g->base);
+            ok = true;
+        }
+        free(s);
+    }
+    if (ok && h.status == 200) {
+        size_t n = evbuffer_get_length(h.body);
+        json_t *j = json_loadb((const char *)evbuffer_pullup(h.body, -1), n, 0, NULL);
+        json_t *t = json_object_get(j, "tokens");
+        size_t k = json_array_size(t);
+        g->pool = k >= 16 ? malloc(k * sizeof *g->pool) : NULL;
+        for (size_t i = 0; g->pool && i < k; i++) {
+            json_t *v = json_array_get(t, i);
+            /* llama-server with_pieces answers objects; plain answers are ids */
+            json_t *id = json_is_object(v) ? json_object_get(v, "id") : v;
+            if (!json_is_integer(id)) {
+                free(g->pool);
+                g->pool = NULL;
+                break;
+            }
+            g->pool[i] = (int32_t)json_integer_value(id);
+        }
+        g->n_pool = g->pool ? (int)k : 0;
+        json_decref(j);
+    }
+    if (h.body)
+        evbuffer_free(h.body);
+    if (c)
+        evhttp_connection_free(c);
+    return g->pool != NULL;
+}
+
+/* Reads a JSON-lines dataset into g->data; false with a message naming the
+ * line. */
+static bool load_dataset(lg *g, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "tern loadgen: cannot open dataset '%s': %s\n", path, strerror(errno));
+        return false;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0;
+    bool ok = true;
+    while (ok && (len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        size_t i = 0;
+        while (i < (size_t)len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\n' || line[i] == '\r'))
+            i++;
+        if (i == (size_t)len)
+            continue; /* blank */
+        json_error_t err;
+        json_t *j = json_loadb(line, (size_t)len, 0, &err);
+        json_t *p = json_object_get(j, "prompt"), *m = json_object_get(j, "messages"),
+               *mt = json_object_get(j, "max_tokens");
+        const char *why = !j                                          ? err.text
+                          : !json_is_object(j)                        ? "not a JSON object"
+                          : !p == !m                                  ? "needs exactly one of \"prompt\" and \"messages\""
+                          : p && !json_is_string(p) && !json_is_array(p) ? "\"prompt\" must be a string or a list of token ids"
+                          : m && (!json_is_array(m) || !json_array_size(m)) ? "\"messages\" must be a non-empty list"
+                          : mt && (!json_is_integer(mt) || json_integer_value(mt) < 1 || json_integer_value(mt) > 1000000)
+                              ? "\"max_tokens\" must be an integer in [1, 1000000]"
+                              : NULL;
+        if (why) {
+            fprintf(stderr, "tern loadgen: %s:%d: %s\n", path, lineno, why);
+            json_decref(j);
+            ok = false;
+            break;
+        }
+        json_t **d = realloc(g->data, (size_t)(g->n_data + 1) * sizeof *d);
+        if (!d) {
+            json_decref(j);
+            fprintf(stderr, "tern loadgen: out of memory reading '%s'\n", path);
+            ok = false;
+            break;
+        }
+        g->data = d;
+        g->data[g->n_data++] = j;
+    }
+    free(line);
+    fclose(f);
+    if (ok && g->n_data == 0) {
+        fprintf(stderr, "tern loadgen: dataset '%s' has no requests\n", path);
+        ok = false;
+    }
+    return ok;
+}
+
 /* --- main ------------------------------------------------------------------------- */
 
 static bool num_arg(const char *s, double lo, double hi, double *out)
@@ -348,6 +574,8 @@ int tn_cmd_loadgen(int argc, char **argv)
             g.o.url = v;
         else if (!strcmp(a, "--model"))
             g.o.model = v;
+        else if (!strcmp(a, "--dataset"))
+            g.o.dataset = v;
         else if (!strcmp(a, "--concurrency") && (ok = num_arg(v, 1, 100000, &x)))
             g.o.concurrency = (int)x;
         else if (!strcmp(a, "--rate") && (ok = num_arg(v, 1e-6, 1e6, &x)))
@@ -392,27 +620,25 @@ int tn_cmd_loadgen(int argc, char **argv)
     size_t bl = base_path ? strlen(base_path) : 0;
     while (bl && base_path[bl - 1] == '/')
         bl--;
-    snprintf(g.path, sizeof g.path, "%.*s%s", (int)bl, base_path ? base_path : "",
-             bl >= 3 && !strncmp(base_path + bl - 3, "/v1", 3) ? "/completions" : "/v1/completions");
+    bool v1 = bl >= 3 && !strncmp(base_path + bl - 3, "/v1", 3);
+    const char *bp = base_path ? base_path : "";
+    snprintf(g.path, sizeof g.path, "%.*s%s", (int)bl, bp, v1 ? "/completions" : "/v1/completions");
+    snprintf(g.chat_path, sizeof g.chat_path, "%.*s%s", (int)bl, bp, v1 ? "/chat/completions" : "/v1/chat/completions");
+    snprintf(g.tok_path, sizeof g.tok_path, "%.*s/tokenize", (int)(v1 ? bl - 3 : bl), bp);
 
-    size_t cap = (size_t)g.o.prompt_len * 6 + 1;
-    char *prompt = malloc(cap);
     g.reqs = calloc((size_t)g.o.num, sizeof *g.reqs);
     g.base = event_base_new();
-    if (!prompt || !g.reqs || !g.base) {
+    if (!g.reqs || !g.base) {
         fprintf(stderr, "tern loadgen: out of memory\n");
         return 1;
     }
-    prompt[0] = '\0';
-    for (int i = 0; i < g.o.prompt_len; i++)
-        memcpy(prompt + 6 * i, " hello", 7);
-    json_t *body = json_pack("{s:s, s:i, s:f, s:b, s:b, s:{s:b}}", "prompt", prompt, "max_tokens", g.o.output_len,
-                             "temperature", 0.0, "ignore_eos", 1, "stream", 1, "stream_options", "include_usage", 1);
-    if (g.o.model)
-        json_object_set_new(body, "model", json_string(g.o.model));
-    g.body = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    free(prompt);
+    if (g.o.dataset) {
+        if (!load_dataset(&g, g.o.dataset))
+            return 2;
+    } else if (!fetch_pool(&g)) {
+        fprintf(stderr, "tern loadgen: the server has no usable %s: prompts are %d repeats of \" hello\" "
+                "(--prompt-len counts words, not tokens)\n", g.tok_path, g.o.prompt_len);
+    }
 
     g.t0 = tn_time_s();
     g.rng = 0x2545F4914F6CDD1Dull;
@@ -431,11 +657,15 @@ int tn_cmd_loadgen(int argc, char **argv)
     fflush(stdout);
     for (int i = 0; i < g.o.num; i++) {
         free(g.reqs[i].itl);
+        free(g.reqs[i].body);
         if (g.reqs[i].conn)
             evhttp_connection_free(g.reqs[i].conn);
     }
     free(g.reqs);
-    free(g.body);
+    free(g.pool);
+    for (int i = 0; i < g.n_data; i++)
+        json_decref(g.data[i]);
+    free(g.data);
     if (g.timer)
         event_free(g.timer);
     event_base_free(g.base);

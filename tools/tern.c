@@ -24,6 +24,7 @@ static const command commands[] = {
     {"bench", tn_cmd_bench, "measure prompt and generation speed (like llama-bench)"},
     {"quantize", tn_cmd_quantize, "convert a GGUF model's weights to another type (F16 ... Q4_K_M)"},
     {"perplexity", tn_cmd_perplexity, "measure perplexity and KL divergence on a text"},
+    {"convert", tn_cmd_convert, "convert a Hugging Face checkpoint (safetensors) to GGUF"},
 };
 
 static void usage(FILE *out)

@@ -576,3 +576,38 @@ def test_tgi_and_triton(srv, client):
                       timeout=30)
     events = [json.loads(l[5:]) for l in r.iter_lines() if l.startswith(b"data:")]
     assert "".join(e["text_output"] for e in events) == want
+
+
+# --- tern loadgen ------------------------------------------------------------------
+
+
+def loadgen(srv, *args):
+    out = subprocess.run([TERN, "loadgen", "--url", srv.url, "-o", "json", *args], capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()
+    return json.loads(out.stdout)
+
+
+def test_loadgen(srv, tmp_path):
+    # --prompt-len counts tokens of the server's vocabulary (token-id prompts from its /tokenize)
+    r = loadgen(srv, "--concurrency", "3", "--num", "6", "--prompt-len", "21", "--output-len", "5",
+                "--slo-ttft", "60000", "--slo-tpot", "60000")
+    assert r["succeeded"] == 6 and r["mean_prompt_tokens"] == 21 and r["output_tokens"] == 30
+    assert r["slo_attainment"] == 1.0 and abs(r["goodput"] - r["request_throughput"]) < 1e-9
+    assert 0 < r["ttft_ms"]["p50"] <= r["ttft_ms"]["p99"] <= r["e2e_ms"]["p99"]
+    # an SLO no request can meet: goodput 0
+    r = loadgen(srv, "--rate", "50", "--num", "4", "--prompt-len", "8", "--output-len", "4", "--slo-ttft", "0.001")
+    assert r["succeeded"] == 4 and r["goodput"] == 0 and r["slo_attainment"] == 0
+    # a dataset: completions and chat lines, per-line max_tokens, used in turn
+    ds = tmp_path / "ds.jsonl"
+    lines = [{"prompt": PROMPT, "max_tokens": 3}, {"messages": [{"role": "user", "content": "hi"}]},
+             {"prompt": [1, 400, 300, 200], "max_tokens": 2}]
+    ds.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
+    r = loadgen(srv, "--concurrency", "2", "--num", "6", "--dataset", str(ds), "--output-len", "4")
+    assert r["succeeded"] == 6 and r["output_tokens"] == 2 * (3 + 4 + 2)
+    chat_prompt = count_tokens(srv, messages=lines[1]["messages"])
+    want = (count_tokens(srv, prompt=PROMPT) + chat_prompt + 4) / 3
+    assert abs(r["mean_prompt_tokens"] - want) < 1e-9
+    ds.write_text('{"prompt": "ok"}\n{"messages": "not a list"}\n')
+    out = subprocess.run([TERN, "loadgen", "--url", srv.url, "--concurrency", "1", "--num", "1", "--dataset", str(ds)],
+                         capture_output=True, timeout=60)
+    assert out.returncode == 2 and b":2:" in out.stderr and b"messages" in out.stderr
