@@ -768,6 +768,33 @@ static void test_prompt_logprobs(void **state)
         }
         tn_engine_free(e);
     }
+    /* Preemption mid-prefill and mid-decode (three 30-token prompts growing
+     * to 50 in a 64-slot cache, 5-token steps): each prompt position is
+     * still sent exactly once, in order, and the outputs stay golden. */
+    {
+        tn_engine_params p = base_params();
+        p.n_ctx = 64;
+        p.n_kv_slots = 64;
+        p.step_token_budget = 5;
+        tn_engine *e = make_engine(&p);
+        plp_collect c[3];
+        for (int j = 0; j < 3; j++)
+            submit_plp(e, g_gold, 30, 20, &c[j]);
+        wait_idle(e);
+        tn_engine_stats st;
+        tn_engine_get_stats(e, &st);
+        assert_true(st.n_preemptions > 0);
+        for (int j = 0; j < 3; j++) {
+            assert_true(c[j].order_ok);
+            assert_int_equal(c[j].n_plp, 29);
+            for (int32_t i = 0; i < 29; i++)
+                assert_int_equal(c[j].top0[i], g_gold[i + 1]);
+            assert_int_equal(c[j].n_gen, 8); /* the collector keeps 8 */
+            for (int32_t i = 0; i < 8; i++)
+                assert_int_equal(c[j].gen[i], g_gold[30 + i]);
+        }
+        tn_engine_free(e);
+    }
     /* prompt_logprobs without logprobs is refused */
     tn_engine_params p = base_params();
     tn_engine *e = make_engine(&p);
