@@ -13,6 +13,7 @@
 #include "tok/tok_int.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* ---------------------------------------------------------------------------
  * The byte-to-unicode map
@@ -145,6 +146,154 @@ static inline const tn__merge_val *find_merge(const tn_vocab *v, int32_t l, int3
     }
 }
 
+/*
+ * SPLITTING LONG WORDS
+ *
+ * HOW IT WORKS
+ *   A word in Chinese (or another script without spaces) is a long run of
+ *   letters that never repeats, so the word cache does not help and each
+ *   one is merged byte by byte. But most of its character boundaries can
+ *   never be crossed by a merge, and the word is then several independent
+ *   words, each short and frequent.
+ *
+ *   Why it is exact: the first merge that crosses a boundary p of the word
+ *   joins a symbol that ends at p with one that starts at p. In a
+ *   consistent vocabulary (below) a symbol of id x covers exactly the
+ *   bytes decode(piece(x)), so that merge (l, r) has the last bytes of
+ *   decode(l) just before p and the first bytes of decode(r) just after p.
+ *   For every merge we record its join context: the last min(2, |left|)
+ *   bytes and the first min(2, |right|) bytes (4 kinds by the two
+ *   lengths). A boundary where none of the 4 contexts the word has there
+ *   was recorded is
+ *   crossed by no merge, ever; merges on its two sides never share a
+ *   symbol, so merging the sides apart (in rank order each) gives the same
+ *   symbols as merging the whole word (equal ranks on different sides are
+ *   different pairs and commute).
+ *
+ *   The contexts are bits: the 2^16 one-byte/one-byte contexts directly,
+ *   the others hashed into 2^22 bits. A hash collision only makes a
+ *   boundary look crossable: slower, never wrong.
+ *
+ * EDGE CASES
+ *   Llama 3's whole-word rule applies to the word, not to its pieces: the
+ *   caller looks the whole word up first, and the pieces are merged by the
+ *   plain rules (and cached apart from whole words). A vocabulary where a
+ *   merge's result is not its two sides' bytes (or a byte's symbol is not
+ *   that byte) gets no join table, and its words are never split.
+ */
+static inline uint32_t join_hash(uint32_t bytes, unsigned k1, unsigned k2)
+{
+    uint64_t key = (uint64_t)bytes | (uint64_t)(k1 * 4 + k2) << 32;
+    return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> (64 - TN__JOIN_HASH_BITS));
+}
+
+/* The recorded-context key of a[-k1..0) b[0..k2), k1, k2 in 1..2. */
+static inline uint32_t join_bytes(const unsigned char *a, unsigned k1, const unsigned char *b, unsigned k2)
+{
+    uint32_t x = 0;
+    for (unsigned i = k1; i > 0; i--)
+        x = x << 8 | a[-(int)i];
+    for (unsigned i = 0; i < k2; i++)
+        x = x << 8 | b[i];
+    return x;
+}
+
+static inline void bit_set(uint64_t *bits, uint32_t i) { bits[i >> 6] |= 1ull << (i & 63); }
+static inline bool bit_get(const uint64_t *bits, uint32_t i) { return bits[i >> 6] >> (i & 63) & 1; }
+
+/* Whether some merge may join w[p-1] and w[p] (0 < p < n). */
+static inline bool join_possible(const uint64_t *bits, const unsigned char *w, size_t n, size_t p)
+{
+    const unsigned char *a = w + p, *b = w + p;
+    if (bit_get(bits, (uint32_t)a[-1] << 8 | b[0]))
+        return true;
+    const uint64_t *hb = bits + TN__JOIN_PAIR_WORDS;
+    bool l2 = p >= 2, r2 = p + 2 <= n;
+    if (r2 && bit_get(hb, join_hash(join_bytes(a, 1, b, 2), 1, 2)))
+        return true;
+    if (l2 && bit_get(hb, join_hash(join_bytes(a, 2, b, 1), 2, 1)))
+        return true;
+    return l2 && r2 && bit_get(hb, join_hash(join_bytes(a, 2, b, 2), 2, 2));
+}
+
+/* Builds v->join_bits from the merges (or leaves it NULL, see above). */
+static tn_status build_join_bits(tn_vocab *v, const int32_t *left, const int32_t *right, int32_t n)
+{
+    for (unsigned b = 0; b < 256; b++) {
+        char raw[8];
+        int32_t id = v->byte_id[b];
+        if (id >= 0 && (tn__bpe_decode_piece(v->pool + v->off[id], v->len[id], raw, sizeof raw) != 1 ||
+                        (unsigned char)raw[0] != b))
+            return TN_OK;
+    }
+    uint64_t *bits = calloc(TN__JOIN_WORDS, sizeof *bits);
+    if (!bits)
+        return tn__err(TN_ERR_NOMEM, "tok: out of memory for the merge join table");
+    uint64_t *hb = bits + TN__JOIN_PAIR_WORDS;
+    for (int32_t k = 0; k < n; k++) {
+        int32_t l = left[k], r = right[k];
+        /* result == left + right as pieces (vocab.c finds the result by
+         * the joined text), so only the sides' bytes are checked here */
+        unsigned char a[4], b[2];
+        size_t la = tn__bpe_decode_piece(v->pool + v->off[l], v->len[l], NULL, 0);
+        size_t lb = tn__bpe_decode_piece(v->pool + v->off[r], v->len[r], (char *)b, sizeof b);
+        if (la == 0 || lb == 0) {
+            free(bits);
+            return TN_OK;
+        }
+        /* the last two bytes of the left side: decode into a window */
+        char tmp[2 * TN_DETOK_MAX];
+        if (la > sizeof tmp) {
+            free(bits);
+            return TN_OK;
+        }
+        tn__bpe_decode_piece(v->pool + v->off[l], v->len[l], tmp, sizeof tmp);
+        unsigned k1 = la >= 2 ? 2 : 1, k2 = lb >= 2 ? 2 : 1;
+        memcpy(a, tmp + la - k1, k1);
+        const unsigned char *end = a + k1;
+        if (k1 == 1 && k2 == 1)
+            bit_set(bits, (uint32_t)end[-1] << 8 | b[0]);
+        else
+            bit_set(hb, join_hash(join_bytes(end, k1, b, k2), k1, k2));
+    }
+    v->join_bits = bits;
+    return TN_OK;
+}
+
+/* The two bits of the whole-word filter for the bytes hashed to h. */
+static inline uint32_t whole_bit(uint64_t h, int k)
+{
+    return (uint32_t)(k ? h >> 40 : h >> 8) & ((1u << TN__WHOLE_BITS) - 1);
+}
+
+/* Builds v->whole_bits (Llama 3's whole-word rule): two bits per piece,
+ * from the hash of the bytes the piece stands for. */
+static tn_status build_whole_bits(tn_vocab *v)
+{
+    uint64_t *bits = calloc(TN__WHOLE_WORDS, sizeof *bits);
+    char *raw = malloc(2 * TN_DETOK_MAX);
+    if (!bits || !raw) {
+        free(bits);
+        free(raw);
+        return tn__err(TN_ERR_NOMEM, "tok: out of memory for the whole-word filter");
+    }
+    for (int32_t id = 0; id < v->n_tokens; id++) {
+        size_t n = tn__bpe_decode_piece(v->pool + v->off[id], v->len[id], raw, 2 * TN_DETOK_MAX);
+        if (n > 2 * TN_DETOK_MAX) {
+            /* too long to hash here: no filter, every word is looked up */
+            free(bits);
+            free(raw);
+            return TN_OK;
+        }
+        uint64_t h = tn__tok_hash(raw, n);
+        bit_set(bits, whole_bit(h, 0));
+        bit_set(bits, whole_bit(h, 1));
+    }
+    free(raw);
+    v->whole_bits = bits;
+    return TN_OK;
+}
+
 /* Builds the merge table; see tok_int.h. left/right/result are valid ids. */
 tn_status tn__bpe_build_merges(tn_vocab *v, const int32_t *left, const int32_t *right, const int32_t *result,
                                const int32_t *rank, int32_t n)
@@ -210,7 +359,10 @@ tn_status tn__bpe_build_merges(tn_vocab *v, const int32_t *left, const int32_t *
             }
         }
     }
-    return TN_OK;
+    tn_status st = build_join_bits(v, left, right, n);
+    if (st == TN_OK && v->ignore_merges)
+        st = build_whole_bits(v);
+    return st;
 }
 
 /* ---------------------------------------------------------------------------
@@ -309,6 +461,7 @@ static inline void merge_at(sym *s, int32_t i)
  *   stays a symbol that never merges and emits nothing, as in llama.cpp.
  */
 #define SHORT_WORD 16
+#define SPLIT_MIN 4 /* shorter words are never split */
 
 static void merge_short(const tn_vocab *v, sym *s, int32_t n)
 {
@@ -371,26 +524,43 @@ static bool grow(void **p, size_t *cap, size_t need, size_t elem)
     return true;
 }
 
-/* Encodes one word w[0..n) (valid UTF-8, n >= 1). */
-static tn_status encode_word(const tn_vocab *v, tn__bpe_scratch *sc, const unsigned char *w, size_t n, tn__tok_out *out)
+/* Llama 3: a word that is a piece is taken whole. Pushes its id, or
+ * nothing when the word is not a piece. */
+static tn_status whole_word(const tn_vocab *v, tn__bpe_scratch *sc, const unsigned char *w, size_t n,
+                            tn__tok_out *out)
+{
+    if (v->whole_bits) {
+        /* no piece stands for these bytes unless both bits are set */
+        uint64_t h = tn__tok_hash((const char *)w, n);
+        if (!bit_get(v->whole_bits, whole_bit(h, 0)) || !bit_get(v->whole_bits, whole_bit(h, 1)))
+            return TN_OK;
+    }
+    if (!grow((void **)&sc->word, &sc->word_cap, 2 * n, 1))
+        return tn__err(TN_ERR_NOMEM, "tok: out of memory for a %zu-byte word", n);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        m += (size_t)tn__bpe_byte_to_utf8(w[i], sc->word + m);
+    int32_t id = tn__vocab_find(v, sc->word, m);
+    if (id >= 0)
+        tn__tok_push(out, id);
+    return TN_OK;
+}
+
+/* Encodes one word w[0..n) (valid UTF-8, n >= 1); whole: apply Llama 3's
+ * whole-word rule when the vocabulary has it. */
+static tn_status encode_word(const tn_vocab *v, tn__bpe_scratch *sc, const unsigned char *w, size_t n, bool whole,
+                             tn__tok_out *out)
 {
     if (n == 1) {
         if (v->byte_id[w[0]] >= 0)
             tn__tok_push(out, v->byte_id[w[0]]);
         return TN_OK;
     }
-    if (v->ignore_merges) {
-        /* Llama 3: a word that is a piece is taken whole */
-        if (!grow((void **)&sc->word, &sc->word_cap, 2 * n, 1))
-            return tn__err(TN_ERR_NOMEM, "tok: out of memory for a %zu-byte word", n);
-        size_t m = 0;
-        for (size_t i = 0; i < n; i++)
-            m += (size_t)tn__bpe_byte_to_utf8(w[i], sc->word + m);
-        int32_t id = tn__vocab_find(v, sc->word, m);
-        if (id >= 0) {
-            tn__tok_push(out, id);
-            return TN_OK;
-        }
+    if (whole && v->ignore_merges) {
+        size_t before = out->n;
+        tn_status st = whole_word(v, sc, w, n, out);
+        if (st != TN_OK || out->n != before)
+            return st;
     }
     if (!grow(&sc->sym, &sc->sym_cap, n, sizeof(sym)))
         return tn__err(TN_ERR_NOMEM, "tok: out of memory for a %zu-byte word", n);
@@ -412,6 +582,56 @@ static tn_status encode_word(const tn_vocab *v, tn__bpe_scratch *sc, const unsig
     return TN_OK;
 }
 
+/* Encodes a piece of a split word (plain rules), through its own cache. */
+static tn_status encode_piece(const tn_vocab *v, tn__bpe_scratch *sc, const unsigned char *w, size_t n,
+                              tn__tok_out *out)
+{
+    if (n < 2 || n > TN__WCACHE_WORD)
+        return encode_word(v, sc, w, n, false, out);
+    uint32_t h = (uint32_t)tn__tok_hash((const char *)w, n);
+    void *slot;
+    const int32_t *ids;
+    size_t k;
+    if (tn__wcache_get(&sc->seg_cache, (const char *)w, n, h, &slot, &ids, &k)) {
+        for (size_t j = 0; j < k; j++)
+            tn__tok_push(out, ids[j]);
+        return TN_OK;
+    }
+    size_t first = out->n;
+    tn_status st = encode_word(v, sc, w, n, false, out);
+    if (st == TN_OK && out->n <= out->cap)
+        tn__wcache_put(&sc->seg_cache, slot, (const char *)w, n, h, out->ids + first, out->n - first);
+    return st;
+}
+
+/* Encodes a word that missed the cache: whole-word rule first, then
+ * split at the boundaries no merge can cross ("SPLITTING LONG WORDS"). */
+static tn_status encode_long(const tn_vocab *v, tn__bpe_scratch *sc, const unsigned char *w, size_t n,
+                             tn__tok_out *out)
+{
+    if (!v->join_bits || n < SPLIT_MIN)
+        return encode_word(v, sc, w, n, true, out);
+    if (v->ignore_merges) {
+        size_t before = out->n;
+        tn_status st = whole_word(v, sc, w, n, out);
+        if (st != TN_OK || out->n != before)
+            return st;
+    }
+    size_t s0 = 0;
+    for (size_t p = 1; p < n; p++) {
+        unsigned c = w[p];
+        /* only between characters, and not inside a run of ASCII (Latin
+         * words are crossed by merges almost everywhere) */
+        if ((c & 0xC0) == 0x80 || (c < 0x80 && w[p - 1] < 0x80) || join_possible(v->join_bits, w, n, p))
+            continue;
+        tn_status st = encode_piece(v, sc, w + s0, p - s0, out);
+        if (st != TN_OK)
+            return st;
+        s0 = p;
+    }
+    return s0 == 0 ? encode_word(v, sc, w, n, false, out) : encode_piece(v, sc, w + s0, n - s0, out);
+}
+
 /* Encodes one fragment; see tok_int.h. */
 tn_status tn__bpe_encode(const tn_vocab *v, tn__bpe_scratch *sc, const char *text, size_t len, tn__tok_out *out)
 {
@@ -424,7 +644,7 @@ tn_status tn__bpe_encode(const tn_vocab *v, tn__bpe_scratch *sc, const char *tex
         size_t wl = sp[i].len;
         if (wl < 2 || wl > TN__WCACHE_WORD) {
             if (wl > 0)
-                st = encode_word(v, sc, w, wl, out);
+                st = encode_long(v, sc, w, wl, out);
             continue;
         }
         /* words repeat: see wcache.c */
@@ -438,7 +658,7 @@ tn_status tn__bpe_encode(const tn_vocab *v, tn__bpe_scratch *sc, const char *tex
             continue;
         }
         size_t first = out->n;
-        st = encode_word(v, sc, w, wl, out);
+        st = encode_long(v, sc, w, wl, out);
         if (st == TN_OK && out->n <= out->cap)
             tn__wcache_put(&sc->cache, slot, (const char *)w, wl, h, out->ids + first, out->n - first);
     }

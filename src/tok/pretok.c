@@ -425,5 +425,6 @@ void tn__bpe_scratch_free(tn__bpe_scratch *sc)
     free(sc->heap);
     free(sc->word);
     tn__wcache_free(&sc->cache);
+    tn__wcache_free(&sc->seg_cache);
     memset(sc, 0, sizeof *sc);
 }

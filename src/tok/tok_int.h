@@ -92,6 +92,13 @@ struct tn_vocab {
     tn__merge_val *merge_val;    /* (merge_slots) */
     size_t merge_slots;
     int32_t n_merges;
+    /* BPE: which byte contexts a merge can join (bpe.c, "SPLITTING LONG
+     * WORDS"): TN__JOIN_WORDS words of bits; NULL: words are not split. */
+    uint64_t *join_bits;
+    /* BPE with ignore_merges: a Bloom filter of the pieces' bytes (decoded),
+     * TN__WHOLE_WORDS words, so most words that are no piece skip the
+     * lookup; NULL: always look up. */
+    uint64_t *whole_bits;
     tn__pretok *pretok;
     bool ignore_merges;
 
@@ -254,6 +261,7 @@ typedef struct tn__bpe_scratch {
     char *word;           /* bpe.c: a word in mapped form; wordpiece.c: words */
     size_t word_cap;
     tn__word_cache cache; /* bpe.c: merged words */
+    tn__word_cache seg_cache; /* bpe.c: merged pieces of split long words */
 } tn__bpe_scratch;
 
 void tn__bpe_scratch_free(tn__bpe_scratch *sc);
@@ -277,6 +285,15 @@ const char *tn__pretok_name_for(const char *const *re, int n);
  * over 2 GiB) or TN_ERR_INTERNAL (PCRE2 failed) otherwise. */
 tn_status tn__pretok_split(const tn__pretok *p, tn__bpe_scratch *sc, const char *text, size_t len,
                            const char **clean, const tn__span **spans, size_t *n_spans);
+
+/* Size of tn_vocab.join_bits in 64-bit words: a direct table of the 2^16
+ * byte pairs, then a hashed table of 2^22 bits. */
+#define TN__JOIN_PAIR_WORDS (1u << 10)
+#define TN__JOIN_HASH_BITS 22
+#define TN__JOIN_WORDS (TN__JOIN_PAIR_WORDS + (1u << (TN__JOIN_HASH_BITS - 6)))
+
+#define TN__WHOLE_BITS 21
+#define TN__WHOLE_WORDS (1u << (TN__WHOLE_BITS - 6))
 
 /* Builds v->merges from the pair list: merge i joins pieces left[i] and
  * right[i] (ids) into piece result[i] with rank rank[i]. A pair listed twice

@@ -637,6 +637,8 @@ void tn_vocab_free(tn_vocab *v)
     free(v->slots);
     free(v->special);
     free(v->merges);
+    free(v->join_bits);
+    free(v->whole_bits);
     tn__pretok_free(v->pretok);
     free(v);
 }

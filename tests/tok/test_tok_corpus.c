@@ -8,7 +8,11 @@
  *     highest score (leftmost on a tie), then pieces or byte tokens;
  *   - byte-level BPE (GPT-2): the pre-tokenizer's words, each merged by a
  *     naive BPE over mapped strings whose ranks come from a sorted copy of
- *     the GGUF merge list, never from the library's merge table.
+ *     the GGUF merge list, never from the library's merge table;
+ *   - byte-level BPE with Llama 3's whole-word rule (tiktoken file) and
+ *     Qwen3 (tokenizer.json): the same vocabulary with the word split and
+ *     the whole-word filter turned off (the path llama.cpp's vectors check
+ *     in test_tok_bpe).
  */
 #include "testutil.h"
 
@@ -272,8 +276,52 @@ static void test_bpe_corpora(void **state)
     tn_gguf_free(g);
 }
 
+/* Tokenizes both corpora with v as built and with its join/whole filters
+ * off; the ids must be the same. */
+static void check_split_vs_plain(tn_vocab *v, const char *what)
+{
+    assert_non_null(v->join_bits); /* the split is on for this vocabulary */
+    for (size_t c = 0; c < TN_ARRAY_LEN(CORPORA); c++) {
+        size_t len, n_fast, n_plain;
+        char *text = read_slice(CORPORA[c], &len);
+        int32_t *fast = tok_all(v, text, len, &n_fast);
+        uint64_t *join = v->join_bits, *whole = v->whole_bits;
+        v->join_bits = NULL;
+        v->whole_bits = NULL;
+        int32_t *plain = tok_all(v, text, len, &n_plain);
+        v->join_bits = join;
+        v->whole_bits = whole;
+        print_message("%s %s: %zu tokens\n", what, CORPORA[c], n_fast);
+        assert_same(fast, n_fast, plain, n_plain, CORPORA[c]);
+        free(fast);
+        free(plain);
+        free(text);
+    }
+}
+
+static void test_llama3_split(void **state)
+{
+    (void)state;
+    tn_vocab *v = NULL;
+    assert_int_equal(tn_vocab_from_tiktoken(TN_SHARED_DATA "vocab/llama3-tiktoken/tokenizer.model", &v), TN_OK);
+    assert_true(v->ignore_merges);
+    assert_non_null(v->whole_bits);
+    check_split_vs_plain(v, "llama3");
+    tn_vocab_free(v);
+}
+
+static void test_qwen3_split(void **state)
+{
+    (void)state;
+    tn_vocab *v = NULL;
+    assert_int_equal(tn_vocab_from_hf_json(TN_SHARED_DATA "vocab/hf/qwen3/tokenizer.json", &v), TN_OK);
+    check_split_vs_plain(v, "qwen3");
+    tn_vocab_free(v);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_spm_corpora), cmocka_unit_test(test_bpe_corpora)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_spm_corpora), cmocka_unit_test(test_bpe_corpora),
+                                       cmocka_unit_test(test_llama3_split), cmocka_unit_test(test_qwen3_split)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
