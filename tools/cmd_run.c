@@ -23,6 +23,7 @@
  * 2 a usage error (unknown flag, missing or malformed value).
  */
 #include "args.h"
+#include "ep_tool.h"
 #include "tools.h"
 
 #include "base/pool.h"
@@ -49,6 +50,7 @@ typedef struct run_opts {
     int32_t n_batch;
     bool seed_given;
     tn_sample_params sp;
+    ep_opts ep;
 } run_opts;
 
 static void usage(FILE *out)
@@ -78,10 +80,15 @@ static void usage(FILE *out)
             "  -t, --threads N           compute threads (default: all cores)\n"
             "  -c, --ctx N               KV-cache size in tokens (default:\n"
             "                            min(training context, prompt + N))\n"
-            "  -b, --batch N             prompt tokens per forward call (default 512)\n"
-            "  -h, --help                this text\n"
-            "\n"
-            "Exit status: 0 success, 1 failure (model, context, output), 2 usage error.\n");
+            "  -b, --batch N             prompt tokens per forward call (default 512)\n");
+    ep_usage(out);
+    fprintf(out, "  -h, --help                this text\n"
+                 "\n"
+                 "With --ep N (under mpirun -np N) rank 0 runs the prompt and prints; the\n"
+                 "other ranks hold their share of the experts and step along.\n"
+                 "\n"
+                 "Exit status: 0 success, 1 failure (model, context, output, a rank lost),\n"
+                 "2 usage error.\n");
 }
 
 /* --- argument parsing ----------------------------------------------------- */
@@ -109,6 +116,11 @@ static int parse_args(int argc, char **argv, run_opts *o)
         const char *v = argv[++i];
         bool ok = true;
         const char *want = NULL;
+        int epf = ep_parse_flag("tern run", a, v, &o->ep);
+        if (epf == 2)
+            return 2;
+        if (epf == 1)
+            continue;
 #define FLAG(s, l) (!strcmp(a, s) || !strcmp(a, l))
         if (FLAG("-m", "--model")) {
             o->model = v;
@@ -199,6 +211,7 @@ typedef struct run_state {
     int32_t *seq;      /* (n_batch) zeros */
     bool *want;        /* (n_batch) */
     float *logits;     /* (n_vocab) */
+    ep_ctx ep;         /* expert parallelism (--ep); size 1 without */
 } run_state;
 
 static void run_free(run_state *r)
@@ -207,6 +220,7 @@ static void run_free(run_state *r)
     tn_forward_free(r->fwd);
     tn_kv_free(r->kv);
     tn_pool_free(r->pool);
+    ep_leave(&r->ep);
     tn_vocab_free(r->vocab);
     tn_model_free(r->model);
     free(r->tokens);
@@ -275,7 +289,48 @@ static tn_status forward_chunk(run_state *r, const int32_t *tokens, int32_t n, i
         .kv_slot = r->pos, /* slot = position */
         .want_logits = r->want,
     };
+    if (r->ep.ep) { /* tell the other ranks there is a step to take */
+        int32_t n_active;
+        tn_status s = tn_ep_sync(r->ep.ep, true, &n_active);
+        if (s != TN_OK)
+            return s;
+    }
     return tn_forward_run(r->fwd, r->kv, r->pool, &b, r->logits);
+}
+
+/* Ranks other than 0 under --ep: no sequence of their own; an empty
+ * forward step (which still takes part in every MoE layer's exchange)
+ * whenever rank 0 has one, until rank 0 says it is done. */
+static int follow(run_state *r)
+{
+    tn_batch empty = {0};
+    int64_t steps = 0;
+    for (;;) {
+        int32_t n_active;
+        tn_status s = tn_ep_sync(r->ep.ep, false, &n_active);
+        if (s == TN_OK && n_active == 0)
+            break;
+        if (s == TN_OK)
+            s = tn_forward_run(r->fwd, r->kv, r->pool, &empty, NULL);
+        if (s != TN_OK) {
+            fprintf(stderr, "tern run: rank %d: step %lld failed: %s\n", r->ep.rank, (long long)steps,
+                    tn_last_error());
+            return 1;
+        }
+        steps++;
+    }
+    tn_log(TN_LOG_INFO, "tern run: rank %d: %lld steps\n", r->ep.rank, (long long)steps);
+    ep_report("tern run", &r->ep);
+    return 0;
+}
+
+/* Rank 0 under --ep: tells the other ranks to stop (also after a failure
+ * of its own, so they do not wait for their timeout). */
+static void lead_done(run_state *r)
+{
+    int32_t n_active;
+    if (r->ep.ep && !tn_comm_broken(r->ep.comm) && tn_ep_sync(r->ep.ep, false, &n_active) != TN_OK)
+        fprintf(stderr, "tern run: rank 0: cannot tell the other ranks to stop: %s\n", tn_last_error());
 }
 
 static int run(const run_opts *o)
@@ -302,6 +357,20 @@ static int run(const run_opts *o)
     tn_log(TN_LOG_INFO, "tern run: %s: %s, %d layers, n_embd %d, vocab %d, trained context %d (%.2f s)\n",
            o->model, hp->arch_name, (int)hp->n_layer, (int)hp->n_embd, (int)n_vocab, (int)hp->n_ctx_train,
            tn_time_s() - t0);
+    if (o->ep.n_ep > 0) {
+        if (ep_join("tern run", &o->ep, r.model, TN_MAX(o->n_batch, 1), &r.ep) != 0)
+            goto out;
+        if (r.ep.rank > 0) {
+            if (tn_pool_new(ep_threads(&r.ep, o->n_threads), &r.pool) != TN_OK ||
+                tn_kv_new(r.model, 1, 1, &r.kv) != TN_OK || tn_forward_new(r.model, 1, &r.fwd) != TN_OK ||
+                ep_attach("tern run", &r.ep, r.fwd) != 0) {
+                fprintf(stderr, "tern run: rank %d: %s\n", r.ep.rank, tn_last_error());
+                goto out;
+            }
+            rc = follow(&r);
+            goto out;
+        }
+    }
 
     int32_t n_prompt = tokenize_prompt(&r, o->prompt);
     if (n_prompt < 0)
@@ -328,8 +397,9 @@ static int run(const run_opts *o)
     tn_sample_params sp = o->sp;
     if (!o->seed_given)
         sp.seed = random_seed();
-    if (tn_pool_new(o->n_threads, &r.pool) != TN_OK || tn_kv_new(r.model, n_ctx, 1, &r.kv) != TN_OK ||
-        tn_forward_new(r.model, n_batch, &r.fwd) != TN_OK || tn_sampler_new(&sp, n_vocab, &r.sampler) != TN_OK) {
+    if (tn_pool_new(ep_threads(&r.ep, o->n_threads), &r.pool) != TN_OK ||
+        tn_kv_new(r.model, n_ctx, 1, &r.kv) != TN_OK || tn_forward_new(r.model, n_batch, &r.fwd) != TN_OK ||
+        tn_sampler_new(&sp, n_vocab, &r.sampler) != TN_OK || ep_attach("tern run", &r.ep, r.fwd) != 0) {
         fprintf(stderr, "tern run: %s\n", tn_last_error());
         goto out;
     }
@@ -407,12 +477,16 @@ static int run(const run_opts *o)
            t_prefill > 0 ? n_prompt / t_prefill : 0.0);
     tn_log(TN_LOG_INFO, "tern run: generated: %6d tokens in %8.3f s = %9.2f tokens/s (%d decode steps)\n",
            (int)n_gen, t_decode, t_decode > 0 ? n_gen / t_decode : 0.0, (int)n_steps);
+    if (r.ep.ep)
+        ep_report("tern run", &r.ep);
     rc = 0;
     goto out;
 
 write_err:
     fprintf(stderr, "tern run: cannot write to stdout: %s\n", strerror(errno));
 out:
+    if (r.ep.rank == 0)
+        lead_done(&r);
     run_free(&r);
     return rc;
 }

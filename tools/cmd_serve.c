@@ -30,6 +30,8 @@ static void usage(FILE *out)
             "                         model's template (default: the model's, else chatml)\n"
             "      --chat-template-file PATH  a Jinja chat template (e.g. a model's\n"
             "                         tokenizer_config.json chat_template) instead of the model's\n"
+            "      --moe-stats FILE   write MoE routing statistics to FILE every 10 s and at exit\n"
+            "                         (CSV if it ends in .csv, else JSON; see docs/moe.md)\n"
             "      --host ADDR        address to listen on (default 127.0.0.1)\n"
             "      --port N           port (default 8080)\n"
             "      --api-key KEY      require 'Authorization: Bearer KEY' (default: none;\n"
@@ -37,6 +39,7 @@ static void usage(FILE *out)
             "  -t, --threads N        compute threads (default: all cores)\n"
             "  -c, --ctx N            max tokens per sequence (default: the trained context)\n"
             "  -np, --parallel N      max sequences decoded at once (default 64)\n"
+            "      --kv-size N        KV-cache tokens over all sequences (default 4 x ctx; >= ctx)\n"
             "      --max-body BYTES   request body limit (default 1048576)\n"
             "      --max-queue N      waiting requests before 429 (default 256)\n"
             "      --timeout S        cancel a request generating longer than S seconds (default: none)\n"
@@ -70,6 +73,8 @@ int tn_cmd_serve(int argc, char **argv)
             p.chat_template = v;
         } else if (!strcmp(a, "--chat-template-file")) {
             p.chat_template_file = v;
+        } else if (!strcmp(a, "--moe-stats")) {
+            p.moe_stats_path = v;
         } else if (!strcmp(a, "--name")) {
             p.model_name = v;
         } else if (!strcmp(a, "--host")) {
@@ -92,6 +97,10 @@ int tn_cmd_serve(int argc, char **argv)
             ok = tn_arg_long(v, 1, 4096, &x);
             p.n_parallel = (int32_t)x;
             want = "an integer in [1, 4096]";
+        } else if (!strcmp(a, "--kv-size")) {
+            ok = tn_arg_long(v, 16, 1 << 26, &x);
+            p.n_kv = (int32_t)x;
+            want = "a token count in [16, 67108864]";
         } else if (!strcmp(a, "--max-body")) {
             ok = tn_arg_long(v, 16, 1L << 32, &x);
             p.max_body = (size_t)x;

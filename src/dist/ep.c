@@ -38,6 +38,7 @@ struct tn_ep {
     size_t wdata_cap;
 
     int64_t rows_sent, rows_computed;
+    tn_ep_timing timing;
 };
 
 /* ==========================================================================
@@ -145,6 +146,9 @@ tn_status tn_ep_set_owners(tn_ep *ep, int32_t il, const int32_t *owner)
 
 int64_t tn_ep_rows_sent(const tn_ep *ep) { return ep->rows_sent; }
 int64_t tn_ep_rows_computed(const tn_ep *ep) { return ep->rows_computed; }
+tn_ep_timing tn_ep_get_timing(const tn_ep *ep) { return ep->timing; }
+void tn_ep_reset_timing(tn_ep *ep) { memset(&ep->timing, 0, sizeof ep->timing); }
+tn_comm *tn_ep_comm(const tn_ep *ep) { return ep->comm; }
 
 /* Grow-only aligned scratch: *p holds at least need bytes afterwards (its
  * contents are lost when it grows). */
@@ -254,6 +258,8 @@ tn_status tn_ep_moe_ffn(tn_ep *ep, tn_pool *pool, int32_t il, const float *xn, i
     const int32_t *map = m->expert_map + (size_t)il * (size_t)E;
     const tn_layer *ly = &m->layers[il];
     tn_status s;
+    double t0 = tn_time_s(), tc = 0.0, t1;
+    ep->timing.n_calls++;
 
     /* 1. Counts. */
     memset(ep->cnt_send, 0, (size_t)S * (size_t)E * sizeof(int32_t));
@@ -263,7 +269,10 @@ tn_status tn_ep_moe_ffn(tn_ep *ep, tn_pool *pool, int32_t il, const float *xn, i
         ep->sc[d] = ep->rc[d] = (size_t)E * sizeof(int32_t);
         ep->sd[d] = ep->rd[d] = (size_t)d * E * sizeof(int32_t);
     }
-    if ((s = tn_comm_alltoallv(ep->comm, ep->cnt_send, ep->sc, ep->sd, ep->cnt_recv, ep->rc, ep->rd)) != TN_OK)
+    t1 = tn_time_s();
+    s = tn_comm_alltoallv(ep->comm, ep->cnt_send, ep->sc, ep->sd, ep->cnt_recv, ep->rc, ep->rd);
+    tc += tn_time_s() - t1;
+    if (s != TN_OK)
         return tn__err_prefix(s, "ep: layer %d counts", il);
 
     /* Send layout (rank, expert, token) and the rows. */
@@ -301,7 +310,10 @@ tn_status tn_ep_moe_ffn(tn_ep *ep, tn_pool *pool, int32_t il, const float *xn, i
         ep->rc[r] = (size_t)(ep->roff[(size_t)(r + 1) * E] - ep->roff[(size_t)r * E]) * row;
         ep->rd[r] = (size_t)ep->roff[(size_t)r * E] * row;
     }
-    if ((s = tn_comm_alltoallv(ep->comm, ep->sendx, ep->sc, ep->sd, ep->recvx, ep->rc, ep->rd)) != TN_OK)
+    t1 = tn_time_s();
+    s = tn_comm_alltoallv(ep->comm, ep->sendx, ep->sc, ep->sd, ep->recvx, ep->rc, ep->rd);
+    tc += tn_time_s() - t1;
+    if (s != TN_OK)
         return tn__err_prefix(s, "ep: layer %d dispatch", il);
     ep->rows_sent = (int64_t)n * K - (ep->soff[(size_t)(me + 1) * E] - ep->soff[(size_t)me * E]);
 
@@ -333,7 +345,10 @@ tn_status tn_ep_moe_ffn(tn_ep *ep, tn_pool *pool, int32_t il, const float *xn, i
     }
 
     /* 4. Combine: results back along the reverse paths, then the weighted sum. */
-    if ((s = tn_comm_alltoallv(ep->comm, ep->ret, ep->rc, ep->rd, ep->back, ep->sc, ep->sd)) != TN_OK)
+    t1 = tn_time_s();
+    s = tn_comm_alltoallv(ep->comm, ep->ret, ep->rc, ep->rd, ep->back, ep->sc, ep->sd);
+    tc += tn_time_s() - t1;
+    if (s != TN_OK)
         return tn__err_prefix(s, "ep: layer %d combine", il);
     if (n > 0)
         memset(out, 0, (size_t)n * row);
@@ -352,5 +367,7 @@ tn_status tn_ep_moe_ffn(tn_ep *ep, tn_pool *pool, int32_t il, const float *xn, i
                         D);
         }
     }
+    ep->timing.comm_s += tc;
+    ep->timing.compute_s += tn_time_s() - t0 - tc;
     return TN_OK;
 }

@@ -11,9 +11,11 @@
  * Every rank maps the whole model file; only the experts it computes are
  * read, so (mmap) only they become resident.
  *
- * Not yet: replicas of hot experts (one owner per expert for now), the
- * shared expert (the caller runs it locally: it needs no communication),
- * overlap of communication with compute, and wiring into the forward pass.
+ * The forward pass reaches it through model's routed-expert hook
+ * (tn_ep_attach); routing and the shared expert stay on the token's rank.
+ *
+ * Not yet: replicas of hot experts (one owner per expert for now) and
+ * overlap of communication with compute.
  */
 #ifndef TERN_DIST_EP_H
 #define TERN_DIST_EP_H
@@ -61,5 +63,42 @@ tn_status tn_ep_moe_ffn(tn_ep *ep, tn_pool *pool, int32_t il, const float *xn, i
  * call (for measurements). */
 int64_t tn_ep_rows_sent(const tn_ep *ep);
 int64_t tn_ep_rows_computed(const tn_ep *ep);
+
+/* Seconds spent in tn_ep_moe_ffn since tn_ep_new (or the last reset), split
+ * into the three exchanges (comm: counts, dispatch, combine, including the
+ * wait for the slowest peer) and everything else (compute: the experts'
+ * matmuls, packing and the weighted sum), and the number of calls. */
+typedef struct tn_ep_timing {
+    double comm_s;
+    double compute_s;
+    int64_t n_calls;
+} tn_ep_timing;
+tn_ep_timing tn_ep_get_timing(const tn_ep *ep);
+void tn_ep_reset_timing(tn_ep *ep);
+
+/* --- the forward pass under expert parallelism (ep_step.c) ------------ */
+
+/* Routes f's routed experts through ep (tn_forward_set_moe_routed): from
+ * then on every tn_forward_run on f is collective over ep's communicator,
+ * and a rank with nothing to do runs an empty batch (n_tokens 0). f must
+ * be for the same model; ep must outlive f's use. TN_ERR_INVALID for a
+ * dense model. */
+tn_status tn_ep_attach(tn_ep *ep, tn_forward *f) TN_MUST_CHECK;
+
+/* The step handshake: every rank calls this once before each step, with
+ * whether it has work for that step; *n_active gets how many ranks have.
+ * When it is 0 every rank stops (all agree, so no rank is left waiting in
+ * a MoE layer); otherwise every rank runs tn_forward_run once, an empty
+ * batch if it has no work. Collective (one all-gather of an int32); the
+ * communicator's errors. */
+tn_status tn_ep_sync(tn_ep *ep, bool have_work, int32_t *n_active) TN_MUST_CHECK;
+
+/* The communicator ep runs over. */
+tn_comm *tn_ep_comm(const tn_ep *ep);
+
+/* This process's resident memory in bytes (VmRSS of /proc/self/status),
+ * and the part of it that is file-backed (RssFile: mapped weights); -1
+ * where the platform does not say. */
+void tn_ep_resident(int64_t *rss, int64_t *rss_file);
 
 #endif /* TERN_DIST_EP_H */

@@ -164,6 +164,14 @@ void tn_forward_free(tn_forward *f)
     free(f);
 }
 
+tn_status tn_forward_set_moe_routed(tn_forward *f, tn_moe_routed_fn fn, void *ctx)
+{
+    if (!f || !f->moe)
+        return tn__err(TN_ERR_INVALID, "forward: the model has no experts to route elsewhere");
+    tn__moe_set_routed(f->moe, fn, ctx);
+    return TN_OK;
+}
+
 /* The routing statistics of a MoE model's forward state; NULL if dense. */
 const tn_moe_stats *tn_forward_moe_stats(const tn_forward *f) { return f ? tn__moe_stats(f->moe) : NULL; }
 
@@ -305,7 +313,7 @@ tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn
         return s;
     const int32_t n_tokens = b->n_tokens;
     if (n_tokens == 0)
-        return TN_OK;
+        return tn__moe_idle(f->moe, pool, 0); /* expert parallelism: an empty step still exchanges */
 
     const tn_model *m = f->m;
     const tn_hparams *hp = &m->hp;
@@ -355,7 +363,7 @@ tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn
             compact_rows(f->x, f->rows, n_wanted, n_embd);
             n = n_wanted;
             if (n == 0)
-                break;
+                return tn__moe_idle(f->moe, pool, il);
         }
         tn_matmul(pool, ly->wo.data, ly->wo.type, f->q_dim, n_embd, f->attn, n, f->tmp, f->wdata);
         add_rows(f->x, f->tmp, n, n_embd);
@@ -363,7 +371,8 @@ tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn
         /* Feed-forward block. */
         norm_rows(f->xn, f->x, &ly->ffn_norm, n, n_embd, hp->norm_eps);
         if (ly->ffn_gate_inp.data) {
-            tn__moe_ffn(f->moe, pool, il, f->xn, n, f->tmp); /* routed + shared experts (moe.c) */
+            if ((s = tn__moe_ffn(f->moe, pool, il, f->xn, n, f->tmp)) != TN_OK) /* routed + shared experts (moe.c) */
+                return s;
         } else {
             tn_matmul(pool, ly->ffn_gate.data, ly->ffn_gate.type, n_embd, n_ff, f->xn, n, f->gate, f->wdata);
             tn_matmul(pool, ly->ffn_up.data, ly->ffn_up.type, n_embd, n_ff, f->xn, n, f->up, f->wdata);

@@ -200,6 +200,26 @@ void tn_forward_free(tn_forward *f);
 tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn_batch *b,
                          float *logits) TN_MUST_CHECK;
 
+/* --- expert parallelism hook ------------------------------------------ */
+
+/* Computes the routed-expert part of MoE layer il for n tokens: out
+ * ((n, n_embd)) = per token sum_j w[j] * FFN_{sel[j]}(xn), added from zero
+ * in increasing expert index. xn ((n, n_embd)), sel and w
+ * ((n, n_expert_used)). n may be 0. dist/ep.c provides one that sends each
+ * assignment to the rank holding its expert. */
+typedef tn_status (*tn_moe_routed_fn)(void *ctx, tn_pool *pool, int32_t il, const float *xn, int32_t n,
+                                      const int32_t *sel, const float *w, float *out);
+
+/* Routes f's MoE layers' routed experts through fn (NULL: back to local
+ * experts). With a hook the forward pass is COLLECTIVE: fn is called for
+ * every MoE layer of every tn_forward_run, in layer order, also when the
+ * batch has no tokens or no rows left before a MoE layer (then n == 0), so
+ * every rank of an expert-parallel group can call tn_forward_run once per
+ * step with whatever it has. An error of fn ends the call with that error
+ * (the KV cells of the batch are written, its logits are not). Routing and
+ * shared experts stay local. TN_ERR_INVALID for a dense model. */
+tn_status tn_forward_set_moe_routed(tn_forward *f, tn_moe_routed_fn fn, void *ctx) TN_MUST_CHECK;
+
 /* --- routing statistics (moe_stats.c) ---------------------------------- */
 
 /* Tokens routed to each expert of each MoE layer over the last `window`

@@ -147,9 +147,20 @@ tn_status tn__moe_new(const tn_model *m, int32_t n_batch_max, tn__moe **out) TN_
 void tn__moe_free(tn__moe *moe);
 
 /* out ((n, n_embd)) = the MoE FFN of layer il for the normed inputs xn
- * ((n, n_embd)): routed experts (grouped by expert) plus shared experts.
- * Records routing counts in the statistics. Does not allocate. */
-void tn__moe_ffn(tn__moe *moe, tn_pool *pool, int32_t il, const float *xn, int32_t n, float *out);
+ * ((n, n_embd)): routed experts (grouped by expert, or through the routed
+ * hook) plus shared experts. Records routing counts in the statistics.
+ * Does not allocate. Fails only with the hook's error. */
+tn_status tn__moe_ffn(tn__moe *moe, tn_pool *pool, int32_t il, const float *xn, int32_t n,
+                      float *out) TN_MUST_CHECK;
+
+/* Sets (fn NULL: clears) the routed-expert hook (tn_forward_set_moe_routed). */
+void tn__moe_set_routed(tn__moe *moe, tn_moe_routed_fn fn, void *ctx);
+
+/* With a hook set: calls it with no tokens for every MoE layer >= il_from
+ * (a rank whose step has no tokens, or none left, still takes part in
+ * every layer's exchange). Without one, or moe NULL: nothing. Returns the
+ * hook's first error. */
+tn_status tn__moe_idle(tn__moe *moe, tn_pool *pool, int32_t il_from) TN_MUST_CHECK;
 
 /* Marks the start of a forward call for the statistics window. */
 void tn__moe_begin_call(tn__moe *moe);

@@ -42,6 +42,8 @@ struct tn__moe {
     float *shg;          /* (n_batch_max) shared-expert gate logits */
     void *wdata;         /* tn_matmul scratch */
     tn_moe_stats *stats;
+    tn_moe_routed_fn routed; /* expert-parallel hook (tn_forward_set_moe_routed), or NULL: local experts */
+    void *routed_ctx;
 };
 
 /* ==========================================================================
@@ -130,6 +132,26 @@ void tn__moe_free(tn__moe *moe)
 void tn__moe_begin_call(tn__moe *moe) { tn__moe_stats_begin_call(moe->stats); }
 
 const tn_moe_stats *tn__moe_stats(const tn__moe *moe) { return moe ? moe->stats : NULL; }
+
+void tn__moe_set_routed(tn__moe *moe, tn_moe_routed_fn fn, void *ctx)
+{
+    moe->routed = fn;
+    moe->routed_ctx = ctx;
+}
+
+tn_status tn__moe_idle(tn__moe *moe, tn_pool *pool, int32_t il_from)
+{
+    if (!moe || !moe->routed)
+        return TN_OK;
+    for (int32_t il = TN_MAX(il_from, 0); il < moe->m->hp.n_layer; il++) {
+        if (!moe->m->layers[il].ffn_gate_inp.data)
+            continue;
+        tn_status s = moe->routed(moe->routed_ctx, pool, il, moe->xg, 0, moe->sel, moe->wsel, moe->yg);
+        if (s != TN_OK)
+            return s;
+    }
+    return TN_OK;
+}
 
 /* ==========================================================================
  * Routing
@@ -249,6 +271,9 @@ static void ffn(tn__moe *moe, tn_pool *pool, const void *gate, tn_dtype gt, cons
     tn_matmul(pool, down, dt, ff, D, moe->gate, n, y, moe->wdata);
 }
 
+static void routed_local(tn__moe *moe, tn_pool *pool, int32_t il, const float *xn, int32_t n, float *out);
+static void shared_expert(tn__moe *moe, tn_pool *pool, int32_t il, const float *xn, int32_t n, float *out);
+
 /*
  * GROUPING BY EXPERT
  *
@@ -268,14 +293,20 @@ static void ffn(tn__moe *moe, tn_pool *pool, const void *gate, tn_dtype gt, cons
  * agree to the bit. The shared expert, when present, runs over all n tokens
  * and is added last, scaled by sigmoid(xn · ffn_gate_inp_shexp) when the
  * model has that gate (qwen2moe).
+ *
+ * EXPERT PARALLELISM: with a routed hook set (tn_forward_set_moe_routed),
+ * routing and the shared expert stay here, on the token's own rank, and the
+ * hook computes the routed sum (dist/ep.c sends each assignment to the rank
+ * holding its expert). It adds in the same order from zero, so the bits
+ * equal the local path. The hook is collective: every rank must call it for
+ * every MoE layer of every step, also with no tokens (tn__moe_idle).
  */
-void tn__moe_ffn(tn__moe *moe, tn_pool *pool, int32_t il, const float *xn, int32_t n, float *out)
+tn_status tn__moe_ffn(tn__moe *moe, tn_pool *pool, int32_t il, const float *xn, int32_t n, float *out)
 {
     const tn_model *m = moe->m;
     const tn_hparams *hp = &m->hp;
     const tn_layer *ly = &m->layers[il];
     const int32_t E = hp->n_expert, K = hp->n_expert_used, D = hp->n_embd;
-    const int32_t *map = m->expert_map + (size_t)il * (size_t)E;
 
     /* Router logits and per-token routing. */
     tn_matmul(pool, ly->ffn_gate_inp.data, ly->ffn_gate_inp.type, D, E, xn, n, moe->probs, moe->wdata);
@@ -299,6 +330,31 @@ void tn__moe_ffn(tn__moe *moe, tn_pool *pool, int32_t il, const float *xn, int32
             moe->tw[at] = moe->wsel[(size_t)i * K + j];
         }
 
+    if (moe->routed) {
+        /* Expert parallelism: the routed experts run wherever the hook puts
+         * them (dist/ep.c), summed in the same order as below. */
+        for (int32_t e = 0; e < E; e++)
+            if (moe->cnt[e] > 0)
+                tn__moe_stats_add(moe->stats, il, e, moe->cnt[e]);
+        tn_status s = moe->routed(moe->routed_ctx, pool, il, xn, n, moe->sel, moe->wsel, out);
+        if (s != TN_OK)
+            return s;
+    } else {
+        routed_local(moe, pool, il, xn, n, out);
+    }
+    shared_expert(moe, pool, il, xn, n, out);
+    return TN_OK;
+}
+
+/* out = the routed experts' weighted sum, computed here, expert by expert
+ * (the assignments grouped by tn__moe_ffn). */
+static void routed_local(tn__moe *moe, tn_pool *pool, int32_t il, const float *xn, int32_t n, float *out)
+{
+    const tn_model *m = moe->m;
+    const tn_hparams *hp = &m->hp;
+    const tn_layer *ly = &m->layers[il];
+    const int32_t E = hp->n_expert, D = hp->n_embd;
+    const int32_t *map = m->expert_map + (size_t)il * (size_t)E;
     memset(out, 0, (size_t)n * D * sizeof(float));
     for (int32_t e = 0; e < E; e++) {
         const int32_t c = moe->cnt[e], o = moe->off[e];
@@ -314,10 +370,17 @@ void tn__moe_ffn(tn__moe *moe, tn_pool *pool, int32_t il, const float *xn, int32
         for (int32_t r = 0; r < c; r++)
             tn_axpy_f32(out + (size_t)moe->tok[o + r] * D, moe->tw[o + r], moe->yg + (size_t)r * D, D);
     }
+}
 
+/* out += the shared expert (when the layer has one), computed locally on
+ * every rank: it needs no communication. */
+static void shared_expert(tn__moe *moe, tn_pool *pool, int32_t il, const float *xn, int32_t n, float *out)
+{
+    const tn_layer *ly = &moe->m->layers[il];
+    const int32_t D = moe->m->hp.n_embd;
     if (ly->ffn_gate_shexp.data) {
         ffn(moe, pool, ly->ffn_gate_shexp.data, ly->ffn_gate_shexp.type, ly->ffn_up_shexp.data,
-            ly->ffn_up_shexp.type, ly->ffn_down_shexp.data, ly->ffn_down_shexp.type, hp->n_ff_shexp, xn, n,
+            ly->ffn_up_shexp.type, ly->ffn_down_shexp.data, ly->ffn_down_shexp.type, moe->m->hp.n_ff_shexp, xn, n,
             moe->yg);
         if (ly->ffn_gate_inp_shexp.data)
             tn_matmul(pool, ly->ffn_gate_inp_shexp.data, ly->ffn_gate_inp_shexp.type, D, 1, xn, n, moe->shg,

@@ -23,12 +23,14 @@ typedef struct tn_serve_params {
     int32_t n_threads;        /* compute threads (0: all cores) */
     int32_t n_ctx;            /* max tokens per sequence (0: the model's trained context) */
     int32_t n_parallel;       /* max sequences decoded at once (0: engine default) */
+    int32_t n_kv;             /* KV-cache capacity in tokens over all sequences (0: 4 x n_ctx); >= n_ctx */
     size_t max_body;          /* request body limit in bytes (0: 1 MiB) */
     int32_t max_queue;        /* waiting requests beyond which submit answers 429 (0: engine default) */
     double timeout_s;         /* per-request generation timeout (0: none) */
     int32_t http_timeout_s;   /* idle connection timeout, reading a request or writing (0: 60) */
     const char *chat_template; /* a built-in format name (tok/chat.h); NULL: the model's template, else chatml */
     const char *chat_template_file; /* a Jinja chat template file; overrides chat_template and the model's */
+    const char *moe_stats_path; /* MoE routing statistics written here every 10 s and at exit (.csv or JSON); NULL: none */
 } tn_serve_params;
 
 /* Loads the model, starts the engine, listens, and serves until SIGTERM or

@@ -611,3 +611,23 @@ def test_loadgen(srv, tmp_path):
     out = subprocess.run([TERN, "loadgen", "--url", srv.url, "--concurrency", "1", "--num", "1", "--dataset", str(ds)],
                          capture_output=True, timeout=60)
     assert out.returncode == 2 and b":2:" in out.stderr and b"messages" in out.stderr
+
+
+def test_kv_size():
+    # --kv-size below one full context is refused at start, naming the sizes
+    out = subprocess.run([TERN, "serve", "-m", MODEL, "--port", str(free_port()), "-t", "1", "--kv-size", "100"],
+                         capture_output=True, timeout=60)
+    assert out.returncode == 1 and b"n_kv_slots 100" in out.stderr and b"n_ctx 512" in out.stderr
+    # a cache of exactly one context serves 4 x 200 tokens by preemption, with the same greedy text
+    s = Server("--kv-size", "512", "-c", "512")
+    try:
+        c = s.client()
+        one = lambda _: c.completions.create(model=NAME, prompt=PROMPT, max_tokens=200, temperature=0,
+                                             extra_body={"ignore_eos": True}).choices[0].text
+        alone = one(0)
+        with concurrent.futures.ThreadPoolExecutor(4) as ex:
+            outs = list(ex.map(one, range(4)))
+        assert outs == [alone] * 4
+        assert metric(s, "tern:num_preemptions_total") > 0
+    finally:
+        s.assert_clean()

@@ -1,0 +1,125 @@
+/*
+ * ep_tool.c — see ep_tool.h.
+ */
+#include "ep_tool.h"
+
+#include "args.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int ep_parse_flag(const char *cmd, const char *a, const char *v, ep_opts *o)
+{
+    if (!strcmp(a, "--ep")) {
+        if (!tn_arg_i32(v, 1, 4096, &o->n_ep)) {
+            fprintf(stderr, "%s: bad value '%s' for --ep: want an integer in [1, 4096]\n", cmd, v);
+            return 2;
+        }
+        return 1;
+    }
+    if (!strcmp(a, "--ep-timeout")) {
+        if (!tn_arg_f32(v, 0.001f, 1e6f, &o->timeout_s)) {
+            fprintf(stderr, "%s: bad value '%s' for --ep-timeout: want seconds in [0.001, 1e6]\n", cmd, v);
+            return 2;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+void ep_usage(FILE *out)
+{
+    fprintf(out, "      --ep N                expert parallelism over the N ranks of\n"
+                 "                            `mpirun -np N` (MoE models; default: off)\n"
+                 "      --ep-timeout S        fail when a rank does not answer an exchange\n"
+                 "                            within S seconds (default 60)\n");
+}
+
+int ep_join(const char *cmd, const ep_opts *o, const tn_model *m, int32_t n_batch_max, ep_ctx *ctx)
+{
+    memset(ctx, 0, sizeof *ctx);
+    ctx->size = 1;
+    if (o->n_ep == 0)
+        return 0;
+    if (m->hp.n_expert == 0) {
+        fprintf(stderr, "%s: --ep needs a mixture-of-experts model; %s has no experts\n", cmd, m->hp.arch_name);
+        return 1;
+    }
+    if (tn_comm_mpi_new(&ctx->comm) != TN_OK) {
+        fprintf(stderr, "%s: --ep %d: cannot join the MPI job: %s\n", cmd, (int)o->n_ep, tn_last_error());
+        return 1;
+    }
+    ctx->rank = tn_comm_rank(ctx->comm);
+    ctx->size = tn_comm_size(ctx->comm);
+    if (ctx->size != o->n_ep) {
+        fprintf(stderr, "%s: rank %d: --ep %d but the job has %d process%s (run it as mpirun -np %d ...)\n", cmd,
+                ctx->rank, (int)o->n_ep, ctx->size, ctx->size == 1 ? "" : "es", (int)o->n_ep);
+        return 1;
+    }
+    if (o->timeout_s > 0 && tn_comm_set_timeout(ctx->comm, o->timeout_s) != TN_OK) {
+        fprintf(stderr, "%s: rank %d: %s\n", cmd, ctx->rank, tn_last_error());
+        return 1;
+    }
+    if (tn_ep_new(ctx->comm, m, n_batch_max, NULL, &ctx->ep) != TN_OK) {
+        fprintf(stderr, "%s: rank %d: %s\n", cmd, ctx->rank, tn_last_error());
+        return 1;
+    }
+    int32_t lo = -1, hi = -1; /* this rank's experts in the first MoE layer, for the log */
+    for (int32_t il = 0; il < m->hp.n_layer && lo < 0; il++)
+        if (m->layers[il].ffn_gate_inp.data)
+            for (int32_t e = 0; e < m->hp.n_expert; e++)
+                if (tn_ep_owner(ctx->ep, il, e) == ctx->rank) {
+                    lo = lo < 0 ? e : lo;
+                    hi = e;
+                }
+    tn_log(TN_LOG_INFO, "%s: rank %d/%d: experts %d..%d of %d per MoE layer (contiguous placement)\n", cmd,
+           ctx->rank, ctx->size, (int)lo, (int)hi, (int)m->hp.n_expert);
+    return 0;
+}
+
+int32_t ep_threads(const ep_ctx *ctx, int32_t requested)
+{
+    if (requested > 0 || !ctx->ep)
+        return requested;
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    long n = local ? strtol(local, NULL, 10) : ctx->size;
+    if (n < 1)
+        n = 1;
+    return (int32_t)TN_MAX(1, tn_n_cores() / n);
+}
+
+int ep_attach(const char *cmd, ep_ctx *ctx, tn_forward *f)
+{
+    if (!ctx->ep)
+        return 0;
+    if (tn_ep_attach(ctx->ep, f) != TN_OK) {
+        fprintf(stderr, "%s: rank %d: %s\n", cmd, ctx->rank, tn_last_error());
+        return 1;
+    }
+    return 0;
+}
+
+void ep_report(const char *cmd, const ep_ctx *ctx)
+{
+    int64_t rss, rss_file;
+    tn_ep_resident(&rss, &rss_file);
+    if (!ctx->ep) {
+        tn_log(TN_LOG_INFO, "%s: resident %.1f MiB (file-backed %.1f MiB)\n", cmd, rss / 1048576.0,
+               rss_file / 1048576.0);
+        return;
+    }
+    tn_ep_timing t = tn_ep_get_timing(ctx->ep);
+    tn_log(TN_LOG_INFO,
+           "%s: rank %d/%d: resident %.1f MiB (file-backed %.1f MiB); %lld MoE-layer calls: exchanges %.3f s, "
+           "experts %.3f s\n",
+           cmd, ctx->rank, ctx->size, rss / 1048576.0, rss_file / 1048576.0, (long long)t.n_calls, t.comm_s,
+           t.compute_s);
+}
+
+void ep_leave(ep_ctx *ctx)
+{
+    tn_ep_free(ctx->ep);
+    tn_comm_free(ctx->comm);
+    memset(ctx, 0, sizeof *ctx);
+}

@@ -1,0 +1,53 @@
+/*
+ * ep_tool — the `--ep N` and `--ep-timeout S` flags shared by tern run,
+ * bench and serve: under `mpirun -np N`, join the job's communicator and
+ * route the forward pass's routed experts through expert parallelism
+ * (src/dist/ep.h). Rank 0 talks to the user; the other ranks step along.
+ */
+#ifndef TERN_TOOLS_EP_TOOL_H
+#define TERN_TOOLS_EP_TOOL_H
+
+#include "dist/ep.h"
+
+#include <stdio.h>
+
+typedef struct ep_opts {
+    int32_t n_ep;      /* 0: no expert parallelism */
+    float timeout_s;   /* per-exchange bound, seconds (0: the communicator's default) */
+} ep_opts;
+
+/* Consumes `a v` if a is --ep or --ep-timeout: returns 1 (taken), 2 (a bad
+ * value, message printed with cmd's name), or 0 (not an EP flag). */
+int ep_parse_flag(const char *cmd, const char *a, const char *v, ep_opts *o);
+
+/* Usage lines for the two flags. */
+void ep_usage(FILE *out);
+
+typedef struct ep_ctx {
+    tn_comm *comm;     /* NULL without --ep */
+    tn_ep *ep;
+    int rank, size;    /* 0, 1 without --ep */
+} ep_ctx;
+
+/* Joins the MPI job (its size must be o->n_ep) and makes the EP state for
+ * model m and batches of up to n_batch_max local tokens. Without --ep, a
+ * zeroed ctx with size 1. Returns 0, or 1 with the reason printed. */
+int ep_join(const char *cmd, const ep_opts *o, const tn_model *m, int32_t n_batch_max, ep_ctx *ctx);
+
+/* Compute threads for this rank: `requested` if set, else the cores
+ * divided among the job's ranks on this host (OMPI_COMM_WORLD_LOCAL_SIZE),
+ * at least 1; 0 (all cores) without --ep. */
+int32_t ep_threads(const ep_ctx *ctx, int32_t requested);
+
+/* Routes f through ctx's EP (no-op without --ep). 0 ok, 1 printed error. */
+int ep_attach(const char *cmd, ep_ctx *ctx, tn_forward *f);
+
+/* Prints this rank's resident memory and EP timing to stderr ("cmd: rank
+ * R/N: resident X MiB (file-backed Y MiB), ..."). */
+void ep_report(const char *cmd, const ep_ctx *ctx);
+
+/* Frees the EP state and leaves the job (a broken communicator does not
+ * finalize MPI: the process should exit non-zero soon). */
+void ep_leave(ep_ctx *ctx);
+
+#endif
