@@ -13,7 +13,11 @@ The vocabulary is stories260K's (512 tokens, SentencePiece). Shape: n_embd
 256, 2 layers, 4 heads / 2 kv heads of 64, n_ff 512 — every row a multiple
 of the 256-element K block.
 
-Usage: make_kquant_model.py OUT.gguf [--mix q4_k_m|others] [--seed S]
+--mix f32 writes the same shape with F32 weights drawn from a heavy-tailed
+distribution (Student t, 5 degrees of freedom, a few outlier columns as
+real models have), the source for quantization tests (tests/cli/test_quantize_k.sh).
+
+Usage: make_kquant_model.py OUT.gguf [--mix q4_k_m|others|f32] [--seed S]
 """
 
 import argparse
@@ -65,11 +69,11 @@ def random_matrix(rng, qtype, n_out, n_in):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out")
-    ap.add_argument("--mix", choices=sorted(MIXES), default="q4_k_m")
+    ap.add_argument("--mix", choices=sorted(MIXES) + ["f32"], default="q4_k_m")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
-    mix = MIXES[args.mix]
+    mix = MIXES.get(args.mix)
 
     vocab = GGUFReader(VOCAB)
     tokens = vocab.fields["tokenizer.ggml.tokens"].contents()
@@ -93,6 +97,11 @@ def main():
     w.add_key_value("tokenizer.ggml.eos_token_id", 2, GGUFValueType.UINT32)
 
     def mat(name, kind, n_out, n_in):
+        if mix is None:
+            x = 0.02 * rng.standard_t(5, size=(n_out, n_in))
+            x[:, rng.integers(0, n_in, size=4)] *= 8.0  # outlier input columns
+            w.add_tensor(name, x.astype(np.float32))
+            return
         q = mix[kind]
         w.add_tensor(name, random_matrix(rng, q, n_out, n_in), raw_dtype=q)
 

@@ -28,11 +28,13 @@ static void usage(FILE *out)
             "\n"
             "Writes OUT.gguf with IN.gguf's metadata and its matrices in TYPE, one\n"
             "tensor at a time. TYPE: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL Q2_K\n"
-            "Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K (types this build\n"
-            "cannot produce yet are refused). Norms, biases and 1-D tensors stay as they\n"
+            "Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K. Norms, biases and 1-D tensors stay as they\n"
             "are; rows that do not fill TYPE's blocks fall back (K-quants as llama.cpp,\n"
             "else F16); the mixes raise output, attn_v and ffn_down as llama.cpp does.\n"
             "\n"
+            "      --imatrix FILE    importance matrix (tern imatrix, or llama-imatrix's .dat):\n"
+            "                        weights each column's error in the K-quants, IQ4_NL\n"
+            "                        and Q4_0/Q4_1/Q5_0/Q5_1\n"
             "      --output-type T   type of output.weight (token_embd when tied)\n"
             "      --pure            every matrix in TYPE (no mix rules)\n"
             "      --stats           print each tensor's weight RMSE vs the source (stdout)\n"
@@ -47,9 +49,15 @@ typedef struct progress_state {
 static void progress(void *ud, int64_t i, int64_t n, const tn_quant_tensor *t)
 {
     progress_state *ps = ud;
-    fprintf(stderr, "[%4lld/%4lld] %-32s %10lld elements  %-6s -> %-6s %s%s(%.1f s)\n", (long long)i, (long long)n,
-            t->name, (long long)t->n_elements, tn_dtype_traits_of(t->src_type)->name,
-            tn_dtype_traits_of(t->dst_type)->name, t->note ? t->note : "", t->note ? " " : "", tn_time_s() - ps->t0);
+    const int width = 30, done = (int)(width * i / (n ? n : 1));
+    char bar[32];
+    for (int k = 0; k < width; k++)
+        bar[k] = k < done ? '#' : '.';
+    bar[width] = 0;
+    fprintf(stderr, "[%s] [%4lld/%4lld] %-28s %10lld elements  %-6s -> %-6s %s%s%s(%.1f s)\n", bar, (long long)i,
+            (long long)n, t->name, (long long)t->n_elements, tn_dtype_traits_of(t->src_type)->name,
+            tn_dtype_traits_of(t->dst_type)->name, t->imatrix ? "imatrix " : "", t->note ? t->note : "",
+            t->note ? " " : "", tn_time_s() - ps->t0);
 }
 
 int tn_cmd_quantize(int argc, char **argv)
@@ -66,7 +74,8 @@ int tn_cmd_quantize(int argc, char **argv)
             o.pure = true;
         } else if (!strcmp(a, "--stats")) {
             o.stats = true;
-        } else if (!strcmp(a, "--output-type") || !strcmp(a, "-t") || !strcmp(a, "--threads")) {
+        } else if (!strcmp(a, "--output-type") || !strcmp(a, "--imatrix") || !strcmp(a, "-t") ||
+                   !strcmp(a, "--threads")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "tern quantize: missing value after '%s'\n", a);
                 return 2;
@@ -74,6 +83,8 @@ int tn_cmd_quantize(int argc, char **argv)
             const char *v = argv[++i];
             if (!strcmp(a, "--output-type")) {
                 o.output_type = v;
+            } else if (!strcmp(a, "--imatrix")) {
+                o.imatrix = v;
             } else {
                 char *end;
                 errno = 0;

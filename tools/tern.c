@@ -25,6 +25,7 @@ static const command commands[] = {
     {"quantize", tn_cmd_quantize, "convert a GGUF model's weights to another type (F16 ... Q4_K_M)"},
     {"perplexity", tn_cmd_perplexity, "measure perplexity and KL divergence on a text"},
     {"convert", tn_cmd_convert, "convert a Hugging Face checkpoint (safetensors) to GGUF"},
+    {"imatrix", tn_cmd_imatrix, "importance matrix of a model on a text (for quantize --imatrix)"},
 };
 
 static void usage(FILE *out)

@@ -18,5 +18,6 @@ int tn_cmd_bench(int argc, char **argv);
 int tn_cmd_quantize(int argc, char **argv);
 int tn_cmd_perplexity(int argc, char **argv);
 int tn_cmd_convert(int argc, char **argv);
+int tn_cmd_imatrix(int argc, char **argv);
 
 #endif

@@ -5,6 +5,8 @@
 #include "compress/quantize.h"
 
 #include "base/pool.h"
+#include "compress/imatrix.h"
+#include "compress/quant_k.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -62,16 +64,7 @@ bool tn_quant_mix_from_name(const char *name, tn_dtype *base, uint32_t *file_typ
 
 bool tn_quant_type_supported(tn_dtype t)
 {
-    const tn_dtype_traits *tr = tn_dtype_traits_of(t);
-    if (!tr || t == TN_DTYPE_Q8_K || t == TN_DTYPE_Q8_1)
-        return false; /* activation-only formats: no weight kernels read them */
-    float src[256] = {0};
-    unsigned char dst[1024];
-    if (tr->block_size > 256 || tr->type_size > sizeof dst)
-        return false;
-    tn_status st = tn_quantize_row(t, src, dst, tr->block_size);
-    tn__err_clear();
-    return st == TN_OK;
+    return tn_quant_row_supported(t);
 }
 
 static bool is_quantized(tn_dtype t)
@@ -311,6 +304,8 @@ typedef struct qjob {
     unsigned char *dst;
     int64_t n_rows;
     tn_status *thread_st;  /* (n_threads) */
+    const float *imp;      /* (ne0) importance of the current tensor's columns, or NULL */
+    tn_imatrix *im;        /* o->imatrix, loaded; or NULL */
 } qjob;
 
 /* Pool job: rows [ith*n/nth, (ith+1)*n/nth) of the current tensor. */
@@ -327,7 +322,7 @@ static void quant_rows(void *ctx, int ith, int nth)
         unsigned char *d = j->dst + (size_t)r * dst_row;
         tn_status st = tn_dequantize_row(q->src_type, s, x, ne0);
         if (st == TN_OK)
-            st = tn_quantize_row(q->dst_type, x, d, ne0);
+            st = tn_quant_row(q->dst_type, x, d, ne0, j->imp);
         if (st == TN_OK && j->o->stats)
             st = tn_dequantize_row(q->dst_type, d, y, ne0);
         if (st != TN_OK) {
@@ -366,6 +361,16 @@ static tn_status fill_tensor(void *ctx, void *dst, size_t nbytes)
     } else {
         j->src = src;
         j->q = q;
+        j->imp = NULL;
+        if (j->im) {
+            int64_t nc = 0;
+            const float *imp = tn_imatrix_get(j->im, q->name, &nc);
+            if (imp && nc != q->ne0)
+                return tn__err(TN_ERR_INVALID, "quantize: imatrix %s: %s has %" PRId64 " columns, the tensor rows of %" PRId64,
+                               j->o->imatrix, q->name, nc, q->ne0);
+            j->imp = imp;
+            q->imatrix = imp != NULL;
+        }
         j->dst = dst;
         j->n_rows = q->n_elements / q->ne0;
         for (int i = 0; i < j->n_threads; i++)
@@ -431,6 +436,8 @@ tn_status tn_quantize_model(const tn_quant_opts *o, tn_quant_report *rep_out)
     fill_ctx *fcs = NULL;
     if ((st = plan(o, base, ft, have_out, out_type, rep)) != TN_OK)
         goto out;
+    if (o->imatrix && (st = tn_imatrix_load(o->imatrix, &job.im)) != TN_OK)
+        goto out;
 
     /* metadata: everything, then file_type and quantization_version */
     if ((st = tn_gguf_writer_new(&w)) != TN_OK)
@@ -454,6 +461,13 @@ tn_status tn_quantize_model(const tn_quant_opts *o, tn_quant_report *rep_out)
         goto out;
     if (any_quant && (st = tn_gguf_set_u32(w, "general.quantization_version", 2)) != TN_OK)
         goto out;
+    if (job.im) {
+        int32_t n_ent = (int32_t)tn_imatrix_n_entries(job.im);
+        if ((st = tn_gguf_set_str(w, "quantize.imatrix.file", o->imatrix)) != TN_OK ||
+            (st = tn_gguf_set_i32(w, "quantize.imatrix.entries_count", n_ent)) != TN_OK ||
+            (st = tn_gguf_set_i32(w, "quantize.imatrix.chunks_count", tn_imatrix_n_chunks(job.im))) != TN_OK)
+            goto out;
+    }
 
     if ((st = tn_pool_new(o->n_threads, &job.pool)) != TN_OK)
         goto out;
@@ -490,6 +504,7 @@ out:
     free(job.row_sse);
     free(job.row_ssq);
     tn_pool_free(job.pool);
+    tn_imatrix_free(job.im);
     tn_gguf_writer_free(w);
     if (rep == &local)
         tn_quant_report_deinit(rep);

@@ -33,6 +33,12 @@
  *     is the base type; when a mix rule asked for it as an upgrade, Q8_0 is
  *     used instead (at least as precise) and the plan says so.
  *   - A tensor already in its target type is copied, not requantized.
+ *   - IMPORTANCE (--imatrix): a converted tensor whose name has an entry of
+ *     its row length gets that entry's column importances in its quantizer's
+ *     weighted error (K-quants, IQ4_NL, Q4_0/Q4_1/Q5_0/Q5_1; the others
+ *     ignore it); an entry of another width is an error; a tensor without
+ *     an entry is quantized unweighted. The file's name, entry and chunk
+ *     counts are recorded under llama.cpp's quantize.imatrix.* keys.
  *
  * Metadata is copied entry by entry; general.file_type is set to llama.cpp's
  * LLAMA_FTYPE of the mix and general.quantization_version to 2 when any
@@ -55,6 +61,7 @@ typedef struct tn_quant_tensor {
     uint64_t src_bytes, dst_bytes;
     bool quantized;       /* converted (false: copied as is) */
     const char *note;     /* static text: why the type differs from the base, or NULL */
+    bool imatrix;         /* quantized with importance weights */
     double sse;           /* sum of squared errors vs the source (with stats; 0 for copies) */
     double ssq;           /* sum of squared source values (with stats) */
 } tn_quant_tensor;
@@ -70,6 +77,7 @@ typedef struct tn_quant_opts {
                                   (and Q3_K, Q4_K, Q5_K: the _M mixes); any case */
     const char *output_type;   /* optional: a tensor type name for output.weight (token_embd if tied) */
     bool pure;                 /* every matrix gets the base type (fallbacks still apply) */
+    const char *imatrix;       /* optional: importance matrix file (tern imatrix / llama-imatrix .dat) */
     bool stats;                /* measure each tensor's squared error vs the source (costs a dequantize) */
     int n_threads;             /* 0: all cores */
     tn_quant_progress_fn progress; /* optional */

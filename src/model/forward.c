@@ -62,7 +62,21 @@ struct tn_forward {
     void *wdata;         /* tn_matmul scratch, the largest any product of this model needs */
     tn__moe *moe;        /* MoE scratch and routing statistics (moe.c); NULL for a dense model */
     tn__mla *mla;        /* latent attention scratch (mla.c, deepseek2); NULL otherwise */
+    tn_forward_observer observe; /* optional (tn_forward_set_observer) */
+    void *observe_ud;
 };
+
+void tn_forward_set_observer(tn_forward *f, tn_forward_observer fn, void *ud)
+{
+    f->observe = fn;
+    f->observe_ud = ud;
+}
+
+#define OBSERVE(il, name, x, n, cols) \
+    do { \
+        if (f->observe) \
+            f->observe(f->observe_ud, il, name, x, n, cols); \
+    } while (0)
 
 /* ==========================================================================
  * Lifetime
@@ -341,6 +355,9 @@ tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn
         if (f->mla) {
             tn__mla_attention(f->mla, pool, kv, il, b, f->xn, n, f->vis_off, f->vis_n, f->attn); /* mla.c */
         } else {
+            OBSERVE(il, "attn_q", f->xn, n, n_embd);
+            OBSERVE(il, "attn_k", f->xn, n, n_embd);
+            OBSERVE(il, "attn_v", f->xn, n, n_embd);
             tn_matmul(pool, ly->wq.data, ly->wq.type, n_embd, f->q_dim, f->xn, n, f->q, f->wdata);
             tn_matmul(pool, ly->wk.data, ly->wk.type, n_embd, f->kv_dim, f->xn, n, f->k, f->wdata);
             tn_matmul(pool, ly->wv.data, ly->wv.type, n_embd, f->kv_dim, f->xn, n, f->v, f->wdata);
@@ -365,6 +382,7 @@ tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn
             if (n == 0)
                 return tn__moe_idle(f->moe, pool, il);
         }
+        OBSERVE(il, "attn_output", f->attn, n, f->q_dim);
         tn_matmul(pool, ly->wo.data, ly->wo.type, f->q_dim, n_embd, f->attn, n, f->tmp, f->wdata);
         add_rows(f->x, f->tmp, n, n_embd);
 
@@ -374,9 +392,12 @@ tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn
             if ((s = tn__moe_ffn(f->moe, pool, il, f->xn, n, f->tmp)) != TN_OK) /* routed + shared experts (moe.c) */
                 return s;
         } else {
+            OBSERVE(il, "ffn_gate", f->xn, n, n_embd);
+            OBSERVE(il, "ffn_up", f->xn, n, n_embd);
             tn_matmul(pool, ly->ffn_gate.data, ly->ffn_gate.type, n_embd, n_ff, f->xn, n, f->gate, f->wdata);
             tn_matmul(pool, ly->ffn_up.data, ly->ffn_up.type, n_embd, n_ff, f->xn, n, f->up, f->wdata);
             tn_swiglu(f->gate, f->up, (int64_t)n * n_ff);
+            OBSERVE(il, "ffn_down", f->gate, n, n_ff);
             tn_matmul(pool, ly->ffn_down.data, ly->ffn_down.type, n_ff, n_embd, f->gate, n, f->tmp, f->wdata);
         }
         add_rows(f->x, f->tmp, n, n_embd);
@@ -386,6 +407,7 @@ tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn
         return TN_OK;
     /* x now holds exactly the wanted rows, in batch order. */
     norm_rows(f->xn, f->x, &m->output_norm, n_wanted, n_embd, hp->norm_eps);
+    OBSERVE(-1, "output", f->xn, n_wanted, n_embd);
     tn_matmul(pool, m->output.data, m->output.type, n_embd, hp->n_vocab, f->xn, n_wanted, logits, f->wdata);
     return TN_OK;
 }

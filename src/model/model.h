@@ -200,6 +200,18 @@ void tn_forward_free(tn_forward *f);
 tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn_batch *b,
                          float *logits) TN_MUST_CHECK;
 
+/* Optional observer of every dense matrix product's input (for importance
+ * matrices, tern imatrix): called on the owner thread, before the product,
+ * with the layer (-1 for the output matrix), the tensor's short name
+ * ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up",
+ * "ffn_down", "output") and its input rows x ((n_rows, n_cols) floats,
+ * valid during the call). The last layer's attn_output and FFN, and
+ * "output", see only the tokens that want logits. MoE experts and MLA
+ * projections are not observed. fn NULL turns it off. */
+typedef void (*tn_forward_observer)(void *ud, int32_t layer, const char *tensor, const float *x, int32_t n_rows,
+                                    int32_t n_cols);
+void tn_forward_set_observer(tn_forward *f, tn_forward_observer fn, void *ud);
+
 /* --- expert parallelism hook ------------------------------------------ */
 
 /* Computes the routed-expert part of MoE layer il for n tokens: out
