@@ -101,11 +101,6 @@ static inline bool try_pair(const tn_vocab *v, const char *text, const sym *s, h
     return heap_push(h, (bigram){v->scores[id], l, size, id});
 }
 
-static inline bool is_space(const char *text, const sym *s)
-{
-    return s->n == 3 && memcmp(text + s->start, "\xe2\x96\x81", 3) == 0;
-}
-
 /* Steps 2-4 of the merge loop (below) on symbols [a, b), linked among
  * themselves; appends their ids to out. */
 static tn_status merge_range(const tn_vocab *v, const char *e, sym *s, int32_t a, int32_t b, heap *h,
@@ -157,6 +152,60 @@ static tn_status merge_range(const tn_vocab *v, const char *e, sym *s, int32_t a
     return TN_OK;
 nomem:
     return tn__err(TN_ERR_NOMEM, "tok: out of memory for the merge queue (%zu entries)", h->cap);
+}
+
+/* Builds the symbols of the word e[ws, we) (at most k = we - ws >= 1 of
+ * them) in sc->sym and merges them (steps 2-4). */
+static tn_status merge_word(const tn_vocab *v, tn__spm_scratch *sc, const char *e, size_t ws, size_t we, heap *h,
+                            tn__tok_out *out)
+{
+    size_t k = we - ws;
+    if (sc->sym_cap < k) {
+        size_t cap = sc->sym_cap ? sc->sym_cap : 64;
+        while (cap < k)
+            cap *= 2;
+        sym *s = realloc(sc->sym, cap * sizeof *s);
+        if (!s)
+            return tn__err(TN_ERR_NOMEM, "tok: out of memory for %zu symbols", k);
+        sc->sym = s;
+        sc->sym_cap = cap;
+    }
+    sym *s = sc->sym;
+    int32_t ns = 0;
+    for (size_t off = ws; off < we; ns++) {
+        size_t l = UTF8_LEN[(unsigned char)e[off] >> 4];
+        if (l > we - off)
+            l = we - off;
+        s[ns] = (sym){ns - 1, ns + 1, (uint32_t)off, (uint32_t)l, -1};
+        off += l;
+    }
+    s[ns - 1].next = -1;
+    return merge_range(v, e, s, 0, ns, h, out);
+}
+
+/* Encodes the word e[ws, we) (we > ws), through the word cache: a word's
+ * ids depend on its bytes alone (see wcache.c). */
+static tn_status encode_word(const tn_vocab *v, tn__spm_scratch *sc, const char *e, size_t ws, size_t we, heap *h,
+                             tn__tok_out *out)
+{
+    const char *w = e + ws;
+    size_t wn = we - ws;
+    if (wn < 2 || wn > TN__WCACHE_WORD)
+        return merge_word(v, sc, e, ws, we, h, out);
+    uint32_t hw = (uint32_t)tn__tok_hash(w, wn);
+    void *slot;
+    const int32_t *ids;
+    size_t n_ids;
+    if (tn__wcache_get(&sc->cache, w, wn, hw, &slot, &ids, &n_ids)) {
+        for (size_t j = 0; j < n_ids; j++)
+            tn__tok_push(out, ids[j]);
+        return TN_OK;
+    }
+    size_t first = out->n;
+    tn_status st = merge_word(v, sc, e, ws, we, h, out);
+    if (st == TN_OK && out->n <= out->cap)
+        tn__wcache_put(&sc->cache, slot, w, wn, hw, out->ids + first, out->n - first);
+    return st;
 }
 
 /*
@@ -212,7 +261,8 @@ nomem:
  *
  * LIMITATIONS
  *   O(n log w) for a fragment of n bytes and words of w symbols (O(n log n)
- *   when words cannot be split), with 20 bytes per symbol of scratch plus
+ *   when words cannot be split), with 20 bytes per symbol of the longest
+ *   word of scratch plus
  *   at most 3 queued pairs per symbol of a word at 16 bytes; fragments over
  *   256 MiB are refused (symbol indexes are 32-bit).
  */
@@ -251,60 +301,35 @@ tn_status tn__spm_encode(const tn_vocab *v, tn__spm_scratch *sc, const char *tex
     if (n == 0)
         return TN_OK;
 
-    /* split into characters */
-    if (sc->sym_cap < n) {
-        sym *s = realloc(sc->sym, n * sizeof *s);
-        if (!s)
-            return tn__err(TN_ERR_NOMEM, "tok: out of memory for %zu symbols", n);
-        sc->sym = s;
-        sc->sym_cap = n;
-    }
-    sym *s = sc->sym;
-    int32_t ns = 0;
-    for (size_t off = 0; off < n;) {
-        size_t l = UTF8_LEN[(unsigned char)e[off] >> 4];
-        if (l > n - off)
-            l = n - off;
-        s[ns] = (sym){ns - 1, ns + 1, (uint32_t)off, (uint32_t)l, -1};
-        off += l;
-        ns++;
-    }
-    s[ns - 1].next = -1;
-
-    /* 2-4, word by word when the vocabulary allows it */
+    /* 2-4, word by word when the vocabulary allows it. The word starts
+     * are found by stepping over characters without building symbols: a
+     * word the cache knows needs none. */
     heap h = {sc->heap, 0, sc->heap_cap};
     tn_status st = TN_OK;
-    for (int32_t a = 0; a < ns && st == TN_OK;) {
-        int32_t b = ns;
-        if (v->spm_word_split) {
-            b = a + 1;
-            while (b < ns && !(is_space(e, &s[b]) && !is_space(e, &s[b - 1])))
-                b++;
-        }
-        s[a].prev = -1;
-        s[b - 1].next = -1;
-        /* a word's ids depend on its bytes alone: see wcache.c */
-        const char *w = e + s[a].start;
-        size_t wn = s[b - 1].start + s[b - 1].n - s[a].start;
-        if (b - a >= 2 && wn <= TN__WCACHE_WORD) {
-            uint32_t hw = (uint32_t)tn__tok_hash(w, wn);
-            void *slot;
-            const int32_t *ids;
-            size_t k;
-            if (tn__wcache_get(&sc->cache, w, wn, hw, &slot, &ids, &k)) {
-                for (size_t j = 0; j < k; j++)
-                    tn__tok_push(out, ids[j]);
-            } else {
-                size_t first = out->n;
-                st = merge_range(v, e, s, a, b, &h, out);
-                if (st == TN_OK && out->n <= out->cap)
-                    tn__wcache_put(&sc->cache, slot, w, wn, hw, out->ids + first, out->n - first);
+    size_t ws = 0;
+    bool prev_sp = false;
+    if (v->spm_word_split) {
+        for (size_t off = 0; off < n && st == TN_OK;) {
+            unsigned char c = (unsigned char)e[off];
+            if (c < 0x80) { /* ASCII: one character, never "▁" */
+                prev_sp = false;
+                off++;
+                continue;
             }
-        } else {
-            st = merge_range(v, e, s, a, b, &h, out);
+            size_t l = UTF8_LEN[c >> 4];
+            if (l > n - off)
+                l = n - off;
+            bool sp = l == 3 && memcmp(e + off, "\xe2\x96\x81", 3) == 0;
+            if (sp && !prev_sp && off > ws) {
+                st = encode_word(v, sc, e, ws, off, &h, out);
+                ws = off;
+            }
+            prev_sp = sp;
+            off += l;
         }
-        a = b;
     }
+    if (st == TN_OK)
+        st = encode_word(v, sc, e, ws, n, &h, out);
     sc->heap = h.a;
     sc->heap_cap = h.cap;
     return st;
