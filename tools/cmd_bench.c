@@ -40,6 +40,7 @@ typedef struct bench_opts {
     int32_t n_gen;     /* 0: no tg test */
     int32_t n_reps;
     int32_t n_threads; /* 0: all cores */
+    tn_kv_type kv_type; /* --kv-type (default F32) */
     bool json;
 } bench_opts;
 
@@ -57,6 +58,7 @@ static void usage(FILE *out)
             "  -n, --n-gen N         generated tokens (default 128; 0: skip tg)\n"
             "  -r, --repetitions R   timed runs per test (default 5)\n"
             "  -t, --threads T       compute threads (default: all cores)\n"
+            "      --kv-type T       KV-cache storage: f32 (default), f16, q8\n"
             "  -o, --output FMT      md (default) or json\n"
             "  -h, --help            this text\n",
             MAX_MODELS);
@@ -101,6 +103,9 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         } else if (FLAG("-t", "--threads")) {
             ok = tn_arg_i32(v, 1, 4096, &o->n_threads);
             want = "an integer >= 1";
+        } else if (!strcmp(a, "--kv-type")) {
+            ok = tn_kv_type_from_name(v, &o->kv_type);
+            want = "f32, f16 or q8";
         } else if (FLAG("-o", "--output")) {
             ok = !strcmp(v, "md") || !strcmp(v, "json");
             o->json = !strcmp(v, "json");
@@ -280,7 +285,7 @@ static int bench_one(const bench_opts *o, const char *path, bool *first)
     const tn_hparams *hp = &b.model->hp;
     int32_t n_ctx = o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen;
     b.n_batch = TN_MAX(o->n_prompt, 1);
-    if (tn_pool_new(o->n_threads, &b.pool) != TN_OK || tn_kv_new(b.model, n_ctx, 1, &b.kv) != TN_OK ||
+    if (tn_pool_new(o->n_threads, &b.pool) != TN_OK || tn_kv_new_typed(b.model, n_ctx, 1, o->kv_type, &b.kv) != TN_OK ||
         tn_forward_new(b.model, b.n_batch, &b.fwd) != TN_OK) {
         fprintf(stderr, "tern bench: %s: %s\n", path, tn_last_error());
         goto out;

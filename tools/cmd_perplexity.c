@@ -37,6 +37,7 @@ static void usage(FILE *out)
             "      --save-logits FILE  save the scored log-probabilities (TNLOGITS, docs/formats.md)\n"
             "      --kl-base FILE      compare with a saved run: KL divergence, top-1, delta p\n"
             "  -t, --threads N         compute threads (default: all cores)\n"
+            "      --kv-type T         KV-cache storage: f32 (default), f16, q8\n"
             "  -h, --help              this text\n");
 }
 
@@ -121,6 +122,8 @@ int tn_cmd_perplexity(int argc, char **argv)
             o.save_logits = v;
         else if (!strcmp(a, "--kl-base"))
             o.kl_base = v;
+        else if (!strcmp(a, "--kv-type"))
+            ok = tn_kv_type_from_name(v, &o.kv_type);
         else {
             fprintf(stderr, "tern perplexity: unknown option '%s'\n\n", a);
             usage(stderr);

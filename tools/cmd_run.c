@@ -48,6 +48,7 @@ typedef struct run_opts {
     int32_t n_threads;       /* 0: all cores */
     int32_t n_ctx;           /* 0: min(n_ctx_train, prompt + n_predict) */
     int32_t n_batch;
+    tn_kv_type kv_type;      /* --kv-type (default F32) */
     bool seed_given;
     tn_sample_params sp;
     ep_opts ep;
@@ -80,7 +81,8 @@ static void usage(FILE *out)
             "  -t, --threads N           compute threads (default: all cores)\n"
             "  -c, --ctx N               KV-cache size in tokens (default:\n"
             "                            min(training context, prompt + N))\n"
-            "  -b, --batch N             prompt tokens per forward call (default 512)\n");
+            "  -b, --batch N             prompt tokens per forward call (default 512)\n"
+            "      --kv-type T           KV-cache storage: f32 (default), f16, q8\n");
     ep_usage(out);
     fprintf(out, "  -h, --help                this text\n"
                  "\n"
@@ -163,6 +165,9 @@ static int parse_args(int argc, char **argv, run_opts *o)
         } else if (FLAG("-c", "--ctx")) {
             ok = tn_arg_i32(v, 1, 1 << 24, &o->n_ctx);
             want = "an integer in [1, 16777216]";
+        } else if (!strcmp(a, "--kv-type")) {
+            ok = tn_kv_type_from_name(v, &o->kv_type);
+            want = "f32, f16 or q8";
         } else if (FLAG("-b", "--batch")) {
             ok = tn_arg_i32(v, 1, 1 << 16, &o->n_batch);
             want = "an integer in [1, 65536]";
@@ -398,7 +403,7 @@ static int run(const run_opts *o)
     if (!o->seed_given)
         sp.seed = random_seed();
     if (tn_pool_new(ep_threads(&r.ep, o->n_threads), &r.pool) != TN_OK ||
-        tn_kv_new(r.model, n_ctx, 1, &r.kv) != TN_OK || tn_forward_new(r.model, n_batch, &r.fwd) != TN_OK ||
+        tn_kv_new_typed(r.model, n_ctx, 1, o->kv_type, &r.kv) != TN_OK || tn_forward_new(r.model, n_batch, &r.fwd) != TN_OK ||
         tn_sampler_new(&sp, n_vocab, &r.sampler) != TN_OK || ep_attach("tern run", &r.ep, r.fwd) != 0) {
         fprintf(stderr, "tern run: %s\n", tn_last_error());
         goto out;

@@ -40,6 +40,7 @@ static void usage(FILE *out)
             "  -c, --ctx N            max tokens per sequence (default: the trained context)\n"
             "  -np, --parallel N      max sequences decoded at once (default 64)\n"
             "      --kv-size N        KV-cache tokens over all sequences (default 4 x ctx; >= ctx)\n"
+            "      --kv-type T        KV-cache storage: f32 (default), f16, q8\n"
             "      --max-body BYTES   request body limit (default 1048576)\n"
             "      --max-queue N      waiting requests before 429 (default 256)\n"
             "      --timeout S        cancel a request generating longer than S seconds (default: none)\n"
@@ -101,6 +102,9 @@ int tn_cmd_serve(int argc, char **argv)
             ok = tn_arg_long(v, 16, 1 << 26, &x);
             p.n_kv = (int32_t)x;
             want = "a token count in [16, 67108864]";
+        } else if (!strcmp(a, "--kv-type")) {
+            ok = tn_kv_type_from_name(v, &p.kv_type);
+            want = "f32, f16 or q8";
         } else if (!strcmp(a, "--max-body")) {
             ok = tn_arg_long(v, 16, 1L << 32, &x);
             p.max_body = (size_t)x;

@@ -333,7 +333,7 @@ tn_status tn_perplexity(const tn_model *m, const tn_vocab *v, tn_pool *pool, con
                      (int)n_vocab);
         goto out;
     }
-    if ((st = tn_kv_new(m, n_ctx, 1, &s.kv)) != TN_OK || (st = tn_forward_new(m, n_batch, &s.fwd)) != TN_OK)
+    if ((st = tn_kv_new_typed(m, n_ctx, 1, o->kv_type, &s.kv)) != TN_OK || (st = tn_forward_new(m, n_batch, &s.fwd)) != TN_OK)
         goto out;
     for (int32_t j = 0; j < n_ctx; j++)
         s.want[j] = j >= first && j < n_ctx - 1;

@@ -35,6 +35,7 @@ typedef struct tn_ppl_opts {
     int32_t n_batch;          /* tokens per forward call; 0: min(n_ctx, 512) */
     const char *save_logits;  /* optional: write the scored log-probabilities here */
     const char *kl_base;      /* optional: compare with this saved run */
+    tn_kv_type kv_type;       /* KV-cache storage (0: F32) */
     tn_ppl_progress_fn progress; /* optional */
     void *progress_ud;
 } tn_ppl_opts;

@@ -463,7 +463,7 @@ tn_status tn_engine_new(const tn_engine_params *p, tn_engine **out)
     pthread_cond_init(&e->cv, NULL);
     pthread_cond_init(&e->idle_cv, NULL);
     if ((s = tn_sched_new(&sp, &e->sched)) != TN_OK ||
-        (s = tn_kv_new(p->model, n_blocks * e->p.block_size, e->p.max_running, &e->kv)) != TN_OK ||
+        (s = tn_kv_new_typed(p->model, n_blocks * e->p.block_size, e->p.max_running, p->kv_type, &e->kv)) != TN_OK ||
         (s = tn_forward_new(p->model, e->p.step_token_budget, &e->fwd)) != TN_OK ||
         (s = tn_pool_new(e->p.n_threads, &e->pool)) != TN_OK)
         goto err;

@@ -41,6 +41,7 @@ typedef struct tn_engine_params {
     int32_t step_token_budget;   /* max tokens per forward call, decode + prefill chunks (0: 512) */
     int32_t max_waiting;         /* queue bound; submit beyond it is TN_ERR_FULL (0: 256) */
     bool prefix_cache;           /* reuse full blocks of identical prefixes (default on: set true) */
+    tn_kv_type kv_type;          /* KV-cache storage (0: F32; F16 or Q8 halve / quarter it) */
 } tn_engine_params;
 
 typedef enum tn_finish {

@@ -10,6 +10,7 @@
  * decode steps.
  */
 #include "model/model_int.h"
+#include "kern/kvrows.h"
 
 #include <math.h>
 #include <string.h>
@@ -128,8 +129,11 @@ void tn__rope_apply(float *x, int n_heads, int head_dim, int n_rot, tn_rope_type
  * threads; thread t keeps its scores in row t of kv->scores (n_slots floats,
  * enough for any visible run). Each pair writes its own head_dim outputs.
  *
+ * CACHE TYPES: F16 and Q8 cells are widened row by row inside the two
+ * loops (kern/kvrows.h); queries, scores and sums stay F32.
+ *
  * LIMITATIONS: scores are materialized (n visible floats per pair) rather
- * than computed with an online softmax; K/V are F32.
+ * than computed with an online softmax.
  */
 
 /* Multiply-adds (per q·k plus per p·v) below which attention stays on the caller. */
@@ -156,8 +160,9 @@ static void attn_run(void *ctx, int ith, int nth)
     float *sc = kv->scores + (size_t)ith * (size_t)kv->n_slots; /* (n_slots) */
     const int hd = a->head_dim, group = a->n_head / a->n_head_kv;
     const size_t q_dim = (size_t)a->n_head * hd, kv_dim = (size_t)kv->kv_dim;
-    const float *kl = kv->k + (size_t)a->layer * kv->n_slots * kv_dim; /* (n_slots, kv_dim) */
-    const float *vl = kv->v + (size_t)a->layer * kv->n_slots * kv_dim; /* (n_slots, kv_dim) */
+    const size_t layer_rows = (size_t)a->layer * kv->n_slots; /* first cell of the layer */
+    const float *kl = kv->k ? kv->k + layer_rows * kv_dim : NULL; /* F32: (n_slots, kv_dim) */
+    const float *vl = kv->v ? kv->v + layer_rows * kv_dim : NULL;
     const float scale = 1.0f / sqrtf((float)hd);
     const int64_t n_items = (int64_t)a->n_tokens * a->n_head;
 
@@ -168,10 +173,25 @@ static void attn_run(void *ctx, int ith, int nth)
         const float *q = a->q + i * q_dim + (size_t)h * hd; /* (head_dim) */
         const int32_t *cells = kv->order_slot + a->vis_off[i];
         int32_t n = a->vis_n[i];
-        tn_dot_f32_rows(q, kl + kv_off, cells, kv_dim, n, hd, scale, sc);
-        tn_softmax(sc, n);
         float *out = a->out + i * q_dim + (size_t)h * hd; /* (head_dim) */
-        tn_axpy_f32_rows(out, sc, vl + kv_off, cells, kv_dim, n, hd);
+        if (kv->type == TN_KV_F32) {
+            tn_dot_f32_rows(q, kl + kv_off, cells, kv_dim, n, hd, scale, sc);
+            tn_softmax(sc, n);
+            tn_axpy_f32_rows(out, sc, vl + kv_off, cells, kv_dim, n, hd);
+        } else if (kv->type == TN_KV_F16) {
+            const uint16_t *kx = (const uint16_t *)kv->kx + layer_rows * kv_dim + kv_off;
+            const uint16_t *vx = (const uint16_t *)kv->vx + layer_rows * kv_dim + kv_off;
+            tn_dot_f16_rows(q, kx, cells, kv_dim, n, hd, scale, sc);
+            tn_softmax(sc, n);
+            tn_axpy_f16_rows(out, sc, vx, cells, kv_dim, n, hd);
+        } else { /* Q8: rows of head_dim int8, one scale per (cell, K/V head) */
+            const size_t nh = kv_dim / hd, hk = kv_off / hd;
+            const int8_t *kx = (const int8_t *)kv->kx + layer_rows * kv_dim + kv_off;
+            const int8_t *vx = (const int8_t *)kv->vx + layer_rows * kv_dim + kv_off;
+            tn_dot_q8_rows(q, kx, kv->ks + layer_rows * nh + hk, cells, kv_dim, nh, n, hd, scale, sc);
+            tn_softmax(sc, n);
+            tn_axpy_q8_rows(out, sc, vx, kv->vs + layer_rows * nh + hk, cells, kv_dim, nh, n, hd);
+        }
     }
 }
 

@@ -276,13 +276,9 @@ static void qkv_run(void *ctx, int ith, int nth)
     const tn_hparams *hp = &f->m->hp;
     tn_kv_cache *kv = j->kv;
     const int hd = hp->head_dim;
-    const size_t layer_off = (size_t)j->layer * kv->n_slots * kv->kv_dim;
     for (int32_t i = ith; i < j->b->n_tokens; i += nth) {
         float *q = f->q + (size_t)i * f->q_dim;    /* (n_head, head_dim) */
-        const float *k = f->k + (size_t)i * f->kv_dim; /* (n_head_kv, head_dim) */
-        size_t slot = (size_t)j->b->kv_slot[i];
-        float *kc = kv->k + layer_off + slot * kv->kv_dim; /* (n_head_kv, head_dim) cache row */
-        float *vc = kv->v + layer_off + slot * kv->kv_dim;
+        float *kc = f->k + (size_t)i * f->kv_dim; /* (n_head_kv, head_dim), normed and roped in place */
         if (j->ly->q_norm.data) {
             /* Normalize out of place (into this token's attn row, free until
              * attention runs), then copy back; k goes straight to the cache. */
@@ -291,14 +287,12 @@ static void qkv_run(void *ctx, int ith, int nth)
                 tn_rmsnorm(t + (size_t)h * hd, q + (size_t)h * hd, j->ly->q_norm.data, hd, hp->norm_eps);
             memcpy(q, t, (size_t)f->q_dim * sizeof(float));
             for (int h = 0; h < hp->n_head_kv; h++)
-                tn_rmsnorm(kc + (size_t)h * hd, k + (size_t)h * hd, j->ly->k_norm.data, hd, hp->norm_eps);
-        } else {
-            memcpy(kc, k, (size_t)f->kv_dim * sizeof(float));
+                tn_rmsnorm(kc + (size_t)h * hd, kc + (size_t)h * hd, j->ly->k_norm.data, hd, hp->norm_eps);
         }
         const float *cs = f->rope_cos + (size_t)i * f->n_pairs, *sn = f->rope_sin + (size_t)i * f->n_pairs;
         tn__rope_apply(q, hp->n_head, hd, hp->n_rot, hp->rope_type, cs, sn);
         tn__rope_apply(kc, hp->n_head_kv, hd, hp->n_rot, hp->rope_type, cs, sn);
-        memcpy(vc, f->v + (size_t)i * f->kv_dim, (size_t)f->kv_dim * sizeof(float));
+        tn__kv_store(kv, j->layer, j->b->kv_slot[i], kc, f->v + (size_t)i * f->kv_dim); /* kv.c */
     }
 }
 

@@ -40,13 +40,30 @@
  * are distinct cells) plus the tables' total; set_slots grows it
  * geometrically when the total exceeds the capacity.
  *
+ * STORAGE TYPES (tn_kv_new_typed)
+ *
+ * A cell's K (and V) of one layer is n_head_kv rows of head_dim values:
+ *
+ *   F32   head_dim floats per row                 4 * head_dim bytes
+ *   F16   head_dim IEEE halves per row            2 * head_dim bytes
+ *   Q8    head_dim int8 in kx/vx, plus one f32    head_dim + 4 bytes
+ *         scale per row in ks/vs: x = d * q, d = max|x| / 127
+ *
+ * Rows are converted once when written (tn__kv_store) and widened on the
+ * fly when read (kern/kvrows.h), so a cell's stored bits depend only on
+ * that token's K/V: batch invariance holds for every type. Slots are the
+ * same for every type, so the paged block manager and the prefix cache
+ * above do not know the difference.
+ *
  * LIMITATIONS
  *
- * K/V are F32 for now. Inserting far before the tail of a long sequence
+ * Latent attention (deepseek2) caches F32 only. Inserting far before the tail of a long sequence
  * costs a walk over the cells after it.
  */
 #include "model/model_int.h"
+#include "kern/kvrows.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,9 +77,57 @@
  * buffers cannot be allocated (*out is NULL then). */
 tn_status tn_kv_new(const tn_model *m, int32_t n_slots, int32_t n_seq_max, tn_kv_cache **out)
 {
+    return tn_kv_new_typed(m, n_slots, n_seq_max, TN_KV_F32, out);
+}
+
+static const char *const type_names[] = {[TN_KV_F32] = "f32", [TN_KV_F16] = "f16", [TN_KV_Q8] = "q8"};
+
+const char *tn_kv_type_name(tn_kv_type t)
+{
+    return (unsigned)t < TN_ARRAY_LEN(type_names) ? type_names[t] : "?";
+}
+
+bool tn_kv_type_from_name(const char *name, tn_kv_type *out)
+{
+    for (size_t t = 0; name && t < TN_ARRAY_LEN(type_names); t++) {
+        const char *a = type_names[t], *b = name;
+        while (*a && *a == tolower((unsigned char)*b))
+            a++, b++;
+        if (!*a && !*b) {
+            *out = (tn_kv_type)t;
+            return true;
+        }
+    }
+    return false;
+}
+
+tn_kv_type tn_kv_get_type(const tn_kv_cache *kv) { return kv->type; }
+
+/* Per layer and token: K and V, each n_head_kv rows (MLA: one row of kv_dim, K only). */
+size_t tn_kv_bytes_per_token(const tn_kv_cache *kv)
+{
+    const size_t rows = (size_t)(kv->kv_dim / kv->head_dim), d = (size_t)kv->kv_dim;
+    size_t one; /* K of one layer */
+    switch (kv->type) {
+    case TN_KV_F16: one = 2 * d; break;
+    case TN_KV_Q8: one = d + 4 * rows; break;
+    default: one = 4 * d; break;
+    }
+    return (size_t)kv->n_layer * one * (kv->has_v ? 2 : 1);
+}
+
+/* Contract in model.h. Sizes as tn_kv_new; `type` picks the storage. */
+tn_status tn_kv_new_typed(const tn_model *m, int32_t n_slots, int32_t n_seq_max, tn_kv_type type,
+                          tn_kv_cache **out)
+{
     *out = NULL;
     if (!m)
         return tn__err(TN_ERR_INVALID, "kv: model is NULL");
+    if ((unsigned)type >= TN_ARRAY_LEN(type_names))
+        return tn__err(TN_ERR_INVALID, "kv: unknown cache type %d", (int)type);
+    if (type != TN_KV_F32 && m->hp.kv_lora_rank > 0)
+        return tn__err(TN_ERR_UNSUPPORTED, "kv: a %s cache is not supported for latent attention (%s): use f32",
+                       type_names[type], m->hp.arch_name);
     if (n_slots <= 0 || n_seq_max <= 0)
         return tn__err(TN_ERR_INVALID, "kv: n_slots %d and n_seq_max %d must be positive", n_slots, n_seq_max);
     const tn_hparams *hp = &m->hp;
@@ -86,8 +151,24 @@ tn_status tn_kv_new(const tn_model *m, int32_t n_slots, int32_t n_seq_max, tn_kv
     kv->n_score_rows = tn_n_cores();
 
     size_t ns = (size_t)n_slots, nq = (size_t)n_seq_max;
-    kv->k = tn_alloc_aligned((size_t)bytes, 64);
-    kv->v = tn_alloc_aligned(hp->kv_lora_rank > 0 ? 64 : (size_t)bytes, 64);
+    kv->type = type;
+    kv->has_v = hp->kv_lora_rank == 0;
+    bool typed_ok = true;
+    if (type == TN_KV_F32) {
+        kv->k = tn_alloc_aligned((size_t)bytes, 64);
+        kv->v = tn_alloc_aligned(hp->kv_lora_rank > 0 ? 64 : (size_t)bytes, 64);
+    } else {
+        size_t esz = type == TN_KV_F16 ? 2 : 1, nrows = (size_t)n_floats / (size_t)hp->head_dim;
+        kv->kx = tn_alloc_aligned((size_t)n_floats * esz, 64);
+        kv->vx = tn_alloc_aligned((size_t)n_floats * esz, 64);
+        typed_ok = kv->kx && kv->vx;
+        if (type == TN_KV_Q8) {
+            kv->ks = tn_alloc_aligned(nrows * sizeof(float), 64);
+            kv->vs = tn_alloc_aligned(nrows * sizeof(float), 64);
+            typed_ok = typed_ok && kv->ks && kv->vs;
+        }
+        /* k/v stay NULL: the F32 paths below check typed_ok instead. */
+    }
     kv->cell_seq = malloc(ns * sizeof(int32_t));
     kv->cell_pos = malloc(ns * sizeof(int32_t));
     kv->cell_prev = malloc(ns * sizeof(int32_t));
@@ -105,7 +186,7 @@ tn_status tn_kv_new(const tn_model *m, int32_t n_slots, int32_t n_seq_max, tn_kv
     kv->tab = calloc(nq, sizeof(const int32_t *));
     kv->tab_n = calloc(nq, sizeof(int32_t));
     kv->scores = tn_alloc_aligned((size_t)kv->n_score_rows * ns * sizeof(float), 64);
-    if (!kv->k || !kv->v || !kv->cell_seq || !kv->cell_pos || !kv->cell_prev || !kv->cell_next ||
+    if ((type == TN_KV_F32 ? !kv->k || !kv->v : !typed_ok) || !kv->cell_seq || !kv->cell_pos || !kv->cell_prev || !kv->cell_next ||
         !kv->seq_head || !kv->seq_tail || !kv->seq_n || !kv->slot_mark || !kv->seq_mark || !kv->keys ||
         !kv->seq_off || !kv->order_slot || !kv->order_pos || !kv->tab || !kv->tab_n || !kv->scores) {
         tn_kv_free(kv);
@@ -124,6 +205,10 @@ void tn_kv_free(tn_kv_cache *kv)
         return;
     tn_free_aligned(kv->k);
     tn_free_aligned(kv->v);
+    tn_free_aligned(kv->kx);
+    tn_free_aligned(kv->vx);
+    tn_free_aligned(kv->ks);
+    tn_free_aligned(kv->vs);
     free(kv->cell_seq);
     free(kv->cell_pos);
     free(kv->cell_prev);
@@ -442,5 +527,38 @@ void tn__kv_apply_batch(tn_kv_cache *kv, const tn_batch *b, int32_t *vis_off, in
         }
         vis_off[i] = off;
         vis_n[i] = lo;
+    }
+}
+
+/* ==========================================================================
+ * Writing a cell
+ * ======================================================================== */
+
+/* Contract in model_int.h. Q8 rows are per K/V head (head_dim values). */
+void tn__kv_store(tn_kv_cache *kv, int32_t layer, int32_t slot, const float *k, const float *v)
+{
+    const size_t d = (size_t)kv->kv_dim, cell = (size_t)layer * kv->n_slots + (size_t)slot;
+    switch (kv->type) {
+    case TN_KV_F32:
+        memcpy(kv->k + cell * d, k, d * sizeof(float));
+        memcpy(kv->v + cell * d, v, d * sizeof(float));
+        break;
+    case TN_KV_F16: {
+        uint16_t *kc = (uint16_t *)kv->kx + cell * d, *vc = (uint16_t *)kv->vx + cell * d;
+        for (size_t i = 0; i < d; i++) {
+            kc[i] = tn_fp32_to_fp16(k[i]);
+            vc[i] = tn_fp32_to_fp16(v[i]);
+        }
+        break;
+    }
+    case TN_KV_Q8: {
+        const size_t hd = (size_t)kv->head_dim, nh = d / hd;
+        int8_t *kc = (int8_t *)kv->kx + cell * d, *vc = (int8_t *)kv->vx + cell * d;
+        for (size_t h = 0; h < nh; h++) {
+            tn_quantize_row_kv_q8(k + h * hd, kc + h * hd, kv->ks + cell * nh + h, (int64_t)hd);
+            tn_quantize_row_kv_q8(v + h * hd, vc + h * hd, kv->vs + cell * nh + h, (int64_t)hd);
+        }
+        break;
+    }
     }
 }

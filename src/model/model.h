@@ -150,6 +150,19 @@ void tn_model_free(tn_model *m);
 typedef struct tn_kv_cache tn_kv_cache;
 
 tn_status tn_kv_new(const tn_model *m, int32_t n_slots, int32_t n_seq_max, tn_kv_cache **out) TN_MUST_CHECK;
+
+/* How K and V are stored (kv.c has the layouts): F32 (tn_kv_new's), F16,
+ * or Q8 — int8 per token and K/V head with one f32 scale each. Q8 and F16
+ * need a model without latent attention (TN_ERR_UNSUPPORTED otherwise). */
+typedef enum tn_kv_type { TN_KV_F32 = 0, TN_KV_F16 = 1, TN_KV_Q8 = 2 } tn_kv_type;
+tn_status tn_kv_new_typed(const tn_model *m, int32_t n_slots, int32_t n_seq_max, tn_kv_type type,
+                          tn_kv_cache **out) TN_MUST_CHECK;
+tn_kv_type tn_kv_get_type(const tn_kv_cache *kv);
+/* K+V bytes one token takes over all layers. */
+size_t tn_kv_bytes_per_token(const tn_kv_cache *kv);
+/* "f32", "f16", "q8"; parsing is case-insensitive, false if unknown. */
+const char *tn_kv_type_name(tn_kv_type t);
+bool tn_kv_type_from_name(const char *name, tn_kv_type *out);
 void tn_kv_free(tn_kv_cache *kv);
 int32_t tn_kv_n_slots(const tn_kv_cache *kv);
 /* Forgets every cell of sequence seq (they can be reused). */

@@ -23,8 +23,12 @@ struct tn_kv_cache {
     int32_t kv_dim;        /* n_head_kv * head_dim */
     int32_t head_dim;
 
-    float *k;              /* (n_layer, n_slots, kv_dim) */
-    float *v;              /* (n_layer, n_slots, kv_dim) */
+    tn_kv_type type;
+    bool has_v;            /* false for latent attention: K holds latent + RoPE key */
+    float *k;              /* F32: (n_layer, n_slots, kv_dim); NULL otherwise */
+    float *v;              /* F32: (n_layer, n_slots, kv_dim); NULL otherwise */
+    void *kx, *vx;         /* F16 (uint16_t) / Q8 (int8_t): (n_layer, n_slots, kv_dim) */
+    float *ks, *vs;        /* Q8: (n_layer, n_slots, n_head_kv) scale of each row of head_dim */
 
     /* Cells. A free cell has seq == pos == -1 and is on no list. */
     int32_t *cell_seq;     /* (n_slots) */
@@ -73,6 +77,10 @@ tn_status tn__kv_check_batch(tn_kv_cache *kv, const tn_batch *b) TN_MUST_CHECK;
  * attends to order_slot[vis_off[i] ..+ vis_n[i]]. vis_off, vis_n: (n_tokens).
  * The batch must have passed tn__kv_check_batch. Does not allocate. */
 void tn__kv_apply_batch(tn_kv_cache *kv, const tn_batch *b, int32_t *vis_off, int32_t *vis_n);
+
+/* Stores one token's K and V rows (kv_dim floats each) of layer `layer`
+ * into cell `slot`, converted to the cache's type. */
+void tn__kv_store(tn_kv_cache *kv, int32_t layer, int32_t slot, const float *k, const float *v);
 
 /* --- attention.c: RoPE and attention (the essays are there) ----------- */
 

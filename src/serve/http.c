@@ -461,6 +461,7 @@ tn_status tn_serve_run(const tn_serve_params *p)
         .n_ctx = s->n_ctx,
         .max_running = s->p.n_parallel,
         .n_kv_slots = s->p.n_kv,
+        .kv_type = s->p.kv_type,
         .max_waiting = s->p.max_queue,
         .prefix_cache = true,
     };

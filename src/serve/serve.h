@@ -13,6 +13,7 @@
 #define TERN_SERVE_SERVE_H
 
 #include "base/base.h"
+#include "model/model.h"
 
 typedef struct tn_serve_params {
     const char *model_path;   /* GGUF file (required) */
@@ -24,6 +25,7 @@ typedef struct tn_serve_params {
     int32_t n_ctx;            /* max tokens per sequence (0: the model's trained context) */
     int32_t n_parallel;       /* max sequences decoded at once (0: engine default) */
     int32_t n_kv;             /* KV-cache capacity in tokens over all sequences (0: 4 x n_ctx); >= n_ctx */
+    tn_kv_type kv_type;       /* KV-cache storage (0: F32), passed to the engine */
     size_t max_body;          /* request body limit in bytes (0: 1 MiB) */
     int32_t max_queue;        /* waiting requests beyond which submit answers 429 (0: engine default) */
     double timeout_s;         /* per-request generation timeout (0: none) */
