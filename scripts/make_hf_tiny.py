@@ -3,8 +3,8 @@
 
     python3 scripts/make_hf_tiny.py --out DIR [--family NAME ...]
 
-For each family (llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe,
-deepseek_v2, deepseek_v3) DIR/<family>/ gets what a Hugging Face checkpoint
+For each family (llama, llama3, mistral, qwen2, qwen3, mixtral, qwen2_moe,
+qwen3_moe, deepseek_v2, deepseek_v3) DIR/<family>/ gets what a Hugging Face checkpoint
 holds: config.json (the field names transformers reads), the weights in
 safetensors with transformers' tensor names, tokenizer.json and
 tokenizer_config.json. numpy only (no torch, no safetensors package): the
@@ -14,6 +14,7 @@ our own header writer), which tests/convert/test_convert_hf.c checks through
 the FNV-1a hash recorded in each golden.
 
 Variety on purpose, so the converter's paths are all exercised:
+  llama3       Llama 3.1's rope_scaling (rope_type llama3: rope_freqs.weight)
   mistral      weights stored as BF16 (the others F32)
   qwen2        sharded: two files and model.safetensors.index.json
   qwen3        tied embeddings (no lm_head.weight)
@@ -47,6 +48,10 @@ BASE = dict(vocab_size=N_VOCAB, hidden_size=64, num_hidden_layers=2, num_attenti
 
 FAMILIES = {
     "llama": dict(arch="LlamaForCausalLM", cfg=dict(attention_bias=False, mlp_bias=False, rope_scaling=None)),
+    "llama3": dict(arch="LlamaForCausalLM", model_type="llama", cfg=dict(
+        attention_bias=False, mlp_bias=False, rope_theta=500000.0,
+        rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                          original_max_position_embeddings=64))),
     "mistral": dict(arch="MistralForCausalLM", dtype="bf16", cfg=dict(sliding_window=None, head_dim=16)),
     "qwen2": dict(arch="Qwen2ForCausalLM", shards=2, cfg=dict(use_sliding_window=False, sliding_window=None,
                                                                rope_theta=1000000.0)),
@@ -109,7 +114,10 @@ def weights(fam, cfg, rng):
         mat(p + "up_proj.weight", ff, E)
         mat(p + "down_proj.weight", E, ff)
 
-    w["model.embed_tokens.weight"] = rng.standard_normal((V, E)).astype(np.float32)
+    # Tied embeddings also make the logits: keep them small enough that no
+    # token dominates every position.
+    emb_scale = 0.25 if cfg["tie_word_embeddings"] else 1.0
+    w["model.embed_tokens.weight"] = (emb_scale * rng.standard_normal((V, E))).astype(np.float32)
     for i in range(L):
         p = f"model.layers.{i}."
         vec(p + "input_layernorm.weight", E)
@@ -246,9 +254,9 @@ def make(fam, out_root):
     spec = FAMILIES[fam]
     cfg = dict(BASE)
     cfg.update(spec["cfg"])
-    cfg["model_type"] = fam
+    cfg["model_type"] = spec.get("model_type", fam)
     cfg["architectures"] = [spec["arch"]]
-    rng = np.random.default_rng([SEED, sorted(FAMILIES).index(fam)])
+    rng = np.random.default_rng([SEED] + list(fam.encode()))
     w = weights(fam, cfg, rng)
     out = os.path.join(out_root, fam)
     os.makedirs(out, exist_ok=True)

@@ -88,7 +88,7 @@ static tn_status new_tensor(tn__cv *c, const char *gguf_name, int n_src, tn__cv_
     if (strlen(gguf_name) >= sizeof t->name)
         return tn__err(TN_ERR_INVALID, "convert: tensor name '%s' too long", gguf_name);
     strcpy(t->name, gguf_name);
-    t->src = calloc((size_t)n_src, sizeof *t->src);
+    t->src = calloc((size_t)(n_src ? n_src : 1), sizeof *t->src);
     if (!t->src)
         return tn__err(TN_ERR_NOMEM, "convert: out of memory");
     t->n_src = n_src;
@@ -143,6 +143,24 @@ tn_status tn__cv_add_experts(tn__cv *c, const char *gguf_name, const char *fmt, 
     return TN_OK;
 }
 
+tn_status tn__cv_add_data(tn__cv *c, const char *gguf_name, const float *v, int64_t n)
+{
+    tn__cv_tensor *t = NULL;
+    tn_status s = new_tensor(c, gguf_name, 0, &t);
+    if (s != TN_OK)
+        return s;
+    if (!(t->data = malloc((size_t)n * sizeof *v)))
+        return tn__err(TN_ERR_NOMEM, "convert: out of memory");
+    memcpy(t->data, v, (size_t)n * sizeof *v);
+    t->rows = n;
+    t->cols = 1;
+    t->type = TN_DTYPE_F32;
+    t->n_dims = 1;
+    t->ne[0] = n;
+    t->ne[1] = t->ne[2] = 1;
+    return TN_OK;
+}
+
 /* ==========================================================================
  * Metadata helpers
  * ======================================================================== */
@@ -192,6 +210,12 @@ static int64_t src_row(const tn__cv_tensor *t, int64_t r)
 static tn_status fill(void *ctx, void *dst, size_t nbytes)
 {
     const tn__cv_tensor *t = ctx;
+    if (t->data) {
+        if (nbytes != (size_t)t->rows * sizeof(float))
+            return tn__err(TN_ERR_INVALID, "convert: %s: %zu bytes asked", t->name, nbytes);
+        memcpy(dst, t->data, nbytes);
+        return TN_OK;
+    }
     size_t rs = tn_dtype_row_size(t->type, t->cols);
     if (nbytes != rs * (size_t)t->rows * (size_t)t->n_src)
         return tn__err(TN_ERR_INVALID, "convert: %s: %zu bytes asked, %zu expected", t->name, nbytes,
@@ -237,8 +261,10 @@ static tn_status check_all_claimed(tn__cv *c)
 
 static void cv_free(tn__cv *c)
 {
-    for (int64_t i = 0; i < c->n_t; i++)
+    for (int64_t i = 0; i < c->n_t; i++) {
         free(c->t[i].src);
+        free(c->t[i].data);
+    }
     free(c->t);
     free(c->claimed);
     tn_gguf_writer_free(c->w);
@@ -269,7 +295,7 @@ tn_status tn_convert_hf(const char *dir, const char *out_path, tn_dtype dtype, t
         const tn__cv_tensor *t = &c.t[i];
         s = tn_gguf_add_tensor_fn(c.w, t->name, t->type, t->n_dims, t->ne, fill, (void *)t);
         c.info.n_src += t->n_src;
-        c.info.n_params += (uint64_t)(t->rows * t->cols * t->n_src);
+        c.info.n_params += (uint64_t)(t->rows * t->cols * (t->data ? 1 : t->n_src));
     }
     if (s == TN_OK)
         s = tn__cv_vocab(&c, c.info.n_vocab);

@@ -100,7 +100,55 @@ static tn_status read_common(tn__cv *c, hparams *hp)
     return TN_OK;
 }
 
-/* rope_scaling: none, linear, or (DeepSeek) yarn. */
+/*
+ * LLAMA 3 ROPE SCALING (Llama 3.1+): each RoPE frequency f_i = theta^(-2i/d)
+ * with wavelength w = 2 pi / f_i is divided by
+ *
+ *   1                                 if w < L / high_freq_factor
+ *   factor                            if w > L / low_freq_factor
+ *   1 / ((1 - s) / factor + s)        else, s = (L / w - low) / (high - low)
+ *
+ * with L = original_max_position_embeddings: short wavelengths keep their
+ * frequency, long ones are slowed by factor, the band between is blended.
+ * llama.cpp stores the divisors as the F32 tensor rope_freqs.weight
+ * (head_dim / 2), which tern's attention reads.
+ */
+static tn_status llama3_rope_freqs(tn__cv *c, const hparams *hp, const char *o, double factor)
+{
+    double lo, hi;
+    int64_t L;
+    char k[96];
+    snprintf(k, sizeof k, "%s.low_freq_factor", o);
+    TRY(tn_hf_config_f64(c->cfg, k, true, 0, &lo));
+    snprintf(k, sizeof k, "%s.high_freq_factor", o);
+    TRY(tn_hf_config_f64(c->cfg, k, true, 0, &hi));
+    snprintf(k, sizeof k, "%s.original_max_position_embeddings", o);
+    TRY(get_int(c, k, true, 0, 1, INT32_MAX, &L));
+    if (!(lo > 0 && hi > lo))
+        return tn__err(TN_ERR_FORMAT, "config: %s: %s low_freq_factor %g / high_freq_factor %g (need 0 < low < high)",
+                       tn_hf_config_path(c->cfg), o, lo, hi);
+    int64_t n = hp->head_dim / 2;
+    float div[4096];
+    if (n > 4096)
+        return tn__err(TN_ERR_UNSUPPORTED, "config: %s: head_dim %lld too large for llama3 RoPE scaling",
+                       tn_hf_config_path(c->cfg), (long long)hp->head_dim);
+    for (int64_t i = 0; i < n; i++) {
+        double f = pow(hp->theta, -(double)(2 * i) / (double)hp->head_dim), w = 2 * M_PI / f;
+        double d;
+        if (w < (double)L / hi)
+            d = 1.0;
+        else if (w > (double)L / lo)
+            d = factor;
+        else {
+            double sm = ((double)L / w - lo) / (hi - lo);
+            d = 1.0 / ((1.0 - sm) / factor + sm);
+        }
+        div[i] = (float)d;
+    }
+    return tn__cv_add_data(c, "rope_freqs.weight", div, n);
+}
+
+/* rope_scaling: none, linear, llama3 (Llama), or yarn (DeepSeek). */
 static tn_status write_rope_scaling(tn__cv *c, const hparams *hp)
 {
     const char *o = rope_obj(c);
@@ -125,6 +173,8 @@ static tn_status write_rope_scaling(tn__cv *c, const hparams *hp)
         TRY(tn_gguf_set_str(c->w, tk, "linear"));
         return tn__cv_f32(c, "rope.scaling.factor", factor);
     }
+    if (!strcmp(type, "llama3") && hp->f == F_LLAMA)
+        return llama3_rope_freqs(c, hp, o, factor);
     if (!strcmp(type, "yarn") && hp->f == F_DEEPSEEK2) {
         int64_t orig;
         double ms, msa, bf, bs;
@@ -148,7 +198,7 @@ static tn_status write_rope_scaling(tn__cv *c, const hparams *hp)
         TRY(tn__cv_u32(c, "rope.scaling.original_context_length", orig));
         return tn__cv_f32(c, "rope.scaling.yarn_log_multiplier", 0.1 * msa);
     }
-    return tn__err(TN_ERR_UNSUPPORTED, "config: %s: %s type '%s' is not supported (default, linear; yarn for DeepSeek)",
+    return tn__err(TN_ERR_UNSUPPORTED, "config: %s: %s type '%s' is not supported (default, linear; llama3 for Llama, yarn for DeepSeek)",
                    tn_hf_config_path(c->cfg), o, type);
 }
 

@@ -26,6 +26,7 @@ typedef struct tn__cv_tensor {
     int perm_heads;
     int n_src;
     const tn_st_tensor **src; /* (n_src) */
+    float *data;              /* instead of sources: computed values (owned) */
 } tn__cv_tensor;
 
 typedef struct tn__cv {
@@ -57,6 +58,10 @@ tn_status tn__cv_add(tn__cv *c, const char *gguf_name, const char *hf_name, int6
 tn_status tn__cv_add_experts(tn__cv *c, const char *gguf_name, const char *fmt, int n_expert, int64_t rows,
                              int64_t cols) TN_MUST_CHECK;
 
+/* Adds F32 vector gguf_name of n computed values (copied), e.g.
+ * rope_freqs.weight. */
+tn_status tn__cv_add_data(tn__cv *c, const char *gguf_name, const float *v, int64_t n) TN_MUST_CHECK;
+
 /* Metadata helpers: "<arch>.<key>". */
 tn_status tn__cv_u32(tn__cv *c, const char *key, int64_t v) TN_MUST_CHECK;
 tn_status tn__cv_f32(tn__cv *c, const char *key, double v) TN_MUST_CHECK;
@@ -68,5 +73,10 @@ tn_status tn__cv_family(tn__cv *c) TN_MUST_CHECK;
 /* convert_vocab.c: the tokenizer's tokenizer.ggml.* keys, padded with
  * [PAD<id>] tokens up to n_vocab rows of the embedding. */
 tn_status tn__cv_vocab(tn__cv *c, int64_t n_vocab) TN_MUST_CHECK;
+
+/* convert_spm.c: a SentencePiece tokenizer.model (protobuf) as the
+ * tokenizer.ggml.* keys llama.cpp writes for it ("llama" model). Errors
+ * name the file and the byte offset. */
+tn_status tn__cv_spm_to_gguf(const char *path, tn_gguf_writer *w) TN_MUST_CHECK;
 
 #endif /* TERN_CONVERT_CONVERT_INT_H */

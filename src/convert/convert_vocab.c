@@ -9,8 +9,8 @@
  * 151,665 tokens to 151,936 rows), as llama.cpp does. The chat template of
  * tokenizer_config.json becomes tokenizer.chat_template.
  *
- * Sources, in order: tokenizer.json; tokenizer.model when it is a tiktoken
- * rank file. A SentencePiece tokenizer.model (protobuf) is not read yet.
+ * Sources, in order: a SentencePiece tokenizer.model (protobuf,
+ * convert_spm.c); tokenizer.json; a tiktoken tokenizer.model (tok/).
  */
 #include "convert/convert_int.h"
 #include "tok/tok.h"
@@ -155,16 +155,17 @@ tn_status tn__cv_vocab(tn__cv *c, int64_t n_vocab)
     snprintf(tm, sizeof tm, "%s/tokenizer.model", c->dir);
     const char *src;
     tn_status (*conv)(const char *, tn_gguf_writer *);
-    if (exists(tj)) {
+    /* A SentencePiece model wins over tokenizer.json: Llama 2 and Mistral
+     * ship both, and their tokenizer.json is not byte-level BPE. */
+    if (exists(tm) && !is_tiktoken(tm)) {
+        src = tm;
+        conv = tn__cv_spm_to_gguf;
+    } else if (exists(tj)) {
         src = tj;
         conv = tn_vocab_hf_json_to_gguf;
-    } else if (exists(tm) && is_tiktoken(tm)) {
+    } else if (exists(tm)) {
         src = tm;
         conv = tn_vocab_tiktoken_to_gguf;
-    } else if (exists(tm)) {
-        return tn__err(TN_ERR_UNSUPPORTED,
-                       "convert: %s is a SentencePiece model, which is not read yet; add the checkpoint's "
-                       "tokenizer.json", tm);
     } else {
         return tn__err(TN_ERR_IO, "convert: %s has neither tokenizer.json nor tokenizer.model", c->dir);
     }

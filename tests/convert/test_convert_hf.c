@@ -212,7 +212,7 @@ static void test_family(void **state)
     free(g.logits);
 }
 
-static const char *const families[] = {"llama",   "mistral",   "qwen2",       "qwen3",      "mixtral",
+static const char *const families[] = {"llama", "llama3", "mistral",   "qwen2",       "qwen3",      "mixtral",
                                        "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3"};
 
 int main(void)
