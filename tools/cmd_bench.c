@@ -20,6 +20,7 @@
  * and errors on stderr. Exit codes: 0 ok, 1 failure, 2 usage error.
  */
 #include "args.h"
+#include "ep_tool.h"
 #include "tools.h"
 
 #include "base/pool.h"
@@ -42,6 +43,8 @@ typedef struct bench_opts {
     int32_t n_threads; /* 0: all cores */
     tn_kv_type kv_type; /* --kv-type (default F32) */
     bool json;
+    int32_t n_seqs;    /* tg: sequences decoded together (per rank under --ep) */
+    ep_opts ep;
 } bench_opts;
 
 static void usage(FILE *out)
@@ -60,8 +63,16 @@ static void usage(FILE *out)
             "  -t, --threads T       compute threads (default: all cores)\n"
             "      --kv-type T       KV-cache storage: f32 (default), f16, q8\n"
             "  -o, --output FMT      md (default) or json\n"
-            "  -h, --help            this text\n",
+            "      --seqs S          tg: S sequences decode together, one token each\n"
+            "                        per step (default 1; per rank under --ep)\n",
             MAX_MODELS);
+    ep_usage(out);
+    fprintf(out, "  -h, --help            this text\n"
+                 "\n"
+                 "With --ep N (under mpirun -np N) every rank runs the same tests on its own\n"
+                 "sequences in lockstep (data-parallel attention, experts spread over the\n"
+                 "ranks); rank 0 prints t/s summed over the ranks, every rank its resident\n"
+                 "memory and the time its MoE layers spent in exchanges and in experts.\n");
 }
 
 /* 0 go on, 2 usage error (printed), -1 help printed. */
@@ -71,6 +82,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     o->n_prompt = 512;
     o->n_gen = 128;
     o->n_reps = 5;
+    o->n_seqs = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -85,6 +97,18 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         const char *v = argv[++i];
         bool ok = true;
         const char *want = NULL;
+        int epf = ep_parse_flag("tern bench", a, v, &o->ep);
+        if (epf == 2)
+            return 2;
+        if (epf == 1)
+            continue;
+        if (!strcmp(a, "--seqs")) {
+            if (!tn_arg_i32(v, 1, 4096, &o->n_seqs)) {
+                fprintf(stderr, "tern bench: bad value '%s' for --seqs: want an integer in [1, 4096]\n", v);
+                return 2;
+            }
+            continue;
+        }
 #define FLAG(s, l) (!strcmp(a, s) || !strcmp(a, l))
         if (FLAG("-m", "--model")) {
             ok = o->n_models < MAX_MODELS;
@@ -141,9 +165,13 @@ typedef struct bench_model {
     tn_kv_cache *kv;
     tn_forward *fwd;
     int32_t *tok, *pos, *seq; /* (n_batch) */
+    int32_t *slot;            /* (n_seqs) */
     bool *want;               /* (n_batch) */
-    float *logits;            /* (n_vocab) */
+    float *logits;            /* (n_seqs, n_vocab) */
     int32_t n_batch;
+    int32_t n_ctx;            /* cache slots per sequence */
+    int32_t n_seqs;           /* tg sequences */
+    ep_ctx ep;
 } bench_model;
 
 static void bench_model_free(bench_model *b)
@@ -151,10 +179,12 @@ static void bench_model_free(bench_model *b)
     tn_forward_free(b->fwd);
     tn_kv_free(b->kv);
     tn_pool_free(b->pool);
+    ep_leave(&b->ep);
     tn_model_free(b->model);
     free(b->tok);
     free(b->pos);
     free(b->seq);
+    free(b->slot);
     free(b->want);
     free(b->logits);
     memset(b, 0, sizeof *b);
@@ -180,18 +210,42 @@ static tn_status step(bench_model *b, int32_t start, int32_t n)
     return tn_forward_run(b->fwd, b->kv, b->pool, &batch, b->logits);
 }
 
-/* Seconds of one pp (gen == false: one batch of n) or tg (n steps of one)
- * run from an empty cache; negative on failure (message in tn_last_error). */
+/* One decode step of b->n_seqs sequences: sequence s's token at position
+ * pos (cache slot s * n_ctx + pos), every row's logits. */
+static tn_status step_seqs(bench_model *b, int32_t pos)
+{
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        b->pos[s] = pos;
+        b->seq[s] = s;
+        b->slot[s] = s * b->n_ctx + pos;
+        b->want[s] = true;
+    }
+    tn_batch batch = {
+        .n_tokens = b->n_seqs,
+        .token = b->tok + pos,
+        .pos = b->pos,
+        .seq_id = b->seq,
+        .kv_slot = b->slot,
+        .want_logits = b->want,
+    };
+    return tn_forward_run(b->fwd, b->kv, b->pool, &batch, b->logits);
+}
+
+/* Seconds of one pp (gen == false: one batch of n) or tg (n steps of
+ * n_seqs tokens) run from an empty cache; negative on failure (message in
+ * tn_last_error). Under --ep the ranks start together (a barrier). */
 static double run_test(bench_model *b, bool gen, int32_t n)
 {
     tn_kv_clear(b->kv);
+    if (b->ep.comm && tn_comm_barrier(b->ep.comm) != TN_OK)
+        return -1;
     double t0 = tn_time_s();
     if (!gen) {
         if (step(b, 0, n) != TN_OK)
             return -1;
     } else {
         for (int32_t i = 0; i < n; i++)
-            if (step(b, i, 1) != TN_OK)
+            if ((b->n_seqs > 1 ? step_seqs(b, i) : step(b, i, 1)) != TN_OK)
                 return -1;
     }
     return tn_time_s() - t0;
@@ -284,18 +338,26 @@ static int bench_one(const bench_opts *o, const char *path, bool *first)
     }
     const tn_hparams *hp = &b.model->hp;
     int32_t n_ctx = o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen;
-    b.n_batch = TN_MAX(o->n_prompt, 1);
-    if (tn_pool_new(o->n_threads, &b.pool) != TN_OK || tn_kv_new_typed(b.model, n_ctx, 1, o->kv_type, &b.kv) != TN_OK ||
-        tn_forward_new(b.model, b.n_batch, &b.fwd) != TN_OK) {
+    b.n_batch = TN_MAX(TN_MAX(o->n_prompt, 1), o->n_seqs);
+    b.n_ctx = n_ctx;
+    b.n_seqs = o->n_seqs;
+    if (ep_join("tern bench", &o->ep, b.model, b.n_batch, &b.ep) != 0)
+        goto out;
+    const int32_t n_threads = ep_threads(&b.ep, o->n_threads);
+    const int32_t n_slots = n_ctx * o->n_seqs;
+    if (tn_pool_new(n_threads, &b.pool) != TN_OK ||
+        tn_kv_new_typed(b.model, n_slots, o->n_seqs, o->kv_type, &b.kv) != TN_OK ||
+        tn_forward_new(b.model, b.n_batch, &b.fwd) != TN_OK || ep_attach("tern bench", &b.ep, b.fwd) != 0) {
         fprintf(stderr, "tern bench: %s: %s\n", path, tn_last_error());
         goto out;
     }
     b.tok = malloc((size_t)n_ctx * sizeof *b.tok);
     b.pos = malloc((size_t)b.n_batch * sizeof *b.pos);
     b.seq = malloc((size_t)b.n_batch * sizeof *b.seq);
+    b.slot = malloc((size_t)o->n_seqs * sizeof *b.slot);
     b.want = malloc((size_t)b.n_batch * sizeof *b.want);
-    b.logits = malloc((size_t)hp->n_vocab * sizeof *b.logits);
-    if (!b.tok || !b.pos || !b.seq || !b.want || !b.logits) {
+    b.logits = malloc((size_t)o->n_seqs * (size_t)hp->n_vocab * sizeof *b.logits);
+    if (!b.tok || !b.pos || !b.seq || !b.slot || !b.want || !b.logits) {
         fprintf(stderr, "tern bench: out of memory\n");
         goto out;
     }
@@ -312,33 +374,51 @@ static int bench_one(const bench_opts *o, const char *path, bool *first)
         const int32_t n = gen ? o->n_gen : o->n_prompt;
         if (n == 0)
             continue;
-        snprintf(r.test, sizeof r.test, "%s%d", gen ? "tg" : "pp", (int)n);
+        if (gen && o->n_seqs > 1)
+            snprintf(r.test, sizeof r.test, "tg%dx%d", (int)n, (int)o->n_seqs);
+        else
+            snprintf(r.test, sizeof r.test, "%s%d", gen ? "tg" : "pp", (int)n);
         r.n_tokens = n;
+        /* tokens per run over all ranks: the ranks run the same test in lockstep */
+        const double n_all = (double)n * (gen ? o->n_seqs : 1) * b.ep.size;
         fprintf(stderr, "tern bench: %s %s ...\n", r.model, r.test);
         if (run_test(&b, gen, n) < 0) { /* warm-up */
             fprintf(stderr, "tern bench: %s %s: %s\n", path, r.test, tn_last_error());
             goto out;
         }
         double sum = 0, sq = 0;
+        if (b.ep.ep)
+            tn_ep_reset_timing(b.ep.ep);
         for (int i = 0; i < o->n_reps; i++) {
             double t = run_test(&b, gen, n);
             if (t < 0) {
                 fprintf(stderr, "tern bench: %s %s: %s\n", path, r.test, tn_last_error());
                 goto out;
             }
-            samples[i] = n / t;
+            samples[i] = n_all / t;
             sum += samples[i];
         }
         r.mean = sum / o->n_reps;
         for (int i = 0; i < o->n_reps; i++)
             sq += (samples[i] - r.mean) * (samples[i] - r.mean);
         r.sd = o->n_reps > 1 ? sqrt(sq / (o->n_reps - 1)) : 0.0;
+        if (b.ep.ep) {
+            tn_ep_timing et = tn_ep_get_timing(b.ep.ep);
+            const double steps = (double)o->n_reps * (gen ? n : 1);
+            tn_log(TN_LOG_INFO,
+                   "tern bench: rank %d/%d %s: per step %.2f ms in MoE exchanges, %.2f ms in experts (%lld layer calls)\n",
+                   b.ep.rank, b.ep.size, r.test, 1e3 * et.comm_s / steps, 1e3 * et.compute_s / steps,
+                   (long long)et.n_calls);
+        }
+        if (b.ep.rank > 0)
+            continue; /* rank 0 prints the table */
         if (o->json)
             print_json_row(&r, o->n_reps, *first);
         else
             print_md_row(&r);
         *first = false;
     }
+    ep_report("tern bench", &b.ep);
     rc = 0;
 out:
     free(samples);
@@ -353,14 +433,24 @@ int tn_cmd_bench(int argc, char **argv)
     int rc = parse_args(argc, argv, &o);
     if (rc != 0)
         return rc < 0 ? 0 : rc;
+    if (o.ep.n_ep > 0 && o.n_models > 1) {
+        fprintf(stderr, "tern bench: --ep takes one model (an MPI job starts MPI once)\n");
+        return 2;
+    }
+    /* Under --ep only rank 0 writes stdout (OMPI_COMM_WORLD_RANK is set
+     * before MPI starts; ep_join checks the job itself). */
+    const char *rank_env = getenv("OMPI_COMM_WORLD_RANK");
+    const bool quiet = o.ep.n_ep > 0 && rank_env && strcmp(rank_env, "0") != 0;
     bool first = true;
-    if (o.json)
+    if (quiet)
+        ;
+    else if (o.json)
         printf("[\n");
     else
         print_md_header();
     for (int i = 0; i < o.n_models && rc == 0; i++)
         rc = bench_one(&o, o.models[i], &first);
-    if (o.json)
+    if (o.json && !quiet)
         printf("\n]\n");
     return rc;
 }
