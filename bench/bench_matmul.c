@@ -69,6 +69,35 @@ typedef struct mm_args {
     void *wdata;
 } mm_args;
 
+/* Row r of a matrix of type wt from src: quantized where tn_quantize_row
+ * has a quantizer, else (the K-quants) random block bytes with small
+ * finite f16 scales, which time the same as real ones. */
+static bool make_row(tn_dtype wt, const float *src, int64_t n_in, char *out, uint32_t *s)
+{
+    if (tn_quantize_row(wt, src, out, n_in) == TN_OK)
+        return true;
+    const tn_dtype_traits *tr = tn_dtype_traits_of(wt);
+    int off[2] = {-1, -1};
+    switch (wt) {
+    case TN_DTYPE_Q4_K:
+    case TN_DTYPE_Q5_K: off[0] = 0, off[1] = 2; break;
+    case TN_DTYPE_Q6_K: off[0] = 208; break;
+    default: return false;
+    }
+    const size_t row = tn_dtype_row_size(wt, n_in);
+    for (size_t i = 0; i < row; i++) {
+        *s = *s * 1664525u + 1013904223u;
+        out[i] = (char)(*s >> 24);
+    }
+    for (int64_t b = 0; b < n_in / tr->block_size; b++)
+        for (int k = 0; k < 2; k++)
+            if (off[k] >= 0) {
+                const uint16_t h = tn_fp32_to_fp16(1e-3f);
+                memcpy(out + (size_t)b * tr->type_size + (size_t)off[k], &h, 2);
+            }
+    return true;
+}
+
 static int cmp_d(const void *a, const void *b)
 {
     const double x = *(const double *)a, y = *(const double *)b;
@@ -95,7 +124,8 @@ static double time_matmul(const mm_args *a)
 static void bench_matmul(void)
 {
     const int64_t n_in = 4096, n_out = 4096;
-    const tn_dtype types[] = {TN_DTYPE_Q4_0, TN_DTYPE_Q8_0, TN_DTYPE_F16, TN_DTYPE_BF16, TN_DTYPE_F32};
+    const tn_dtype types[] = {TN_DTYPE_Q4_0, TN_DTYPE_Q8_0, TN_DTYPE_Q4_K, TN_DTYPE_Q5_K, TN_DTYPE_Q6_K,
+                              TN_DTYPE_F16,  TN_DTYPE_BF16, TN_DTYPE_F32};
     const size_t cold_bytes = (size_t)768 << 20; /* well above the 260 MiB L3 of the dev machine */
     tn_pool *pool;
     if (tn_pool_new(0, &pool) != TN_OK)
@@ -111,7 +141,8 @@ static void bench_matmul(void)
     float *x = malloc(sizeof(float) * (size_t)(n_in * tok_max));
     float *y = malloc(sizeof(float) * (size_t)(n_out * tok_max));
     memcpy(x, src, sizeof(float) * (size_t)(n_in * tok_max));
-    void *wdata = tn_alloc_aligned(tn_matmul_wsize(TN_DTYPE_Q8_0, n_in, tok_max) + 64, 64);
+    const size_t ws0 = tn_matmul_wsize(TN_DTYPE_Q8_0, n_in, tok_max), wsk = tn_matmul_wsize(TN_DTYPE_Q4_K, n_in, tok_max);
+    void *wdata = tn_alloc_aligned(TN_MAX(ws0, wsk) + 64, 64);
 
     printf("\nmatmul %lldx%lld, %d threads; decode = n_tokens 1, GB/s of weights (median call)\n",
            (long long)n_out, (long long)n_in, tn_pool_size(pool));
@@ -124,7 +155,7 @@ static void bench_matmul(void)
         const int n_copies = (int)(cold_bytes / bytes) + 1;
         char *w = malloc(bytes * (size_t)n_copies);
         for (int64_t r = 0; r < n_out; r++)
-            if (tn_quantize_row(wt, src + r * n_in, w + row * (size_t)r, n_in) != TN_OK)
+            if (!make_row(wt, src + r * n_in, n_in, w + row * (size_t)r, &s))
                 return;
         for (int c = 1; c < n_copies; c++)
             memcpy(w + bytes * (size_t)c, w, bytes);
@@ -150,7 +181,7 @@ static void bench_matmul(void)
         const size_t row = tn_dtype_row_size(wt, n_in);
         char *w = malloc(row * (size_t)n_out);
         for (int64_t r = 0; r < n_out; r++)
-            if (tn_quantize_row(wt, src + r * n_in, w + row * (size_t)r, n_in) != TN_OK)
+            if (!make_row(wt, src + r * n_in, n_in, w + row * (size_t)r, &s))
                 return;
         for (int isa = TN_ISA_AVX512; isa >= TN_ISA_AVX2; isa--) {
             if ((only_isa && strcmp(only_isa, tn_isa_name((tn_isa)isa)) != 0) || !tn_kern_set_isa((tn_isa)isa))
