@@ -90,6 +90,7 @@ struct tn_engine {
     bool stop, draining;
     uint64_t next_id;
     tn_engine_stats pub;    /* published snapshot (n_waiting excludes the inbox) */
+    tn_moe_stats *moe_pub;  /* routing statistics copied at each publish; NULL for a dense model */
     int32_t pub_live;       /* sequences in the scheduler */
 
     /* Engine thread only. */
@@ -97,6 +98,7 @@ struct tn_engine {
     int32_t cancels_local_cap;
     uint64_t n_steps, prompt_tokens, generated_tokens;
     int32_t n_live;
+    double moe_written_at;  /* when moe_stats_path was last written */
 };
 
 /* ==========================================================================
@@ -199,6 +201,8 @@ static void publish(tn_engine *e, bool settled)
     e->pub.prompt_tokens = e->prompt_tokens;
     e->pub.generated_tokens = e->generated_tokens;
     e->pub.n_steps = e->n_steps;
+    if (e->moe_pub)
+        tn_moe_stats_copy(e->moe_pub, tn_forward_moe_stats(e->fwd));
     if (settled) {
         e->pub_live = e->n_live;
         if (e->n_live == 0 && e->n_inbox == 0)
@@ -357,6 +361,15 @@ static void run_step(tn_engine *e, const tn_sched_step *st)
     }
 }
 
+/* Writes the routing statistics to moe_stats_path (engine thread: it owns
+ * the live tables). A failure is logged, not fatal. */
+static void write_moe_stats(tn_engine *e)
+{
+    e->moe_written_at = tn_time_s();
+    if (tn_moe_stats_write(tn_forward_moe_stats(e->fwd), e->p.moe_stats_path) != TN_OK)
+        tn_log(TN_LOG_ERROR, "engine: %s\n", tn_last_error());
+}
+
 static void *engine_main(void *arg)
 {
     tn_engine *e = arg;
@@ -408,8 +421,12 @@ static void *engine_main(void *arg)
         if (st.n_items > 0)
             run_step(e, &st);
         publish(e, true);
+        if (e->p.moe_stats_path && e->moe_pub && tn_time_s() - e->moe_written_at >= e->p.moe_stats_every_s)
+            write_moe_stats(e);
     }
     publish(e, true);
+    if (e->p.moe_stats_path && e->moe_pub)
+        write_moe_stats(e);
     return NULL;
 }
 
@@ -442,6 +459,8 @@ tn_status tn_engine_new(const tn_engine_params *p, tn_engine **out)
         e->p.step_token_budget = 512;
     if (e->p.max_waiting <= 0)
         e->p.max_waiting = 256;
+    if (!(e->p.moe_stats_every_s > 0))
+        e->p.moe_stats_every_s = 10.0;
     int32_t n_blocks = e->p.n_kv_slots / e->p.block_size;
     tn_status s = TN_OK;
     if ((int64_t)n_blocks * e->p.block_size < e->p.n_ctx) {
@@ -465,7 +484,9 @@ tn_status tn_engine_new(const tn_engine_params *p, tn_engine **out)
     if ((s = tn_sched_new(&sp, &e->sched)) != TN_OK ||
         (s = tn_kv_new_typed(p->model, n_blocks * e->p.block_size, e->p.max_running, p->kv_type, &e->kv)) != TN_OK ||
         (s = tn_forward_new(p->model, e->p.step_token_budget, &e->fwd)) != TN_OK ||
-        (s = tn_pool_new(e->p.n_threads, &e->pool)) != TN_OK)
+        (s = tn_pool_new(e->p.n_threads, &e->pool)) != TN_OK ||
+        (tn_forward_moe_stats(e->fwd) &&
+         (s = tn_moe_stats_snapshot_new(tn_forward_moe_stats(e->fwd), &e->moe_pub)) != TN_OK))
         goto err;
     e->b_tok = malloc(B * sizeof(int32_t));
     e->b_pos = malloc(B * sizeof(int32_t));
@@ -529,6 +550,7 @@ void tn_engine_free(tn_engine *e)
     free(e->logits);
     free(e->cancels);
     free(e->cancels_local);
+    tn_moe_stats_free(e->moe_pub);
     pthread_cond_destroy(&e->idle_cv);
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
@@ -694,4 +716,19 @@ void tn_engine_get_stats(tn_engine *e, tn_engine_stats *out)
     *out = e->pub;
     out->n_waiting += e->n_inbox;
     pthread_mutex_unlock(&e->mu);
+}
+
+/* Contract in engine.h. */
+tn_status tn_engine_moe_stats(tn_engine *e, tn_moe_stats **out)
+{
+    *out = NULL;
+    if (!e->moe_pub)
+        return TN_OK;
+    tn_status s = tn_moe_stats_snapshot_new(e->moe_pub, out);
+    if (s != TN_OK)
+        return s;
+    pthread_mutex_lock(&e->mu);
+    tn_moe_stats_copy(*out, e->moe_pub);
+    pthread_mutex_unlock(&e->mu);
+    return TN_OK;
 }

@@ -41,6 +41,10 @@ typedef struct tn_engine_params {
     int32_t step_token_budget;   /* max tokens per forward call, decode + prefill chunks (0: 512) */
     int32_t max_waiting;         /* queue bound; submit beyond it is TN_ERR_FULL (0: 256) */
     bool prefix_cache;           /* reuse full blocks of identical prefixes (default on: set true) */
+    const char *moe_stats_path;  /* MoE routing statistics written here by the engine thread every
+                                    moe_stats_every_s (0: 10 s) while it steps, and when it stops
+                                    (tn_moe_stats_write: .csv or JSON); NULL: none */
+    double moe_stats_every_s;
     tn_kv_type kv_type;          /* KV-cache storage (0: F32; F16 or Q8 halve / quarter it) */
 } tn_engine_params;
 
@@ -139,5 +143,10 @@ typedef struct tn_engine_stats {
 
 /* A snapshot of the counters (any thread). */
 void tn_engine_get_stats(tn_engine *e, tn_engine_stats *out);
+
+/* A snapshot of the MoE routing statistics as of the last step (any
+ * thread): *out is a new tn_moe_stats the caller frees with
+ * tn_moe_stats_free, or NULL for a dense model. TN_ERR_NOMEM on failure. */
+tn_status tn_engine_moe_stats(tn_engine *e, tn_moe_stats **out) TN_MUST_CHECK;
 
 #endif /* TERN_ENGINE_ENGINE_H */

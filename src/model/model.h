@@ -262,5 +262,26 @@ int32_t tn_moe_stats_n_calls(const tn_moe_stats *st);
 int64_t tn_moe_stats_count(const tn_moe_stats *st, int32_t il, int32_t e);
 /* Tokens routed to expert e of layer il since the statistics were made. */
 int64_t tn_moe_stats_total(const tn_moe_stats *st, int32_t il, int32_t e);
+int32_t tn_moe_stats_n_layer(const tn_moe_stats *st);
+int32_t tn_moe_stats_n_expert(const tn_moe_stats *st);
+/* max / mean of layer il's window counts (1: even load; 0 when nothing was
+ * routed there in the window). */
+double tn_moe_stats_imbalance(const tn_moe_stats *st, int32_t il);
+
+/* Snapshots, for other threads: an empty copy sized like `like`
+ * (TN_ERR_INVALID for NULL, TN_ERR_NOMEM), filled by tn_moe_stats_copy
+ * (window counts, totals, n_calls; same sizes required), freed by
+ * tn_moe_stats_free (only snapshots: the forward state frees its own). The
+ * copy must run where the source may be read (its owner thread, or under
+ * the lock that guards it). */
+tn_status tn_moe_stats_snapshot_new(const tn_moe_stats *like, tn_moe_stats **out) TN_MUST_CHECK;
+void tn_moe_stats_copy(tn_moe_stats *dst, const tn_moe_stats *src);
+void tn_moe_stats_free(tn_moe_stats *st);
+
+/* Writes the statistics to path: CSV when it ends in ".csv", else JSON
+ * (formats in moe_stats.c); layers that never routed a token (dense ones)
+ * are left out. Written to path.tmp, then renamed. TN_ERR_IO naming the
+ * file on failure, TN_ERR_INVALID for NULL statistics. */
+tn_status tn_moe_stats_write(const tn_moe_stats *st, const char *path) TN_MUST_CHECK;
 
 #endif /* TERN_MODEL_MODEL_H */

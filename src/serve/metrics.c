@@ -7,7 +7,10 @@
  * token counters come from tn_engine_get_stats() at scrape time; the
  * latency histograms are observed on the loop thread as events arrive
  * (TTFT once per request, TPOT once per token after the first of each
- * choice, e2e once per request), so no locking is needed.
+ * choice, e2e once per request), so no locking is needed. MoE routing
+ * counts (moe_expert_tokens{layer,expert} over the engine's window,
+ * moe_expert_tokens_total, moe_load_imbalance{layer}) come from a snapshot
+ * the engine copies under its lock each step (tn_engine_moe_stats).
  */
 #include "serve/serve_int.h"
 
@@ -87,6 +90,43 @@ static void histogram(sbuf *b, const char *lbl, const char *name, const char *he
     out(b, "tern:%s_count{%s} %llu\n", name, lbl, (unsigned long long)h->count);
 }
 
+/* Whether layer il of st ever routed a token (a dense layer never does). */
+static bool moe_layer(const tn_moe_stats *st, int32_t il)
+{
+    for (int32_t e = 0; e < tn_moe_stats_n_expert(st); e++)
+        if (tn_moe_stats_total(st, il, e) > 0)
+            return true;
+    return false;
+}
+
+/* MoE routing over the engine's statistics window (a snapshot copied under
+ * the engine's lock); nothing for a dense model, nor for the dense layers
+ * of a MoE model. */
+static void moe_render(sbuf *b, const char *lbl, tn_engine *engine)
+{
+    tn_moe_stats *st = NULL;
+    if (tn_engine_moe_stats(engine, &st) != TN_OK || !st)
+        return;
+    const int32_t L = tn_moe_stats_n_layer(st), E = tn_moe_stats_n_expert(st);
+    scalar(b, lbl, "moe_window_steps", "gauge", "Engine steps the MoE routing window holds now.",
+           tn_moe_stats_n_calls(st));
+    head(b, "moe_expert_tokens", "gauge", "Tokens routed to each expert of each MoE layer over the window.");
+    for (int32_t il = 0; il < L; il++)
+        for (int32_t e = 0; moe_layer(st, il) && e < E; e++)
+            out(b, "tern:moe_expert_tokens{%s,layer=\"%d\",expert=\"%d\"} %lld\n", lbl, il, e,
+                (long long)tn_moe_stats_count(st, il, e));
+    head(b, "moe_expert_tokens_total", "counter", "Tokens routed to each expert of each MoE layer since start.");
+    for (int32_t il = 0; il < L; il++)
+        for (int32_t e = 0; moe_layer(st, il) && e < E; e++)
+            out(b, "tern:moe_expert_tokens_total{%s,layer=\"%d\",expert=\"%d\"} %lld\n", lbl, il, e,
+                (long long)tn_moe_stats_total(st, il, e));
+    head(b, "moe_load_imbalance", "gauge", "Max over mean of the experts' window tokens per MoE layer (1 = even).");
+    for (int32_t il = 0; il < L; il++)
+        if (moe_layer(st, il))
+            out(b, "tern:moe_load_imbalance{%s,layer=\"%d\"} %.6g\n", lbl, il, tn_moe_stats_imbalance(st, il));
+    tn_moe_stats_free(st);
+}
+
 char *metrics_render(srv *s)
 {
     tn_engine_stats st;
@@ -127,5 +167,6 @@ char *metrics_render(srv *s)
     histogram(&b, lbl, "e2e_request_latency_seconds", "Time from request arrival to its last token.", &m->e2e);
     histogram(&b, lbl, "request_prompt_tokens", "Prompt tokens per request.", &m->n_prompt);
     histogram(&b, lbl, "request_generation_tokens", "Generated tokens per choice.", &m->n_gen);
+    moe_render(&b, lbl, s->engine);
     return b.p;
 }
