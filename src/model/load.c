@@ -482,6 +482,7 @@ err:
     if (m) {
         free(m->layers);
         free(m->expert_map);
+        tn__load_mla_free(m);
         free(m);
     }
     tn_gguf_free(g);
@@ -511,5 +512,6 @@ void tn_model_free(tn_model *m)
     tn_gguf_free(m->gguf);
     free(m->layers);
     free(m->expert_map);
+    tn__load_mla_free(m);
     free(m);
 }

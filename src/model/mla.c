@@ -37,10 +37,15 @@
  * each head does one dot of kv_lora_rank + n_rot and one axpy of
  * kv_lora_rank instead of expanding K and V for every head.
  *
- * attn_kv_b may be quantized; the absorption reads it as rows of floats, so
- * each call dequantizes the layer's attn_kv_b once into scratch (n_head *
- * (nope + head_dim_v) rows of kv_lora_rank). Prefill uses the same path (no
- * expansion), so prefill and decode agree to the bit.
+ * Both up-projections run as matrix products with the kernels of every other
+ * weight: per head, W_UK[h]ᵀ (ly->wk_b: kv_lora_rank rows of nope) over the
+ * chunk's q_nope rows, and W_UV[h] (ly->wv_b) over its latent outputs.
+ * load_moe.c prepares them once at load (attn_k_b / attn_v_b of newer files
+ * as they are; from attn_kv_b a view for W_UV and a transposed F32/F16 copy
+ * for W_UK); nothing is dequantized per call. Prefill uses the same path (no
+ * expansion), so prefill and decode agree to the bit: the batch is cut into
+ * chunks of tokens only to bound the scratch, and a token's numbers never
+ * depend on what else shares its chunk.
  *
  * ROPE: DeepSeek rotates ADJACENT pairs of the n_rot part (HF permutes
  * q_pe/k_pe to halves and applies rotate_half, which is the same thing);
@@ -51,22 +56,22 @@
  * mscale equals mscale_all_dim).
  *
  * LIMITATIONS: scores are materialized per (token, head) as in attention.c;
- * the cache is F32; attn_kv_b is dequantized per layer and call, and its
- * products run on F32 latents (not on Q8_0-rounded ones); the newer GGUF
- * form with attn_k_b / attn_v_b split out is not read yet.
+ * the cache is F32; each head reads every visible cache row on its own (the
+ * H heads of a token could share one pass over the rows).
  */
 
 struct tn__mla {
     const tn_model *m;
     int32_t H, nope, n_rot, kvr, dv, hd; /* heads, nope dims, rope dims, kv_lora_rank, value dim, key dim */
-    int32_t n_thr;        /* per-thread rows below */
+    int32_t chunk;        /* tokens per absorption chunk (<= n_batch_max) */
     float scale;          /* softmax scale incl. YaRN mscale² */
     float *qa;            /* (n_batch_max, q_lora_rank) */
     float *q;             /* (n_batch_max, H * hd) */
     float *kva;           /* (n_batch_max, kvr + n_rot) */
-    float *wkv_b;         /* (H * (nope + dv), kvr) this layer's attn_kv_b as floats */
-    float *tq;            /* (n_thr, kvr + n_rot) absorbed query of one (token, head) */
-    float *tl;            /* (n_thr, kvr) latent output of one (token, head) */
+    float *qn;            /* (chunk, max(nope, kvr)) one head's q_nope rows, then its latent outputs */
+    float *qh;            /* (chunk, max(kvr, dv)) one head's absorbed queries, then its values */
+    float *tq;            /* (chunk, H, kvr + n_rot) absorbed queries [W_UK[h]ᵀ q_nope, q_pe] */
+    float *lat;           /* (H, chunk, kvr) latent outputs, head-major (W_UV's input) */
     double *inv_freq;     /* (n_rot / 2) */
     float *cos_t, *sin_t; /* (n_batch_max, n_rot / 2) */
     void *wdata;
@@ -113,6 +118,8 @@ static void yarn_inv_freq(const tn_hparams *hp, double *inv_freq)
  * Lifetime
  * ======================================================================== */
 
+#define MLA_CHUNK 64 /* tokens per absorption chunk: bounds tq and lat (V3: 64 x 128 heads x 576 floats) */
+
 tn_status tn__mla_new(const tn_model *m, int32_t n_batch_max, tn__mla **out)
 {
     *out = NULL;
@@ -129,19 +136,21 @@ tn_status tn__mla_new(const tn_model *m, int32_t n_batch_max, tn__mla **out)
     a->nope = hp->head_dim - hp->n_rot;
     a->kvr = hp->kv_lora_rank;
     a->dv = hp->head_dim_v;
-    a->n_thr = tn_n_cores();
+    a->chunk = TN_MIN(n_batch_max, MLA_CHUNK);
     double mscale = 1.0;
     if (hp->rope_yarn && hp->rope_freq_scale < 1.0f)
         mscale = 1.0 + (double)hp->rope_yarn_log_mul * log(1.0 / (double)hp->rope_freq_scale);
     a->scale = (float)(mscale * mscale / sqrt((double)hp->head_dim));
 
-    size_t B = (size_t)n_batch_max, kvw = (size_t)(a->kvr + a->n_rot), pairs = (size_t)(a->n_rot / 2);
+    size_t B = (size_t)n_batch_max, C = (size_t)a->chunk, H = (size_t)a->H, kvw = (size_t)(a->kvr + a->n_rot);
+    size_t pairs = (size_t)(a->n_rot / 2), kvr = (size_t)a->kvr;
     a->qa = tn_alloc_aligned(B * (size_t)TN_MAX(hp->q_lora_rank, 1) * sizeof(float), 64);
-    a->q = tn_alloc_aligned(B * (size_t)a->H * (size_t)a->hd * sizeof(float), 64);
+    a->q = tn_alloc_aligned(B * H * (size_t)a->hd * sizeof(float), 64);
     a->kva = tn_alloc_aligned(B * kvw * sizeof(float), 64);
-    a->wkv_b = tn_alloc_aligned((size_t)a->H * (size_t)(a->nope + a->dv) * (size_t)a->kvr * sizeof(float), 64);
-    a->tq = tn_alloc_aligned((size_t)a->n_thr * kvw * sizeof(float), 64);
-    a->tl = tn_alloc_aligned((size_t)a->n_thr * (size_t)a->kvr * sizeof(float), 64);
+    a->qn = tn_alloc_aligned(C * (size_t)TN_MAX(a->nope, a->kvr) * sizeof(float), 64);
+    a->qh = tn_alloc_aligned(C * (size_t)TN_MAX(a->kvr, a->dv) * sizeof(float), 64);
+    a->tq = tn_alloc_aligned(C * H * kvw * sizeof(float), 64);
+    a->lat = tn_alloc_aligned(H * C * kvr * sizeof(float), 64);
     a->inv_freq = malloc(pairs * sizeof(double));
     a->cos_t = malloc(B * pairs * sizeof(float));
     a->sin_t = malloc(B * pairs * sizeof(float));
@@ -152,10 +161,12 @@ tn_status tn__mla_new(const tn_model *m, int32_t n_batch_max, tn__mla **out)
         for (size_t i = 0; i < TN_ARRAY_LEN(mats); i++)
             if (mats[i]->data)
                 ws = TN_MAX(ws, tn_matmul_wsize(mats[i]->type, mats[i]->ne[0], n_batch_max));
+        ws = TN_MAX(ws, tn_matmul_wsize(ly->wk_b.type, a->nope, a->chunk));
+        ws = TN_MAX(ws, tn_matmul_wsize(ly->wv_b.type, a->kvr, a->chunk));
     }
     a->wdata = tn_alloc_aligned(ws, 64);
-    if (!a->qa || !a->q || !a->kva || !a->wkv_b || !a->tq || !a->tl || !a->inv_freq || !a->cos_t || !a->sin_t ||
-        !a->wdata) {
+    if (!a->qa || !a->q || !a->kva || !a->qn || !a->qh || !a->tq || !a->lat || !a->inv_freq || !a->cos_t ||
+        !a->sin_t || !a->wdata) {
         tn__mla_free(a);
         return tn__err(TN_ERR_NOMEM, "mla: out of memory for a batch of %d tokens", n_batch_max);
     }
@@ -174,9 +185,10 @@ void tn__mla_free(tn__mla *a)
     tn_free_aligned(a->qa);
     tn_free_aligned(a->q);
     tn_free_aligned(a->kva);
-    tn_free_aligned(a->wkv_b);
+    tn_free_aligned(a->qn);
+    tn_free_aligned(a->qh);
     tn_free_aligned(a->tq);
-    tn_free_aligned(a->tl);
+    tn_free_aligned(a->lat);
     tn_free_aligned(a->wdata);
     free(a->inv_freq);
     free(a->cos_t);
@@ -191,46 +203,64 @@ void tn__mla_free(tn__mla *a)
 typedef struct mla_job {
     tn__mla *a;
     tn_kv_cache *kv;
-    int32_t layer, n;
-    const int32_t *vis_off, *vis_n;
-    float *out;           /* (n, H * dv) */
+    int32_t layer, n;        /* n tokens in this chunk */
+    const int32_t *vis_off, *vis_n; /* the chunk's first token's entries */
 } mla_job;
 
 /* One (token, head) pair at a time, dealt round-robin; thread t uses row t
- * of kv->scores, a->tq and a->tl. */
+ * of kv->scores. Reads the absorbed queries a->tq, writes a->lat. */
 static void mla_run(void *ctx, int ith, int nth)
 {
     const mla_job *j = ctx;
     tn__mla *a = j->a;
     tn_kv_cache *kv = j->kv;
-    const int nw = TN_MIN(nth, TN_MIN(kv->n_score_rows, a->n_thr));
+    const int nw = TN_MIN(nth, kv->n_score_rows);
     if (ith >= nw)
         return;
-    const int32_t H = a->H, kvr = a->kvr, kvw = kvr + a->n_rot, nope = a->nope, dv = a->dv;
+    const int32_t H = a->H, kvr = a->kvr, kvw = kvr + a->n_rot;
     float *sc = kv->scores + (size_t)ith * (size_t)kv->n_slots; /* (n_slots) */
-    float *tq = a->tq + (size_t)ith * kvw;                      /* (kvr + n_rot) */
-    float *tl = a->tl + (size_t)ith * kvr;                      /* (kvr) */
     const float *cl = kv->k + (size_t)j->layer * kv->n_slots * (size_t)kv->kv_dim; /* (n_slots, kvr + n_rot) */
     for (int64_t item = ith; item < (int64_t)j->n * H; item += nw) {
         const int32_t i = (int32_t)(item / H), h = (int32_t)(item % H);
-        const float *q = a->q + ((size_t)i * H + h) * a->hd;                 /* [q_nope, q_pe] */
-        const float *uk = a->wkv_b + (size_t)h * (nope + dv) * kvr;          /* (nope, kvr) W_UK[h] */
-        const float *uv = uk + (size_t)nope * kvr;                           /* (dv, kvr) W_UV[h] */
-        memset(tq, 0, (size_t)kvr * sizeof(float));
-        for (int32_t d = 0; d < nope; d++)
-            tn_axpy_f32(tq, q[d], uk + (size_t)d * kvr, kvr);
-        memcpy(tq + kvr, q + nope, (size_t)a->n_rot * sizeof(float));
+        const float *tq = a->tq + ((size_t)i * H + h) * kvw; /* (kvr + n_rot) */
         const int32_t *cells = kv->order_slot + j->vis_off[i];
         const int32_t nv = j->vis_n[i];
-        for (int32_t c = 0; c < nv; c++)
-            sc[c] = tn_dot_f32(tq, cl + (size_t)cells[c] * kvw, kvw) * a->scale;
+        tn_dot_f32_rows(tq, cl, cells, (size_t)kvw, nv, kvw, a->scale, sc);
         tn_softmax(sc, nv);
-        memset(tl, 0, (size_t)kvr * sizeof(float));
-        for (int32_t c = 0; c < nv; c++)
-            tn_axpy_f32(tl, sc[c], cl + (size_t)cells[c] * kvw, kvr);
-        float *o = j->out + ((size_t)i * H + h) * dv; /* (dv) */
-        for (int32_t t = 0; t < dv; t++)
-            o[t] = tn_dot_f32(uv + (size_t)t * kvr, tl, kvr);
+        tn_axpy_f32_rows(a->lat + ((size_t)h * a->chunk + i) * kvr, sc, cl, cells, (size_t)kvw, nv, kvr);
+    }
+}
+
+/* Head h's rows of W_UK[h]ᵀ / W_UV[h] (see tn_layer). */
+static const void *head_mat(const tn_weight *w, int64_t n_in, int32_t h)
+{
+    return (const char *)w->data + tn_dtype_row_size(w->type, n_in) * (size_t)w->ne[1] * (size_t)h;
+}
+
+/* Tokens t0 ..+ n (cache already written): absorbed queries, latent
+ * attention, values, into out rows t0 ..+ n. */
+static void mla_chunk(tn__mla *a, tn_pool *pool, tn_kv_cache *kv, int32_t il, int32_t t0, int32_t n,
+                      const int32_t *vis_off, const int32_t *vis_n, float *out)
+{
+    const tn_layer *ly = &a->m->layers[il];
+    const int32_t H = a->H, kvr = a->kvr, kvw = kvr + a->n_rot, nope = a->nope, dv = a->dv, hd = a->hd;
+    for (int32_t h = 0; h < H; h++) {
+        for (int32_t i = 0; i < n; i++)
+            memcpy(a->qn + (size_t)i * nope, a->q + ((size_t)(t0 + i) * H + h) * hd, (size_t)nope * sizeof(float));
+        tn_matmul(pool, head_mat(&ly->wk_b, nope, h), ly->wk_b.type, nope, kvr, a->qn, n, a->qh, a->wdata);
+        for (int32_t i = 0; i < n; i++) {
+            float *tq = a->tq + ((size_t)i * H + h) * kvw;
+            memcpy(tq, a->qh + (size_t)i * kvr, (size_t)kvr * sizeof(float));
+            memcpy(tq + kvr, a->q + ((size_t)(t0 + i) * H + h) * hd + nope, (size_t)a->n_rot * sizeof(float));
+        }
+    }
+    mla_job j = {.a = a, .kv = kv, .layer = il, .n = n, .vis_off = vis_off + t0, .vis_n = vis_n + t0};
+    tn_pool_run(pool, mla_run, &j);
+    for (int32_t h = 0; h < H; h++) {
+        const float *lat = a->lat + (size_t)h * a->chunk * kvr; /* (n, kvr) */
+        tn_matmul(pool, head_mat(&ly->wv_b, kvr, h), ly->wv_b.type, kvr, dv, lat, n, a->qh, a->wdata);
+        for (int32_t i = 0; i < n; i++)
+            memcpy(out + ((size_t)(t0 + i) * H + h) * dv, a->qh + (size_t)i * dv, (size_t)dv * sizeof(float));
     }
 }
 
@@ -267,11 +297,6 @@ void tn__mla_attention(tn__mla *a, tn_pool *pool, tn_kv_cache *kv, int32_t il, c
         tn__rope_apply(row + kvr, 1, a->n_rot, a->n_rot, TN_ROPE_NORM, cs, sn);
     }
 
-    /* This layer's attn_kv_b as floats, for the absorption. */
-    const int64_t rows = (int64_t)a->H * (a->nope + a->dv);
-    for (int64_t r = 0; r < rows; r++)
-        tn_get_row(ly->wkv_b.data, ly->wkv_b.type, kvr, r, a->wkv_b + (size_t)r * kvr);
-
-    mla_job j = {.a = a, .kv = kv, .layer = il, .n = n, .vis_off = vis_off, .vis_n = vis_n, .out = out};
-    tn_pool_run(pool, mla_run, &j);
+    for (int32_t t0 = 0; t0 < n; t0 += a->chunk)
+        mla_chunk(a, pool, kv, il, t0, TN_MIN(a->chunk, n - t0), vis_off, vis_n, out);
 }

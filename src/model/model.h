@@ -114,7 +114,11 @@ typedef struct tn_layer {
     tn_weight wq_b;               /* (n_head*head_dim, q_lora_rank) */
     tn_weight wkv_a;              /* (kv_lora_rank + n_rot, n_embd): latent, then the shared RoPE key */
     tn_weight kv_a_norm;          /* (kv_lora_rank) f32 */
-    tn_weight wkv_b;              /* (n_head*(head_dim - n_rot + head_dim_v), kv_lora_rank): per head W_UK rows then W_UV rows */
+    tn_weight wkv_b;              /* (n_head*(head_dim - n_rot + head_dim_v), kv_lora_rank): per head W_UK rows then W_UV rows, or absent */
+    /* What mla.c multiplies by (load_moe.c): attn_k_b / attn_v_b of files that ship them split, else
+     * made from attn_kv_b at load. Head h's W_UV is the first head_dim_v of the ne[1] rows from row h*ne[1]. */
+    tn_weight wk_b;               /* (n_head, kv_lora_rank rows, head_dim - n_rot cols): W_UK[h]ᵀ */
+    tn_weight wv_b;               /* (n_head, ne[1] >= head_dim_v rows, kv_lora_rank cols): W_UV[h] */
 } tn_layer;
 
 typedef struct tn_model {
@@ -130,6 +134,7 @@ typedef struct tn_model {
      * Identity after load; NULL for a dense model. The forward pass never
      * indexes experts any other way, so a balancer may remap between calls. */
     int32_t *expert_map;   /* (n_layer, n_expert) */
+    void **mla_owned;      /* (n_layer) the W_UKᵀ load_moe.c made from attn_kv_b (wk_b points there), or NULL */
 } tn_model;
 
 /* Loads a model from a GGUF file. Every hyper-parameter and tensor is

@@ -125,8 +125,11 @@ tn_model *tn__load_model(tn__loader *L);
  * n_expert stays 0 for a dense file) and one MoE layer's tensors. */
 tn_status tn__load_moe_hparams(tn__loader *L, tn_hparams *hp) TN_MUST_CHECK;
 tn_status tn__load_moe_layer(tn__loader *L, int il, tn_layer *ly) TN_MUST_CHECK;
-/* A whole deepseek2 layer: norms, MLA tensors, dense or MoE FFN. */
+/* A whole deepseek2 layer: norms, MLA tensors, dense or MoE FFN; makes
+ * W_UKᵀ (ly->wk_b) from attn_kv_b when the file does not ship attn_k_b. */
 tn_status tn__load_deepseek2_layer(tn__loader *L, int il, tn_layer *ly) TN_MUST_CHECK;
+/* Frees what tn__load_deepseek2_layer made (m->mla_owned). */
+void tn__load_mla_free(tn_model *m);
 
 /* --- mla.c: multi-head latent attention (deepseek2) --------------------- */
 

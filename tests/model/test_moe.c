@@ -1,7 +1,8 @@
 /*
  * test_moe — mixture-of-experts bookkeeping that the golden logits do not
  * show: the routing statistics window, that experts are addressed through
- * the placement map, the MLA cache width, the real-shape presets'
+ * the placement map, the MLA cache width, that split attn_k_b / attn_v_b
+ * tensors equal attn_kv_b, the real-shape presets'
  * parameter counts, and that malformed MoE / MLA files are named errors. (Routing and MLA arithmetic are checked against the
  * numpy reference by test_golden: tiny-mixtral, tiny-qwen2moe,
  * tiny-qwen3moe, tiny-deepseek2, tiny-deepseek3.)
@@ -180,6 +181,125 @@ static void test_mla_cache_width(void **state)
     fx_close(&fx);
 }
 
+/* Rewrites deepseek2 file src (F32 or F16 matrices) in the newer llama.cpp
+ * form: attn_kv_b split into attn_k_b [nope, kv_lora, H] (W_UK[h]ᵀ per
+ * head) and attn_v_b [kv_lora, dv, H], key_length / value_length of the
+ * latent MQA head, head_count_kv 1, and the real sizes in *_mla keys. */
+static void write_split(const char *src, const char *dst, const tn_hparams *hp)
+{
+    const int64_t H = hp->n_head, kvr = hp->kv_lora_rank, nope = hp->head_dim - hp->n_rot, dv = hp->head_dim_v;
+    tn_gguf *g;
+    tn_gguf_writer *w;
+    assert_int_equal(tn_gguf_open(src, &g), TN_OK);
+    assert_int_equal(tn_gguf_writer_new(&w), TN_OK);
+    const char *skip[] = {"deepseek2.attention.key_length", "deepseek2.attention.value_length",
+                          "deepseek2.attention.head_count_kv"};
+    for (int64_t i = 0; i < tn_gguf_n_kv(g); i++) {
+        const char *key = tn_gguf_kv_key(g, i);
+        bool drop = false;
+        for (size_t k = 0; k < TN_ARRAY_LEN(skip); k++)
+            drop |= !strcmp(key, skip[k]);
+        if (!drop)
+            assert_int_equal(tn_gguf_set_from(w, g, i), TN_OK);
+    }
+    assert_int_equal(tn_gguf_set_u32(w, "deepseek2.attention.key_length", (uint32_t)(kvr + hp->n_rot)), TN_OK);
+    assert_int_equal(tn_gguf_set_u32(w, "deepseek2.attention.value_length", (uint32_t)kvr), TN_OK);
+    assert_int_equal(tn_gguf_set_u32(w, "deepseek2.attention.head_count_kv", 1), TN_OK);
+    assert_int_equal(tn_gguf_set_u32(w, "deepseek2.attention.key_length_mla", (uint32_t)hp->head_dim), TN_OK);
+    assert_int_equal(tn_gguf_set_u32(w, "deepseek2.attention.value_length_mla", (uint32_t)dv), TN_OK);
+    char *bufs[2 * 64];
+    int n_bufs = 0;
+    for (int64_t i = 0; i < tn_gguf_n_tensors(g); i++) {
+        const tn_gguf_tensor *t = tn_gguf_tensor_at(g, i);
+        const char *kvb = strstr(t->name, ".attn_kv_b.weight");
+        if (!kvb) {
+            assert_int_equal(tn_gguf_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data), TN_OK);
+            continue;
+        }
+        assert_true(t->type == TN_DTYPE_F32 || t->type == TN_DTYPE_F16);
+        assert_true(n_bufs + 2 <= (int)TN_ARRAY_LEN(bufs));
+        const size_t es = t->type == TN_DTYPE_F32 ? 4 : 2;
+        const char *in = t->data; /* per head: nope rows of W_UK, dv rows of W_UV, kvr columns */
+        char *kb = malloc((size_t)(H * kvr * nope) * es), *vb = malloc((size_t)(H * dv * kvr) * es);
+        assert_non_null(kb);
+        assert_non_null(vb);
+        for (int64_t h = 0; h < H; h++) {
+            const char *head = in + (size_t)(h * (nope + dv) * kvr) * es;
+            for (int64_t r = 0; r < kvr; r++)
+                for (int64_t d = 0; d < nope; d++)
+                    memcpy(kb + (size_t)((h * kvr + r) * nope + d) * es, head + (size_t)(d * kvr + r) * es, es);
+            memcpy(vb + (size_t)(h * dv * kvr) * es, head + (size_t)(nope * kvr) * es, (size_t)(dv * kvr) * es);
+        }
+        char name[96];
+        int blk = (int)(kvb - t->name);
+        int64_t kne[3] = {nope, kvr, H}, vne[3] = {kvr, dv, H};
+        snprintf(name, sizeof name, "%.*s.attn_k_b.weight", blk, t->name);
+        assert_int_equal(tn_gguf_add_tensor(w, name, t->type, 3, kne, kb), TN_OK);
+        snprintf(name, sizeof name, "%.*s.attn_v_b.weight", blk, t->name);
+        assert_int_equal(tn_gguf_add_tensor(w, name, t->type, 3, vne, vb), TN_OK);
+        bufs[n_bufs++] = kb;
+        bufs[n_bufs++] = vb;
+    }
+    assert_true(n_bufs > 0);
+    assert_int_equal(tn_gguf_writer_write(w, dst), TN_OK);
+    tn_gguf_writer_free(w);
+    tn_gguf_free(g);
+    for (int i = 0; i < n_bufs; i++)
+        free(bufs[i]);
+}
+
+/* W_UK / W_UV prepared from attn_kv_b at load, and the same matrices
+ * shipped split as attn_k_b / attn_v_b (newer llama.cpp files), give the
+ * same logits to the bit (F32 and F16 weights: the prepared W_UKᵀ keeps the
+ * file's values). The split file's tensors are used in place. */
+static void test_mla_split_tensors(void **state)
+{
+    (void)state;
+    const char *dtypes[] = {"f32", "f16"};
+    for (size_t k = 0; k < TN_ARRAY_LEN(dtypes); k++) {
+        fixture fx;
+        memset(&fx, 0, sizeof fx);
+        fx.path = tn_test_tmp_path(".gguf");
+        tn_synth_opts o = {.preset = "tiny-deepseek2", .dtype = dtypes[k], .vocab_path = VOCAB, .out_path = fx.path,
+                           .seed = 3, .n_threads = 1};
+        assert_int_equal(tn_synth_write(&o), TN_OK);
+        assert_int_equal(tn_model_load(fx.path, &fx.m), TN_OK);
+        assert_int_equal(tn_pool_new(2, &fx.pool), TN_OK);
+        assert_int_equal(tn_kv_new(fx.m, 64, 1, &fx.kv), TN_OK);
+        assert_int_equal(tn_forward_new(fx.m, N_TOK, &fx.f), TN_OK);
+        const tn_hparams hp = fx.m->hp;
+        assert_non_null(fx.m->mla_owned); /* W_UKᵀ made at load */
+        assert_int_equal(fx.m->layers[0].wk_b.ne[0], hp.head_dim - hp.n_rot);
+        assert_int_equal(fx.m->layers[0].wk_b.ne[1], hp.kv_lora_rank);
+        size_t nl = (size_t)N_TOK * hp.n_vocab;
+        float *a = malloc(nl * sizeof(float)), *b = malloc(nl * sizeof(float));
+        assert_non_null(a);
+        assert_non_null(b);
+        prefill(&fx, N_TOK, a);
+
+        char *split = tn_test_tmp_path(".gguf");
+        write_split(fx.path, split, &hp);
+        fixture fs = fx;
+        assert_int_equal(tn_model_load(split, &fs.m), TN_OK);
+        assert_null(fs.m->mla_owned);
+        assert_int_equal(fs.m->hp.head_dim, hp.head_dim);
+        assert_int_equal(fs.m->hp.head_dim_v, hp.head_dim_v);
+        assert_null(fs.m->layers[0].wkv_b.data);
+        assert_int_equal(tn_forward_new(fs.m, N_TOK, &fs.f), TN_OK);
+        prefill(&fs, N_TOK, b);
+        for (size_t i = 0; i < nl; i++)
+            if (a[i] != b[i])
+                fail_msg("%s: logit %zu: %.9g (attn_kv_b) != %.9g (attn_k_b + attn_v_b)", dtypes[k], i, a[i], b[i]);
+        tn_forward_free(fs.f);
+        tn_model_free(fs.m);
+        unlink(split);
+        free(split);
+        free(a);
+        free(b);
+        fx_close(&fx);
+    }
+}
+
 /* Real-shape MoE presets: parameter counts of the published models. */
 static void test_preset_params(void **state)
 {
@@ -264,6 +384,7 @@ int main(void)
         cmocka_unit_test(test_routing_counts),
         cmocka_unit_test(test_placement_map),
         cmocka_unit_test(test_mla_cache_width),
+        cmocka_unit_test(test_mla_split_tensors),
         cmocka_unit_test(test_preset_params),
         cmocka_unit_test(test_bad_files),
     };
