@@ -12,15 +12,18 @@
  *   model.type                  must be "BPE"
  *   model.vocab                 {piece: id}
  *   model.merges                ["left right", ...] or [["left", "right"], ...], in rank order
- *   added_tokens[]              {id, content, special}: special → control, else user-defined
+ *   added_tokens[]              {id, content, special, lstrip, rstrip}: special → control, else
+ *                               user-defined; lstrip/rstrip → tokenizer.tern.token_strip
+ *   normalizer                  null, NFC, or a Sequence of at most one NFC → tokenizer.tern.normalizer;
+ *                               any other normalizer is TN_ERR_UNSUPPORTED
  *   pre_tokenizer               ByteLevel (use_regex: GPT-2's pattern) or a Sequence of
  *                               Split {pattern.Regex, behavior "Isolated"} and ByteLevel;
  *                               the regexes must be a known set (pretok.c)
  *   tokenizer_config.json       bos_token, eos_token, pad_token (string or {content}),
  *                               add_bos_token, add_eos_token; optional
  * Ids not used by any piece become "[PAD<id>]" unused tokens, as in
- * llama.cpp's converter. The normalizer (NFC for Qwen) is not applied, as
- * llama.cpp does not apply it either.
+ * llama.cpp's converter. Unlike llama.cpp (whose GGUF has no place for
+ * it), the NFC normalizer is kept and applied, as Hugging Face does.
  */
 #include "tok/tok_int.h"
 
@@ -255,6 +258,56 @@ tn_status tn_vocab_hf_json_to_gguf(const char *path, tn_gguf_writer *w)
         (s = tn_gguf_set_arr(w, "tokenizer.ggml.token_type", TN_GGUF_INT32, types, n_tok)) != TN_OK ||
         (s = tn_gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, n_merges)) != TN_OK)
         goto done;
+
+    /* the normalizer: none, or NFC (alone or as a one-entry Sequence) */
+    {
+        json_t *norm = json_object_get(root, "normalizer");
+        const char *what = NULL;
+        if (norm && !json_is_null(norm)) {
+            const char *type = json_string_value(json_object_get(norm, "type"));
+            json_t *list = json_object_get(norm, "normalizers");
+            if (type && !strcmp(type, "Sequence") && json_is_array(list) && json_array_size(list) <= 1) {
+                norm = json_array_get(list, 0);
+                type = norm ? json_string_value(json_object_get(norm, "type")) : NULL;
+                if (!norm)
+                    type = "";
+            }
+            if (type && !strcmp(type, "NFC")) {
+                what = "NFC";
+            } else if (!type || *type) {
+                s = tn__err(TN_ERR_UNSUPPORTED, "tok: %s: normalizer \"%s\" is not supported (only NFC is)", path,
+                            type ? type : "?");
+                goto done;
+            }
+        }
+        if (what && (s = tn_gguf_set_str(w, TN__KEY_NORMALIZER, what)) != TN_OK)
+            goto done;
+    }
+
+    /* added tokens that eat the white space before (lstrip) or after
+     * (rstrip) them */
+    {
+        bool any = false;
+        json_array_foreach(added, i, val)
+        {
+            any = any || json_is_true(json_object_get(val, "lstrip")) || json_is_true(json_object_get(val, "rstrip"));
+        }
+        if (any) {
+            uint8_t *strip = calloc(n_tok, 1);
+            if (!strip)
+                goto nomem;
+            json_array_foreach(added, i, val)
+            {
+                size_t id = (size_t)json_integer_value(json_object_get(val, "id"));
+                strip[id] = (uint8_t)((json_is_true(json_object_get(val, "lstrip")) ? 1 : 0) |
+                                      (json_is_true(json_object_get(val, "rstrip")) ? 2 : 0));
+            }
+            s = tn_gguf_set_arr(w, TN__KEY_TOKEN_STRIP, TN_GGUF_UINT8, strip, n_tok);
+            free(strip);
+            if (s != TN_OK)
+                goto done;
+        }
+    }
 
     /* tokenizer_config.json beside it: special ids and add_bos/add_eos */
     {

@@ -30,6 +30,10 @@ enum {
     TN__TF_RSTRIP = 4, /* ... and after it */
 };
 
+/* tern's own GGUF keys (vocab.c), written by the tokenizer.json converter. */
+#define TN__KEY_NORMALIZER "tokenizer.tern.normalizer"
+#define TN__KEY_TOKEN_STRIP "tokenizer.tern.token_strip"
+
 /* One slot of the open-addressing hash from piece bytes to id. The piece's
  * length and pool offset are copied in, so a probe touches the slot and
  * the piece bytes only. */
@@ -104,6 +108,7 @@ struct tn_vocab {
 
     int32_t bos, eos, eot, eom, unk, sep, pad; /* -1: none */
     bool add_bos, add_eos, add_space_prefix;
+    bool nfc; /* BPE: NFC-normalize plain text first (tokenizer.tern.normalizer) */
 };
 
 /* Hash of n bytes (the one the vocabulary's table uses). */
@@ -300,6 +305,10 @@ tn_status tn__pretok_split(const tn__pretok *p, tn__bpe_scratch *sc, const char 
  * keeps its first (lowest) rank. */
 tn_status tn__bpe_build_merges(tn_vocab *v, const int32_t *left, const int32_t *right, const int32_t *result,
                                const int32_t *rank, int32_t n);
+
+/* Whether NFC leaves text[0..len) unchanged, by a sufficient test on
+ * character ranges (tokenize.c); false means "maybe not". */
+bool tn__tok_already_nfc(const char *text, size_t len);
 
 /* Encodes one plain-text fragment with byte-level BPE: pre-tokenize, map
  * each word's bytes, merge by rank. Appends ids to out. */

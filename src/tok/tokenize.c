@@ -10,7 +10,9 @@
  */
 #include "tok/tok_int.h"
 
+#include <stdint.h>
 #include <stdlib.h>
+#include <utf8proc.h>
 
 /* A fragment of the input: a special token, or the bytes text[off, off+len). */
 typedef struct frag {
@@ -117,6 +119,131 @@ nomem:
     return tn__err(TN_ERR_NOMEM, "tok: out of memory splitting special tokens (%zu fragments)", cur->n + tmp->n);
 }
 
+/* The length of the character at p (1 for a byte that does not start a
+ * valid 1..3-byte sequence) and in *safe whether NFC leaves it alone
+ * whatever surrounds it: it is in a range where no character has a
+ * non-zero combining class, changes under NFC, or can be the second of a
+ * canonical composition: below U+0300 (ASCII, Latin-1, most Latin),
+ * general punctuation U+2010..U+2027 and U+2030..U+205E, CJK symbols
+ * U+3000..U+3029, CJK ideographs U+4E00..U+9FFF, fullwidth forms
+ * U+FF01..U+FF5E. test_tok_hf_json checks the ranges against utf8proc. */
+static inline size_t nfc_char(const unsigned char *p, const unsigned char *end, bool *safe)
+{
+    unsigned c = *p;
+    uint32_t cp;
+    size_t n;
+    if (c < 0x80) {
+        *safe = true;
+        return 1;
+    }
+    if ((c & 0xE0) == 0xC0 && end - p >= 2 && (p[1] & 0xC0) == 0x80) {
+        cp = (c & 0x1Fu) << 6 | (p[1] & 0x3Fu);
+        n = 2;
+    } else if ((c & 0xF0) == 0xE0 && end - p >= 3 && (p[1] & 0xC0) == 0x80 && (p[2] & 0xC0) == 0x80) {
+        cp = (c & 0x0Fu) << 12 | (p[1] & 0x3Fu) << 6 | (p[2] & 0x3Fu);
+        n = 3;
+    } else {
+        *safe = false;
+        return 1;
+    }
+    *safe = cp < 0x300 || (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3000 && cp <= 0x3029) ||
+            (cp >= 0xFF01 && cp <= 0xFF5E) || (cp >= 0x2010 && cp <= 0x2027) || (cp >= 0x2030 && cp <= 0x205E);
+    return n;
+}
+
+/* Whether every character of text is safe (above): NFC leaves it as is. */
+bool tn__tok_already_nfc(const char *text, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)text, *end = p + len;
+    while (p < end) {
+        bool safe;
+        p += nfc_char(p, end, &safe);
+        if (!safe)
+            return false;
+    }
+    return true;
+}
+
+static bool buf_add(char **buf, size_t *n, size_t *cap, const void *src, size_t k)
+{
+    if (*n + k > *cap) {
+        size_t c = *cap ? *cap : 256;
+        while (c < *n + k)
+            c *= 2;
+        char *b = realloc(*buf, c);
+        if (!b)
+            return false;
+        *buf = b;
+        *cap = c;
+    }
+    memcpy(*buf + *n, src, k);
+    *n += k;
+    return true;
+}
+
+/*
+ * A BPE fragment, NFC-normalized first when the vocabulary says so (as
+ * Hugging Face's NFC normalizer does; special tokens are split out before,
+ * so they are never normalized).
+ *
+ * HOW IT WORKS
+ *   Most text is made of characters NFC never touches (nfc_char's safe
+ *   ranges). Only the stretches that are not are normalized (utf8proc),
+ *   each with the character before it (a base a combining mark may
+ *   compose with) and up to the next safe character, which nothing after
+ *   it can compose with or reorder across; the rest is copied. So English
+ *   and Chinese text cost a scan, not a normalization.
+ *
+ * EDGE CASES
+ *   A stretch that is not valid UTF-8 is copied unnormalized (utf8proc
+ *   refuses it; the pre-tokenizer then replaces the bad bytes).
+ */
+static tn_status encode_bpe(const tn_vocab *v, tn__bpe_scratch *sc, const char *text, size_t len, tn__tok_out *o)
+{
+    if (!v->nfc || tn__tok_already_nfc(text, len))
+        return tn__bpe_encode(v, sc, text, len, o);
+    const unsigned char *p = (const unsigned char *)text, *end = p + len;
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    const unsigned char *done = p, *prev = p; /* copied up to done; prev: start of the last character */
+    while (p < end) {
+        bool safe;
+        size_t k = nfc_char(p, end, &safe);
+        if (safe) {
+            prev = p;
+            p += k;
+            continue;
+        }
+        /* an unsafe stretch: from the character before it to the next safe one */
+        const unsigned char *s0 = prev < p ? prev : p, *q = p + k;
+        while (q < end) {
+            size_t kq = nfc_char(q, end, &safe);
+            if (safe)
+                break;
+            q += kq;
+        }
+        if (!buf_add(&buf, &n, &cap, done, (size_t)(s0 - done)))
+            goto nomem;
+        utf8proc_uint8_t *nfc = NULL;
+        utf8proc_ssize_t m = utf8proc_map(s0, (utf8proc_ssize_t)(q - s0), &nfc, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+        if (m == UTF8PROC_ERROR_NOMEM)
+            goto nomem;
+        bool ok = m >= 0 ? buf_add(&buf, &n, &cap, nfc, (size_t)m) : buf_add(&buf, &n, &cap, s0, (size_t)(q - s0));
+        free(nfc);
+        if (!ok)
+            goto nomem;
+        done = prev = p = q;
+    }
+    if (!buf_add(&buf, &n, &cap, done, (size_t)(end - done)))
+        goto nomem;
+    tn_status st = tn__bpe_encode(v, sc, buf, n, o);
+    free(buf);
+    return st;
+nomem:
+    free(buf);
+    return tn__err(TN_ERR_NOMEM, "tok: out of memory normalizing %zu bytes", len);
+}
+
 /* Tokenizes text; see tok.h. Allocates scratch proportional to len for the
  * call only. Safe to call from any number of threads on one vocabulary. */
 tn_status tn_tokenize(const tn_vocab *v, const char *text, size_t len, bool add_bos, bool parse_special,
@@ -150,7 +277,7 @@ tn_status tn_tokenize(const tn_vocab *v, const char *text, size_t len, bool add_
             case TN__VOCAB_SPM:
                 st = tn__spm_encode(v, &sc, text + f->off, f->len, v->add_space_prefix && prev_special, &o);
                 break;
-            case TN__VOCAB_BPE: st = tn__bpe_encode(v, &bsc, text + f->off, f->len, &o); break;
+            case TN__VOCAB_BPE: st = encode_bpe(v, &bsc, text + f->off, f->len, &o); break;
             case TN__VOCAB_WPM: st = tn__wpm_encode(v, &bsc, text + f->off, f->len, &o); break;
             }
             prev_special = false;

@@ -23,6 +23,11 @@
  *   tokenizer.ggml.add_space_prefix bool     default per model (true for SPM)
  *   general.name                    string   only to apply llama.cpp's per-model token attributes (Phi-3)
  *
+ * And two keys of tern's own, written by the tokenizer.json converter
+ * (hf_json.c) for what GGUF cannot say:
+ *   tokenizer.tern.normalizer       string   "NFC": plain text is NFC-normalized before BPE (Qwen)
+ *   tokenizer.tern.token_strip      u8[]     length n_tokens; bit 0: lstrip, bit 1: rstrip
+ *
  * Like llama.cpp: an empty piece becomes "[EMPTY_<id>]"; tokens whose text
  * marks the end of a turn ("<|eot_id|>", "<|end|>", "<|endoftext|>", ...)
  * are made CONTROL and end generation; the special tokens matched in the
@@ -237,6 +242,39 @@ static void apply_model_attrs(tn_vocab *v, const tn_gguf *g)
         if (id >= 0)
             v->flags[id] &= (uint8_t)~TN__TF_RSTRIP;
     }
+}
+
+/* tokenizer.tern.*: the normalizer and the added tokens' strip flags. */
+static tn_status read_tern_keys(tn_vocab *v, const tn_gguf *g)
+{
+    if (tn_gguf_find_key(g, TN__KEY_NORMALIZER) >= 0) {
+        const char *name;
+        size_t n;
+        if (tn_gguf_get_str(g, TN__KEY_NORMALIZER, &name, &n) != TN_OK)
+            return tn__err(TN_ERR_FORMAT, "tok: %s is not a string", TN__KEY_NORMALIZER);
+        if (n == 3 && memcmp(name, "NFC", 3) == 0)
+            v->nfc = true;
+        else
+            return tn__err(TN_ERR_UNSUPPORTED, "tok: %s = \"%.*s\" is not a supported normalizer (NFC is)",
+                           TN__KEY_NORMALIZER, (int)TN_MIN(n, 40), name);
+    }
+    if (tn_gguf_find_key(g, TN__KEY_TOKEN_STRIP) >= 0) {
+        tn_gguf_type et;
+        uint64_t n;
+        const void *data;
+        if (tn_gguf_get_arr(g, TN__KEY_TOKEN_STRIP, &et, &n, &data) != TN_OK || et != TN_GGUF_UINT8 ||
+            n != (uint64_t)v->n_tokens)
+            return tn__err(TN_ERR_FORMAT, "tok: %s is not a u8 array of %d entries", TN__KEY_TOKEN_STRIP,
+                           (int)v->n_tokens);
+        const uint8_t *f = data;
+        for (int32_t i = 0; i < v->n_tokens; i++) {
+            if (f[i] & 1)
+                v->flags[i] |= TN__TF_LSTRIP;
+            if (f[i] & 2)
+                v->flags[i] |= TN__TF_RSTRIP;
+        }
+    }
+    return TN_OK;
 }
 
 /* ---------------------------------------------------------------------------
@@ -615,6 +653,8 @@ tn_status tn_vocab_from_gguf(const tn_gguf *g, tn_vocab **out)
     if (v->kind == TN__VOCAB_BPE && (s = read_bpe(v, g)) != TN_OK)
         goto err;
     apply_model_attrs(v, g);
+    if ((s = read_tern_keys(v, g)) != TN_OK)
+        goto err;
     v->spm_word_split = v->kind == TN__VOCAB_SPM && pieces_split_at_words(v);
     *out = v;
     return TN_OK;
