@@ -60,8 +60,13 @@ static void progress(void *ud, int64_t i, int64_t n, const tn_quant_tensor *t)
             t->note ? " " : "", tn_time_s() - ps->t0);
 }
 
+int tn_cmd_quantize_w8a8(int argc, char **argv); /* cmd_quantize_w8a8.c: tern's own W8A8 type */
+
 int tn_cmd_quantize(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "w8a8") || !strcmp(argv[i], "W8A8"))
+            return tn_cmd_quantize_w8a8(argc, argv);
     tn_quant_opts o = {0};
     const char *pos[3];
     int n_pos = 0;

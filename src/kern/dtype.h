@@ -44,7 +44,8 @@ typedef enum tn_dtype {
     TN_DTYPE_I64 = 27,
     TN_DTYPE_F64 = 28,
     TN_DTYPE_BF16 = 30,
-    TN_DTYPE_COUNT = 40
+    TN_DTYPE_W8A8 = 64,   /* tern's own, not GGML's: int8 rows with an f32 scale each (kern/w8a8.h) */
+    TN_DTYPE_COUNT = 65
 } tn_dtype;
 
 typedef struct tn_dtype_traits {

@@ -48,6 +48,7 @@
  * summation order.
  */
 #include "kern/kern_impl.h"
+#include "kern/w8a8.h"
 
 #include <stdatomic.h>
 #include <string.h>
@@ -186,6 +187,8 @@ size_t tn_matmul_wsize(tn_dtype wt, int64_t n_in, int64_t n_tokens)
 {
     if (n_in <= 0 || n_tokens <= 0)
         return 0;
+    if (wt == TN_DTYPE_W8A8)
+        return tn_w8a8_wsize(n_in, n_tokens);
     if (tn__kern_act_q8_K(wt))
         return tn_dtype_row_size(TN_DTYPE_Q8_K, n_in) * (size_t)n_tokens;
     if (!tn__kern_act_q8_0(wt))
@@ -200,6 +203,10 @@ size_t tn_matmul_wsize(tn_dtype wt, int64_t n_in, int64_t n_tokens)
 void tn_matmul(tn_pool *pool, const void *w, tn_dtype wt, int64_t n_in, int64_t n_out,
                const float *x, int64_t n_tokens, float *y, void *wdata)
 {
+    if (wt == TN_DTYPE_W8A8) { /* tern's own type: w8a8.c */
+        tn_w8a8_matmul(pool, w, n_in, n_out, x, n_tokens, y, wdata);
+        return;
+    }
     const tn__kern_ops *ops = tn__kern_ops_cur();
     const tn_dtype_traits *tr = tn_dtype_traits_of(wt);
     assert(tr && tr->computable && n_in % tr->block_size == 0);

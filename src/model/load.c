@@ -240,7 +240,17 @@ static tn_status take3(loader *L, const char *name, int64_t ne0, int64_t ne1, in
     }
     L->used[L->n_used++] = t;
 
-    const int64_t *ne = t->ne;
+    int64_t ne[4] = {t->ne[0], t->ne[1], t->ne[2], t->ne[3]};
+    /* W8A8 (kern/w8a8.h): rows of 4 + n_in bytes, for the plain matrices
+     * tn_matmul multiplies (not embeddings, expert stacks or latent attention). */
+    const bool w8a8 = t->type == TN_DTYPE_W8A8;
+    if (w8a8) {
+        if (ne1 == 0 || ne2 != 1 || !strncmp(name, "token_embd", 10) || L->m->hp.arch == TN_ARCH_DEEPSEEK2 ||
+            ne[0] <= 4)
+            return tn__err(TN_ERR_UNSUPPORTED, "model: tensor '%s' is w8a8, which only dense layer matrices may be",
+                           name);
+        ne[0] -= 4;
+    }
     bool vec = ne1 == 0;
     bool shape_ok = ne[0] == ne0 && ne[2] == ne2 && ne[3] == 1 &&
                     (vec ? ne[1] == 1 : ne1 < 0 ? (ne[1] >= 1 && ne[1] <= MAX_DIM) : ne[1] == ne1);
@@ -263,7 +273,7 @@ static tn_status take3(loader *L, const char *name, int64_t ne0, int64_t ne1, in
     if ((flags & T_F32) && t->type != TN_DTYPE_F32)
         return tn__err(TN_ERR_UNSUPPORTED, "model: tensor '%s' is %s; norm weights and biases must be f32", name,
                        tr->name);
-    if (!tr->computable)
+    if (!tr->computable && !w8a8)
         return tn__err(TN_ERR_UNSUPPORTED, "model: tensor '%s' has type %s, which has no kernels", name, tr->name);
     if (ne[0] % tr->block_size != 0)
         return tn__err(TN_ERR_FORMAT, "model: tensor '%s' row of %lld elements is not a multiple of the %s block (%d)",
