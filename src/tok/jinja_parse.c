@@ -24,8 +24,11 @@
  * and tests `is [not] t(...)`. So `a + b|trim` is `a + (b|trim)` and
  * `not x is defined` is `not (x is defined)`.
  *
- * LIMITATIONS: include/import/extends/block (no file access) and raw
- * blocks are errors; chained comparisons evaluate left to right pairwise.
+ * RAW BLOCKS: `{% raw %}...{% endraw %}` is cut out by the lexer as one
+ * text token (lex_raw), so nothing inside is ever lexed.
+ *
+ * LIMITATIONS: include/import/extends/block (no file access) are errors;
+ * chained comparisons evaluate left to right pairwise.
  */
 #include "tok/jinja.h"
 
@@ -292,6 +295,69 @@ static size_t lex_tag(jp *p, size_t pos, char kind, size_t tag_off, char *sign_o
     }
 }
 
+static bool is_name(tok *t, const char *name);
+
+/* The body of `{% raw %}` (tag at s[tag]) from s[body] up to its
+ * `{% endraw %}` becomes one text token, untouched, with the whitespace
+ * control of the endraw tag (`{%- endraw`, lstrip_blocks) applied to its
+ * end and of its `-%}` / trim_blocks to what follows. Returns where
+ * lexing goes on. */
+static size_t lex_raw(jp *p, size_t tag, size_t body, bool *line_start)
+{
+    const char *s = p->t->src;
+    size_t len = p->t->len, e = body, ee = 0;
+    char s1 = 0, s2 = 0;
+    for (;; e++) {
+        while (e + 1 < len && !(s[e] == '{' && s[e + 1] == '%'))
+            e++;
+        if (e + 1 >= len)
+            perr(p, tag, "unclosed {%% raw %%} block (no {%% endraw %%})");
+        size_t q = e + 2;
+        s1 = q < len && (s[q] == '-' || s[q] == '+') ? s[q++] : 0;
+        while (q < len && isspace((unsigned char)s[q]))
+            q++;
+        if (q + 6 > len || memcmp(s + q, "endraw", 6) != 0)
+            continue;
+        q += 6;
+        while (q < len && isspace((unsigned char)s[q]))
+            q++;
+        s2 = q < len && (s[q] == '-' || s[q] == '+') ? s[q++] : 0;
+        if (q + 1 < len && s[q] == '%' && s[q + 1] == '}') {
+            ee = q + 2;
+            break;
+        }
+    }
+    size_t ce = e;
+    if (s1 == '-') {
+        while (ce > body && isspace((unsigned char)s[ce - 1]))
+            ce--;
+    } else if (s1 != '+' && p->t->o.lstrip_blocks) {
+        size_t l = ce;
+        while (l > body && s[l - 1] != '\n')
+            l--;
+        if (l > body || *line_start) {
+            size_t k = l;
+            while (k < ce && (s[k] == ' ' || s[k] == '\t'))
+                k++;
+            if (k == ce)
+                ce = l;
+        }
+    }
+    if (ce > body) {
+        tok *k = push_tok(p, T_TEXT, body);
+        k->s = s + body;
+        k->n = ce - body;
+    }
+    if (s2 == '-') {
+        while (ee < len && isspace((unsigned char)s[ee]))
+            ee++;
+    } else if (s2 != '+' && p->t->o.trim_blocks && ee < len && s[ee] == '\n') {
+        ee++;
+    }
+    *line_start = ee > 0 && s[ee - 1] == '\n';
+    return ee;
+}
+
 static void lex(jp *p)
 {
     const char *s = p->t->src;
@@ -348,14 +414,21 @@ static void lex(jp *p)
             push_tok(p, kind == '{' ? T_VBEG : T_BBEG, t);
             after = lex_tag(p, t + 2 + (sign ? 1 : 0), kind, t, &esign);
         }
+        /* {% raw %}: as jinja2, trim_blocks does not apply after it */
+        bool raw = kind == '%' && p->n >= 3 && p->toks[p->n - 3].k == T_BBEG && is_name(&p->toks[p->n - 2], "raw") &&
+                   p->toks[p->n - 1].k == T_BEND;
         if (esign == '-') {
             while (after < len && isspace((unsigned char)s[after]))
                 after++;
-        } else if (kind != '{' && trim && esign != '+' && after < len && s[after] == '\n') {
+        } else if (!raw && kind != '{' && trim && esign != '+' && after < len && s[after] == '\n') {
             after++;
         }
         line_start = after > 0 && s[after - 1] == '\n';
         pos = after;
+        if (raw) {
+            p->n -= 3;
+            pos = lex_raw(p, t, pos, &line_start);
+        }
     }
     push_tok(p, T_EOF, len);
 }

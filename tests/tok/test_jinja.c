@@ -76,6 +76,24 @@ static void test_whitespace(void **state)
     run_cases(cs, TN_ARRAY_LEN(cs));
 }
 
+static void expect_error(const char *src, const char *vars, tn_status want, const char *msg);
+
+/* {% raw %}: jinja2 3.1.6's output (trim_blocks, lstrip_blocks). */
+static void test_raw(void **state)
+{
+    (void)state;
+    static const tcase cs[] = {
+        {"{% raw %}{{ x }} {% if %}{% endraw %}", NULL, "{{ x }} {% if %}"},
+        {"a\n{% raw %}\n  {{ y }}\n  {% endraw %}\nb", NULL, "a\n\n  {{ y }}\nb"},
+        {"a {%- raw -%}  {{ z }}  {%- endraw -%}  b", NULL, "a{{ z }}b"},
+        {"{%raw%}{% for %}{#c#}{%endraw%}{{ 1 + 1 }}", NULL, "{% for %}{#c#}2"},
+        {"x{% raw %}{% endraw x %}{% endraw %}y", NULL, "x{% endraw x %}y"},
+        {"{% for x in [1] %}{% raw %}{{x}}{% endraw %}{% endfor %}", NULL, "{{x}}"},
+    };
+    run_cases(cs, TN_ARRAY_LEN(cs));
+    expect_error("a\n{% raw %}abc", NULL, TN_ERR_FORMAT, "line 2 col 1: unclosed {% raw %} block");
+}
+
 static void test_expressions(void **state)
 {
     (void)state;
@@ -245,7 +263,7 @@ static void test_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_whitespace),   cmocka_unit_test(test_expressions),
+        cmocka_unit_test(test_whitespace), cmocka_unit_test(test_raw),   cmocka_unit_test(test_expressions),
         cmocka_unit_test(test_statements),   cmocka_unit_test(test_filters_and_tests),
         cmocka_unit_test(test_errors),       cmocka_unit_test(test_limits),
     };
