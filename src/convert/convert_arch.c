@@ -204,7 +204,11 @@ static tn_status write_rope_scaling(tn__cv *c, const hparams *hp)
 
 static tn_status read_moe(tn__cv *c, hparams *hp)
 {
+    /* The family's own name for the expert count first; transformers 5
+     * saves Qwen-MoE configs with Mixtral's num_local_experts. */
     const char *ne_key = hp->f == F_MIXTRAL ? "num_local_experts" : hp->f == F_DEEPSEEK2 ? "n_routed_experts" : "num_experts";
+    if (!tn_hf_config_has(c->cfg, ne_key) && tn_hf_config_has(c->cfg, "num_local_experts"))
+        ne_key = "num_local_experts";
     TRY(get_int(c, ne_key, true, 0, 1, CV_MAX_SRC, &hp->n_expert));
     TRY(get_int(c, "num_experts_per_tok", true, 0, 1, hp->n_expert, &hp->n_used));
     if (hp->f == F_MIXTRAL) {

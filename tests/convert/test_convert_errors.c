@@ -3,7 +3,8 @@
  * an error naming the file and the field or tensor, and leave no output.
  *
  * The good checkpoints come from scripts/make_hf_tiny.py (llama; qwen2 for
- * the sharded form, qwen3 for tied embeddings); each case copies one, breaks one thing (a
+ * the sharded form, qwen3 for tied embeddings, qwen3_moe for the spelling
+ * transformers 5 saves); each case copies one, breaks one thing (a
  * config.json field, a tensor, a shard, the tokenizer) and converts.
  */
 #include "testutil.h"
@@ -86,6 +87,32 @@ static void test_good_still_converts(void **state)
     tn_model_free(m);
     unlink(out);
     free(out);
+}
+
+/* transformers 5 saves configs with rope_parameters instead of rope_theta
+ * and Qwen-MoE's expert count as num_local_experts: the same GGUF results. */
+static void test_transformers5_spelling(void **state)
+{
+    fresh("qwen3_moe");
+    edit("config.json", "\"rope_theta\": 10000.0", "\"rope_theta\": 20000.0"); /* not the default */
+    char *a = tn_test_tmp_path(".gguf"), *b = tn_test_tmp_path(".gguf");
+    assert_int_equal(tn_convert_hf(g_case, a, TN_DTYPE_F32, NULL), TN_OK);
+    edit("config.json", "\"num_experts\": 4", "\"num_local_experts\": 4");
+    edit("config.json", "\"rope_theta\": 20000.0", "\"rope_parameters\": {\"rope_theta\": 20000.0, \"rope_type\": \"default\"}");
+    if (tn_convert_hf(g_case, b, TN_DTYPE_F32, NULL) != TN_OK)
+        fail_msg("%s", tn_last_error());
+    size_t la, lb;
+    char *da = tn_test_read_file(a, &la), *db = tn_test_read_file(b, &lb);
+    assert_non_null(da);
+    assert_non_null(db);
+    assert_int_equal(la, lb);
+    assert_memory_equal(da, db, la);
+    free(da);
+    free(db);
+    unlink(a);
+    unlink(b);
+    free(a);
+    free(b);
 }
 
 static void test_config(void **state)
@@ -185,13 +212,14 @@ int main(void)
 {
     snprintf(g_root, sizeof g_root, "/tmp/tern-convert-err-%d", (int)getpid());
     char cmd[600];
-    snprintf(cmd, sizeof cmd, "python3 scripts/make_hf_tiny.py --out %s --family llama --family qwen2 --family qwen3", g_root);
+    snprintf(cmd, sizeof cmd, "python3 scripts/make_hf_tiny.py --out %s --family llama --family qwen2 --family qwen3 --family qwen3_moe", g_root);
     if (system(cmd) != 0) {
         fprintf(stderr, "test_convert_errors: '%s' failed (python3 with numpy is required)\n", cmd);
         return 1;
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_still_converts),
+        cmocka_unit_test(test_transformers5_spelling),
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_tensors),
         cmocka_unit_test(test_tokenizer_and_output),
