@@ -55,6 +55,7 @@ typedef struct lg_opts {
     double rate;
     int num, prompt_len, output_len;
     double slo_ttft_ms, slo_tpot_ms;
+    int timeout_s;              /* per request (libevent's default, 50 s, is short on a loaded CPU) */
     bool json;
 } lg_opts;
 
@@ -97,6 +98,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: tern loadgen --url URL (--concurrency C | --rate R) --num N --prompt-len L --output-len O\n"
             "                    [--dataset FILE.jsonl] [--slo-ttft MS --slo-tpot MS] [--model NAME] [-o json]\n"
+            "                    [--timeout S (per request, default 600)]\n"
             "\n"
             "Streams N completions (POST URL/v1/completions) and reports TTFT, TPOT, ITL and\n"
             "end-to-end latency (mean, p50, p90, p99), throughput and goodput under the SLOs.\n"
@@ -179,6 +181,9 @@ static void on_done(struct evhttp_request *req, void *arg)
     if (req && !r->ok && evhttp_request_get_response_code(req) != 200)
         fprintf(stderr, "tern loadgen: request %d: HTTP %d\n", (int)(r - g->reqs),
                 evhttp_request_get_response_code(req));
+    else if (!req || evhttp_request_get_response_code(req) == 0)
+        fprintf(stderr, "tern loadgen: request %d: no response (connection failed, or no reply within %d s)\n",
+                (int)(r - g->reqs), g->o.timeout_s);
     if (!r->n_tokens)
         r->n_tokens = r->n_chunks;
     r->done = true;
@@ -253,6 +258,7 @@ static void start_one(lg *g)
         return;
     }
     r->conn = c;
+    evhttp_connection_set_timeout(c, g->o.timeout_s);
     evhttp_request_set_chunked_cb(req, on_chunk);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Host", g->host);
@@ -556,6 +562,7 @@ int tn_cmd_loadgen(int argc, char **argv)
     memset(&g, 0, sizeof g);
     g.o.prompt_len = 64;
     g.o.output_len = 64;
+    g.o.timeout_s = 600;
     g.o.num = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -586,6 +593,8 @@ int tn_cmd_loadgen(int argc, char **argv)
             g.o.prompt_len = (int)x;
         else if (!strcmp(a, "--output-len") && (ok = num_arg(v, 1, 1e6, &x)))
             g.o.output_len = (int)x;
+        else if (!strcmp(a, "--timeout") && (ok = num_arg(v, 1, 1e6, &x)))
+            g.o.timeout_s = (int)x;
         else if (!strcmp(a, "--slo-ttft") && (ok = num_arg(v, 0, 1e9, &x)))
             g.o.slo_ttft_ms = x;
         else if (!strcmp(a, "--slo-tpot") && (ok = num_arg(v, 0, 1e9, &x)))
