@@ -629,7 +629,16 @@ static tn_status encode_long(const tn_vocab *v, tn__bpe_scratch *sc, const unsig
             return st;
         s0 = p;
     }
-    return s0 == 0 ? encode_word(v, sc, w, n, false, out) : encode_piece(v, sc, w + s0, n - s0, out);
+    return encode_piece(v, sc, w + s0, n - s0, out);
+}
+
+/* Whether w[0..n) has a byte outside ASCII. */
+static inline bool has_high(const unsigned char *w, size_t n)
+{
+    unsigned char any = 0;
+    for (size_t i = 0; i < n; i++)
+        any |= w[i];
+    return any >= 0x80;
 }
 
 /* Encodes one fragment; see tok_int.h. */
@@ -642,6 +651,12 @@ tn_status tn__bpe_encode(const tn_vocab *v, tn__bpe_scratch *sc, const char *tex
     for (size_t i = 0; st == TN_OK && i < n; i++) {
         const unsigned char *w = (const unsigned char *)t + sp[i].off;
         size_t wl = sp[i].len;
+        /* a word that may split goes straight to its pieces and their
+         * cache: long unique words (Chinese) would only fill this one */
+        if (v->join_bits && wl >= SPLIT_MIN && has_high(w, wl)) {
+            st = encode_long(v, sc, w, wl, out);
+            continue;
+        }
         if (wl < 2 || wl > TN__WCACHE_WORD) {
             if (wl > 0)
                 st = encode_long(v, sc, w, wl, out);
