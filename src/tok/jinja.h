@@ -99,6 +99,10 @@ struct jdict { /* insertion-ordered, linear lookup (template dicts are small) */
     jv *k, *v;
     size_t n, cap;
     bool ns; /* a namespace() object: attributes may be assigned */
+    /* the loop object of a `for ... recursive`: loop(seq) renders the loop
+     * node's body over seq one level deeper (jinja_eval.c) */
+    const struct jnode *recurse;
+    int depth; /* its loop.depth (1 at the outermost) */
 };
 
 /* AST. One node struct for all kinds; the comment on each kind says which

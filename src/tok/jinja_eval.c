@@ -426,6 +426,8 @@ static jv call_macro(jx *x, jmacro *m, const jv *args, int n_args, const char **
     return r;
 }
 
+static jv call_loop(jx *x, jdict *loop, const jv *args, int n_args, int n_kw);
+
 static jv call_value(jx *x, jv callee, const jv *args, int n_args, const char **kw, const jv *kwv, int n_kw,
                      jv caller)
 {
@@ -441,6 +443,8 @@ static jv call_value(jx *x, jv callee, const jv *args, int n_args, const char **
     }
     if (callee.k == JV_FN)
         return tn__jx_call_fn(x, callee.u.fn, args, n_args, kw, kwv, n_kw);
+    if (callee.k == JV_DICT && callee.u.d->recurse)
+        return call_loop(x, callee.u.d, args, n_args, n_kw);
     if (callee.k == JV_UNDEF)
         fail_undef(x, callee, "call");
     tn__jx_fail(x, TN_ERR_INVALID, "'%s' object is not callable", tn__jv_type_name(callee));
@@ -615,10 +619,9 @@ static void bind_targets(jx *x, jframe *f, const char **names, int n, jv v)
         set_var(x, f, names[i], l->a[i]);
 }
 
-static void exec_for(jx *x, const jnode *n)
+/* Runs the for-loop n over seq at loop.depth depth (1: not recursed). */
+static void run_for(jx *x, const jnode *n, jv seq, int depth)
 {
-    jv seq = tn__jx_eval(x, n->a);
-    x->at = n;
     jlist *items = tn__jv_iter(x, seq);
     jframe *save = x->frame;
     jframe *f = push_frame(x, save);
@@ -635,6 +638,10 @@ static void exec_for(jx *x, const jnode *n)
     size_t len = items->n;
     jv loop = tn__jv_dict(x);
     jdict *ld = loop.u.d;
+    if (n->op == 1) { /* recursive */
+        ld->recurse = n;
+        ld->depth = depth;
+    }
     set_var(x, f, "loop", loop);
     jfn *cyc = tn__jx_alloc(x, sizeof *cyc);
     cyc->name = "cycle";
@@ -651,8 +658,8 @@ static void exec_for(jx *x, const jnode *n)
         tn__jd_set(x, ld, tn__jv_cstr("first"), tn__jv_bool(i == 0));
         tn__jd_set(x, ld, tn__jv_cstr("last"), tn__jv_bool(i + 1 == len));
         tn__jd_set(x, ld, tn__jv_cstr("length"), tn__jv_int((int64_t)len));
-        tn__jd_set(x, ld, tn__jv_cstr("depth"), tn__jv_int(1));
-        tn__jd_set(x, ld, tn__jv_cstr("depth0"), tn__jv_int(0));
+        tn__jd_set(x, ld, tn__jv_cstr("depth"), tn__jv_int(depth));
+        tn__jd_set(x, ld, tn__jv_cstr("depth0"), tn__jv_int(depth - 1));
         if (i > 0)
             tn__jd_set(x, ld, tn__jv_cstr("previtem"), items->a[i - 1]);
         if (i + 1 < len)
@@ -665,6 +672,32 @@ static void exec_for(jx *x, const jnode *n)
     x->frame = save;
     if (len == 0)
         exec_body(x, n->kids2, n->n_kids2);
+}
+
+static void exec_for(jx *x, const jnode *n)
+{
+    jv seq = tn__jx_eval(x, n->a);
+    x->at = n;
+    run_for(x, n, seq, 1);
+}
+
+/* loop(seq) in a recursive for: the loop's output over seq, one level
+ * deeper; nesting counts against max_depth like macro calls. */
+static jv call_loop(jx *x, jdict *loop, const jv *args, int n_args, int n_kw)
+{
+    if (n_args != 1 || n_kw != 0)
+        tn__jx_fail(x, TN_ERR_INVALID, "loop() of a recursive for takes exactly one sequence");
+    if (++x->depth > x->t->o.max_depth)
+        tn__jx_fail(x, TN_ERR_RANGE, "recursive loop nested deeper than %d", x->t->o.max_depth);
+    jbuf b = {0};
+    jbuf *save = x->out;
+    jframe *frame = x->frame;
+    x->out = &b;
+    run_for(x, loop->recurse, args[0], loop->depth + 1);
+    x->out = save;
+    x->frame = frame;
+    x->depth--;
+    return tn__jb_take(x, &b);
 }
 
 /* Returns 0, or 1 for break, 2 for continue. */

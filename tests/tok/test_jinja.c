@@ -94,6 +94,29 @@ static void test_raw(void **state)
     expect_error("a\n{% raw %}abc", NULL, TN_ERR_FORMAT, "line 2 col 1: unclosed {% raw %} block");
 }
 
+/* for ... recursive with loop(seq): jinja2 3.1.6's output. */
+static void test_recursive_loop(void **state)
+{
+    (void)state;
+#define TREE "{\"items\": [{\"n\": \"a\", \"c\": [{\"n\": \"b\", \"c\": [{\"n\": \"c\", \"c\": []}]}, {\"n\": \"d\", \"c\": []}]}, {\"n\": \"e\", \"c\": []}]}"
+    static const tcase cs[] = {
+        {"{% for i in items recursive %}[{{ loop.depth }}{{ i.n }}{% if i.c %}{{ loop(i.c) }}{% endif %}]{% endfor %}", TREE, "[1a[2b[3c]][2d]][1e]"},
+        {"{% for i in items recursive %}{{ loop.depth0 }}:{{ loop.index }}/{{ loop.length }}{{ i.n }};{{ loop(i.c) }}{% else %}-{% endfor %}", TREE, "0:1/2a;1:1/2b;2:1/1c;-1:2/2d;-0:2/2e;-"},
+        {"<ul>\n{% for i in items recursive %}\n  <li>{{ i.n }}\n  {% if i.c %}<ul>{{ loop(i.c) }}</ul>{% endif %}\n  </li>\n{% endfor %}\n</ul>", TREE, "<ul>\n  <li>a\n<ul>  <li>b\n<ul>  <li>c\n  </li>\n</ul>  </li>\n  <li>d\n  </li>\n</ul>  </li>\n  <li>e\n  </li>\n</ul>"},
+        {"{% set ns = namespace(t=0) %}{% for i in items recursive %}{% set ns.t = ns.t + 1 %}{{ loop(i.c) }}{% endfor %}{{ ns.t }}", TREE, "5"},
+    };
+#undef TREE
+    run_cases(cs, TN_ARRAY_LEN(cs));
+    expect_error("{% for i in [1] %}{{ loop([2]) }}{% endfor %}", NULL, TN_ERR_INVALID, "not callable");
+    expect_error("{% for i in [[1]] recursive %}{{ loop(i, 2) }}{% endfor %}", NULL, TN_ERR_INVALID,
+                 "exactly one sequence");
+    /* a loop that recurses into itself forever stops at the depth limit */
+    char *out;
+    tn_jinja_opts o = {.trim_blocks = true, .lstrip_blocks = true, .max_depth = 30};
+    assert_int_equal(render_opts("{% for i in [1] recursive %}{{ loop([i]) }}{% endfor %}", NULL, &o, &out),
+                     TN_ERR_RANGE);
+}
+
 static void test_expressions(void **state)
 {
     (void)state;
@@ -263,7 +286,7 @@ static void test_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_whitespace), cmocka_unit_test(test_raw),   cmocka_unit_test(test_expressions),
+        cmocka_unit_test(test_whitespace), cmocka_unit_test(test_raw), cmocka_unit_test(test_recursive_loop),   cmocka_unit_test(test_expressions),
         cmocka_unit_test(test_statements),   cmocka_unit_test(test_filters_and_tests),
         cmocka_unit_test(test_errors),       cmocka_unit_test(test_limits),
     };
