@@ -16,8 +16,12 @@
  *    so the result is the same bits on every ISA, for every tiling, thread
  *    count and batch composition.
  *
- * LIMITATIONS: no register tiling over tokens (4 rows x 1 token); weights
- * must fit int8 per row, which outliers punish (SmoothQuant exists for
+ * With several tokens on AVX-512 the rows go instead through 4 rows x 4
+ * tokens tiles (w8a8_avx512.c), activations offset to unsigned; the sums
+ * are the same integers, so the results are the same bits.
+ *
+ * LIMITATIONS: AVX2 has no token tiling (4 rows x 1 token); weights must
+ * fit int8 per row, which outliers punish (SmoothQuant exists for
  * that, src/compress/smoothquant.c).
  */
 #include "kern/w8a8.h"
@@ -35,6 +39,8 @@
 /* ISA kernels (w8a8_avx2.c, w8a8_avx512.c). */
 void tn__w8a8_idot_avx2(const int8_t *w, size_t w_stride, int nr, const int8_t *qx, int64_t n, int32_t *isum);
 void tn__w8a8_idot_avx512(const int8_t *w, size_t w_stride, int nr, const int8_t *qx, int64_t n, int32_t *isum);
+void tn__w8a8_tile_avx512(const int8_t *w, size_t w_stride, int nr, const uint8_t *xu, size_t x_stride, int nt,
+                          int64_t n, const int32_t *wsum, int32_t *isum);
 
 static void idot_scalar(const int8_t *w, size_t w_stride, int nr, const int8_t *qx, int64_t n, int32_t *isum)
 {
@@ -112,6 +118,7 @@ typedef struct job {
     float *xd;       /* (n_tokens) */
     size_t xq_row;
     float *y;
+    bool tiled;      /* AVX-512 4x4 tiles: xq holds q + 128 as bytes */
     int64_t chunk, n_chunks;
     _Alignas(64) atomic_int_fast64_t next;
 } job;
@@ -119,12 +126,54 @@ typedef struct job {
 static void quant_fn(void *ctx, int ith, int nth)
 {
     job *j = ctx;
-    for (int64_t t = j->n_tokens * ith / nth; t < j->n_tokens * (ith + 1) / nth; t++)
-        j->xd[t] = quantize_i8(j->x + t * j->n_in, j->xq + (size_t)t * j->xq_row, j->n_in);
+    for (int64_t t = j->n_tokens * ith / nth; t < j->n_tokens * (ith + 1) / nth; t++) {
+        int8_t *q = j->xq + (size_t)t * j->xq_row;
+        j->xd[t] = quantize_i8(j->x + t * j->n_in, q, j->n_in);
+        if (j->tiled) /* q + 128 as an unsigned byte: flip the sign bit */
+            for (int64_t i = 0; i < j->n_in; i++)
+                ((uint8_t *)q)[i] = (uint8_t)((uint8_t)q[i] ^ 0x80u);
+    }
+}
+
+/* Rows [lo, hi) in 4 x 4 tiles (see w8a8_avx512.c): blocks of TILE_ROWS
+ * rows stay in L2 while the tokens go by four at a time (their rows in L1). */
+#define TILE_ROWS 128
+static void rows_range_tiled(const job *j, int64_t lo, int64_t hi)
+{
+    int32_t isum[16], wsum[TILE_ROWS];
+    float dw[TILE_ROWS];
+    for (int64_t r0 = lo; r0 < hi; r0 += TILE_ROWS) {
+        const int64_t r1 = TN_MIN(r0 + TILE_ROWS, hi);
+        for (int64_t r = r0; r < r1; r++) {
+            const char *wr = j->w + (size_t)r * j->w_row;
+            const int8_t *q = (const int8_t *)wr + 4;
+            int32_t sum = 0;
+            for (int64_t i = 0; i < j->n_in; i++)
+                sum += q[i];
+            wsum[r - r0] = sum;
+            memcpy(&dw[r - r0], wr, 4);
+        }
+        for (int64_t t = 0; t < j->n_tokens; t += 4) {
+            const int nt = (int)TN_MIN((int64_t)4, j->n_tokens - t);
+            const uint8_t *xu = (const uint8_t *)j->xq + (size_t)t * j->xq_row;
+            for (int64_t r = r0; r < r1; r += 4) {
+                const int nr = (int)TN_MIN((int64_t)4, r1 - r);
+                tn__w8a8_tile_avx512((const int8_t *)(j->w + (size_t)r * j->w_row) + 4, j->w_row, nr, xu, j->xq_row,
+                                     nt, j->n_in, wsum + (r - r0), isum);
+                for (int u = 0; u < nt; u++)
+                    for (int k = 0; k < nr; k++)
+                        j->y[(t + u) * j->n_out + r + k] = (float)isum[u * 4 + k] * (dw[r - r0 + k] * j->xd[t + u]);
+            }
+        }
+    }
 }
 
 static void rows_range(const job *j, int64_t lo, int64_t hi)
 {
+    if (j->tiled) {
+        rows_range_tiled(j, lo, hi);
+        return;
+    }
     int32_t isum[4];
     for (int64_t t = 0; t < j->n_tokens; t++) {
         const int8_t *xq = j->xq + (size_t)t * j->xq_row;
@@ -173,6 +222,7 @@ void tn_w8a8_matmul(tn_pool *pool, const void *w, int64_t n_in, int64_t n_out, c
         .y = y,
     };
     j.xd = (float *)(j.xq + j.xq_row * (size_t)n_tokens);
+    j.tiled = n_tokens > 1 && tn__kern_ops_cur()->isa == TN_ISA_AVX512;
     const bool parallel = pool && n_in * n_out * n_tokens >= MIN_PARALLEL_MACS;
     if (parallel && n_tokens >= 8)
         tn_pool_run(pool, quant_fn, &j);
