@@ -49,6 +49,7 @@ typedef struct run_opts {
     int32_t n_ctx;           /* 0: min(n_ctx_train, prompt + n_predict) */
     int32_t n_batch;
     tn_kv_type kv_type;      /* --kv-type (default F32) */
+    const char *moe_stats;   /* --moe-stats FILE: routing statistics written at exit, or NULL */
     bool seed_given;
     tn_sample_params sp;
     ep_opts ep;
@@ -82,7 +83,9 @@ static void usage(FILE *out)
             "  -c, --ctx N               KV-cache size in tokens (default:\n"
             "                            min(training context, prompt + N))\n"
             "  -b, --batch N             prompt tokens per forward call (default 512)\n"
-            "      --kv-type T           KV-cache storage: f32 (default), f16, q8\n");
+            "      --kv-type T           KV-cache storage: f32 (default), f16, q8\n"
+            "      --moe-stats FILE      write the MoE routing statistics at exit (CSV if\n"
+            "                            FILE ends in .csv, else JSON; docs/moe.md)\n");
     ep_usage(out);
     fprintf(out, "  -h, --help                this text\n"
                  "\n"
@@ -168,6 +171,8 @@ static int parse_args(int argc, char **argv, run_opts *o)
         } else if (!strcmp(a, "--kv-type")) {
             ok = tn_kv_type_from_name(v, &o->kv_type);
             want = "f32, f16 or q8";
+        } else if (!strcmp(a, "--moe-stats")) {
+            o->moe_stats = v;
         } else if (FLAG("-b", "--batch")) {
             ok = tn_arg_i32(v, 1, 1 << 16, &o->n_batch);
             want = "an integer in [1, 65536]";
@@ -295,46 +300,20 @@ static tn_status forward_chunk(run_state *r, const int32_t *tokens, int32_t n, i
         .want_logits = r->want,
     };
     if (r->ep.ep) { /* tell the other ranks there is a step to take */
-        int32_t n_active;
-        tn_status s = tn_ep_sync(r->ep.ep, true, &n_active);
+        int32_t agreed;
+        tn_status s = tn_ep_sync(r->ep.ep, TN_EP_STEP, &agreed);
         if (s != TN_OK)
             return s;
     }
     return tn_forward_run(r->fwd, r->kv, r->pool, &b, r->logits);
 }
 
-/* Ranks other than 0 under --ep: no sequence of their own; an empty
- * forward step (which still takes part in every MoE layer's exchange)
- * whenever rank 0 has one, until rank 0 says it is done. */
-static int follow(run_state *r)
-{
-    tn_batch empty = {0};
-    int64_t steps = 0;
-    for (;;) {
-        int32_t n_active;
-        tn_status s = tn_ep_sync(r->ep.ep, false, &n_active);
-        if (s == TN_OK && n_active == 0)
-            break;
-        if (s == TN_OK)
-            s = tn_forward_run(r->fwd, r->kv, r->pool, &empty, NULL);
-        if (s != TN_OK) {
-            fprintf(stderr, "tern run: rank %d: step %lld failed: %s\n", r->ep.rank, (long long)steps,
-                    tn_last_error());
-            return 1;
-        }
-        steps++;
-    }
-    tn_log(TN_LOG_INFO, "tern run: rank %d: %lld steps\n", r->ep.rank, (long long)steps);
-    ep_report("tern run", &r->ep);
-    return 0;
-}
-
 /* Rank 0 under --ep: tells the other ranks to stop (also after a failure
  * of its own, so they do not wait for their timeout). */
 static void lead_done(run_state *r)
 {
-    int32_t n_active;
-    if (r->ep.ep && !tn_comm_broken(r->ep.comm) && tn_ep_sync(r->ep.ep, false, &n_active) != TN_OK)
+    int32_t agreed;
+    if (r->ep.ep && !tn_comm_broken(r->ep.comm) && tn_ep_sync(r->ep.ep, TN_EP_DONE, &agreed) != TN_OK)
         fprintf(stderr, "tern run: rank 0: cannot tell the other ranks to stop: %s\n", tn_last_error());
 }
 
@@ -365,14 +344,8 @@ static int run(const run_opts *o)
     if (o->ep.n_ep > 0) {
         if (ep_join("tern run", &o->ep, r.model, TN_MAX(o->n_batch, 1), &r.ep) != 0)
             goto out;
-        if (r.ep.rank > 0) {
-            if (tn_pool_new(ep_threads(&r.ep, o->n_threads), &r.pool) != TN_OK ||
-                tn_kv_new(r.model, 1, 1, &r.kv) != TN_OK || tn_forward_new(r.model, 1, &r.fwd) != TN_OK ||
-                ep_attach("tern run", &r.ep, r.fwd) != 0) {
-                fprintf(stderr, "tern run: rank %d: %s\n", r.ep.rank, tn_last_error());
-                goto out;
-            }
-            rc = follow(&r);
+        if (r.ep.rank > 0) { /* no sequence of its own: steps along with rank 0 */
+            rc = ep_follow("tern run", &r.ep, r.model, o->n_threads);
             goto out;
         }
     }
@@ -484,6 +457,10 @@ static int run(const run_opts *o)
            (int)n_gen, t_decode, t_decode > 0 ? n_gen / t_decode : 0.0, (int)n_steps);
     if (r.ep.ep)
         ep_report("tern run", &r.ep);
+    if (o->moe_stats && tn_moe_stats_write(tn_forward_moe_stats(r.fwd), o->moe_stats) != TN_OK) {
+        fprintf(stderr, "tern run: %s\n", tn_last_error());
+        goto out;
+    }
     rc = 0;
     goto out;
 

@@ -6,6 +6,7 @@
  * loaded, the address cannot be bound), 2 a usage error.
  */
 #include "args.h"
+#include "ep_tool.h"
 #include "tools.h"
 
 #include "serve/serve.h"
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage(FILE *out)
 {
@@ -44,7 +46,64 @@ static void usage(FILE *out)
             "      --max-body BYTES   request body limit (default 1048576)\n"
             "      --max-queue N      waiting requests before 429 (default 256)\n"
             "      --timeout S        cancel a request generating longer than S seconds (default: none)\n"
+            "      --ep N             expert parallelism under `mpirun -np N`: rank 0 serves\n"
+            "                         HTTP and runs every sequence; each rank holds 1/N of\n"
+            "                         the routed experts (docs/ep.md)\n"
+            "      --ep-timeout S     fail when a rank does not answer within S seconds\n"
+            "                         (default 60)\n"
             "  -h, --help             this text\n");
+}
+
+/* --- expert parallelism (--ep): rank 0's engine hooks ------------------- */
+
+static void serve_ep_fatal(const ep_ctx *c)
+{
+    fprintf(stderr, "tern serve: rank %d: the expert-parallel job lost a rank; exiting\n", c->rank);
+    fflush(stderr);
+    _exit(1); /* the engine thread cannot unwind the server; mpirun ends the job */
+}
+
+static tn_status serve_ep_on_forward(void *ud, tn_forward *f)
+{
+    ep_ctx *c = ud;
+    if (!c->ep || ep_attach("tern serve", c, f) != 0)
+        return TN_ERR_INVALID; /* reason printed */
+    return TN_OK;
+}
+
+/* Engine thread: one round of the step handshake before each step (STEP)
+ * and while idle (IDLE, a heartbeat the other ranks wait on). */
+static void serve_ep_step(void *ud, bool step)
+{
+    ep_ctx *c = ud;
+    if (ep_round("tern serve", c, step ? TN_EP_STEP : TN_EP_IDLE) != 0)
+        serve_ep_fatal(c);
+}
+
+static void serve_ep_setup(void *ud, tn_engine_params *ep)
+{
+    ep_ctx *c = ud;
+    int32_t budget = ep->step_token_budget > 0 ? ep->step_token_budget : 512; /* the engine's default */
+    if (ep_make("tern serve", c, ep->model, budget) != 0)
+        return; /* on_forward fails the engine */
+    ep->on_forward = serve_ep_on_forward;
+    ep->step_hook = serve_ep_step;
+    ep->hook_ud = c;
+    ep->hook_idle_s = tn_comm_timeout(c->comm) / 4;
+}
+
+/* Ranks > 0: the model's experts for rank 0's steps, no HTTP. */
+static int serve_ep_follow(ep_ctx *c, const char *model_path, int32_t n_threads)
+{
+    tn_model *m = NULL;
+    if (tn_model_load(model_path, &m) != TN_OK) {
+        fprintf(stderr, "tern serve: rank %d: cannot load the model: %s\n", c->rank, tn_last_error());
+        return 1;
+    }
+    int rc = ep_make("tern serve", c, m, 1) != 0 ? 1 : ep_follow("tern serve", c, m, n_threads);
+    ep_leave(c);
+    tn_model_free(m);
+    return rc;
 }
 
 /* `tern serve`: returns the exit status (0 ok, 1 failure, 2 usage). */
@@ -52,6 +111,7 @@ int tn_cmd_serve(int argc, char **argv)
 {
     tn_serve_params p;
     memset(&p, 0, sizeof p);
+    ep_opts epo = {0};
     p.api_key = getenv("TERN_API_KEY");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -68,6 +128,11 @@ int tn_cmd_serve(int argc, char **argv)
         long x = 0;
         bool ok = true;
         const char *want = NULL;
+        int epf = ep_parse_flag("tern serve", a, v, &epo);
+        if (epf == 2)
+            return 2;
+        if (epf == 1)
+            continue;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             p.model_path = v;
         } else if (!strcmp(a, "--chat-template")) {
@@ -132,9 +197,26 @@ int tn_cmd_serve(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    ep_ctx epc;
+    if (ep_join_job("tern serve", &epo, &epc) != 0)
+        return 1;
+    if (epc.rank > 0)
+        return serve_ep_follow(&epc, p.model_path, p.n_threads);
+    if (epc.comm) {
+        p.engine_setup = serve_ep_setup;
+        p.engine_setup_ud = &epc;
+        p.n_threads = ep_threads(&epc, p.n_threads);
+    }
+    int rc = 0;
     if (tn_serve_run(&p) != TN_OK) {
         fprintf(stderr, "tern serve: %s\n", tn_last_error());
-        return 1;
+        rc = 1;
     }
-    return 0;
+    if (epc.ep && !tn_comm_broken(epc.comm)) { /* the other ranks stop too */
+        ep_report("tern serve", &epc);
+        if (ep_round("tern serve", &epc, TN_EP_DONE) != 0)
+            rc = 1;
+    }
+    ep_leave(&epc);
+    return rc;
 }

@@ -38,14 +38,17 @@ void ep_usage(FILE *out)
 
 int ep_join(const char *cmd, const ep_opts *o, const tn_model *m, int32_t n_batch_max, ep_ctx *ctx)
 {
+    if (ep_join_job(cmd, o, ctx) != 0)
+        return 1;
+    return ctx->comm ? ep_make(cmd, ctx, m, n_batch_max) : 0;
+}
+
+int ep_join_job(const char *cmd, const ep_opts *o, ep_ctx *ctx)
+{
     memset(ctx, 0, sizeof *ctx);
     ctx->size = 1;
     if (o->n_ep == 0)
         return 0;
-    if (m->hp.n_expert == 0) {
-        fprintf(stderr, "%s: --ep needs a mixture-of-experts model; %s has no experts\n", cmd, m->hp.arch_name);
-        return 1;
-    }
     if (tn_comm_mpi_new(&ctx->comm) != TN_OK) {
         fprintf(stderr, "%s: --ep %d: cannot join the MPI job: %s\n", cmd, (int)o->n_ep, tn_last_error());
         return 1;
@@ -59,6 +62,15 @@ int ep_join(const char *cmd, const ep_opts *o, const tn_model *m, int32_t n_batc
     }
     if (o->timeout_s > 0 && tn_comm_set_timeout(ctx->comm, o->timeout_s) != TN_OK) {
         fprintf(stderr, "%s: rank %d: %s\n", cmd, ctx->rank, tn_last_error());
+        return 1;
+    }
+    return 0;
+}
+
+int ep_make(const char *cmd, ep_ctx *ctx, const tn_model *m, int32_t n_batch_max)
+{
+    if (m->hp.n_expert == 0) {
+        fprintf(stderr, "%s: --ep needs a mixture-of-experts model; %s has no experts\n", cmd, m->hp.arch_name);
         return 1;
     }
     if (tn_ep_new(ctx->comm, m, n_batch_max, NULL, &ctx->ep) != TN_OK) {
@@ -94,6 +106,57 @@ int ep_attach(const char *cmd, ep_ctx *ctx, tn_forward *f)
     if (!ctx->ep)
         return 0;
     if (tn_ep_attach(ctx->ep, f) != TN_OK) {
+        fprintf(stderr, "%s: rank %d: %s\n", cmd, ctx->rank, tn_last_error());
+        return 1;
+    }
+    return 0;
+}
+
+int ep_follow(const char *cmd, ep_ctx *ctx, const tn_model *m, int32_t n_threads)
+{
+    tn_pool *pool = NULL;
+    tn_kv_cache *kv = NULL;
+    tn_forward *fwd = NULL;
+    int rc = 1;
+    if (tn_pool_new(ep_threads(ctx, n_threads), &pool) != TN_OK || tn_kv_new(m, 1, 1, &kv) != TN_OK ||
+        tn_forward_new(m, 1, &fwd) != TN_OK) {
+        fprintf(stderr, "%s: rank %d: %s\n", cmd, ctx->rank, tn_last_error());
+        goto out;
+    }
+    if (ep_attach(cmd, ctx, fwd) != 0)
+        goto out;
+    tn_batch empty = {0};
+    int64_t steps = 0;
+    for (;;) {
+        int32_t agreed;
+        tn_status s = tn_ep_sync(ctx->ep, TN_EP_DONE, &agreed);
+        if (s == TN_OK && agreed == TN_EP_DONE)
+            break;
+        if (s == TN_OK && agreed == TN_EP_STEP) {
+            s = tn_forward_run(fwd, kv, pool, &empty, NULL);
+            steps++;
+        }
+        if (s != TN_OK) {
+            fprintf(stderr, "%s: rank %d: step %lld failed: %s\n", cmd, ctx->rank, (long long)steps, tn_last_error());
+            goto out;
+        }
+    }
+    tn_log(TN_LOG_INFO, "%s: rank %d: %lld steps\n", cmd, ctx->rank, (long long)steps);
+    ep_report(cmd, ctx);
+    rc = 0;
+out:
+    tn_forward_free(fwd);
+    tn_kv_free(kv);
+    tn_pool_free(pool);
+    return rc;
+}
+
+int ep_round(const char *cmd, ep_ctx *ctx, int32_t state)
+{
+    if (!ctx->ep)
+        return 0;
+    int32_t agreed;
+    if (tn_ep_sync(ctx->ep, state, &agreed) != TN_OK) {
         fprintf(stderr, "%s: rank %d: %s\n", cmd, ctx->rank, tn_last_error());
         return 1;
     }

@@ -31,8 +31,23 @@ typedef struct ep_ctx {
 
 /* Joins the MPI job (its size must be o->n_ep) and makes the EP state for
  * model m and batches of up to n_batch_max local tokens. Without --ep, a
- * zeroed ctx with size 1. Returns 0, or 1 with the reason printed. */
+ * zeroed ctx with size 1. Returns 0, or 1 with the reason printed.
+ * ep_join = ep_join_job, then ep_make (for tools that learn their rank
+ * before they load the model). */
 int ep_join(const char *cmd, const ep_opts *o, const tn_model *m, int32_t n_batch_max, ep_ctx *ctx);
+int ep_join_job(const char *cmd, const ep_opts *o, ep_ctx *ctx);
+int ep_make(const char *cmd, ep_ctx *ctx, const tn_model *m, int32_t n_batch_max);
+
+/* A rank without sequences of its own (ranks > 0 of tern run and serve):
+ * loads nothing more than a 1-slot cache; each round of tn_ep_sync it runs
+ * an empty forward step when another rank steps, until all are DONE.
+ * Returns 0, or 1 with the reason printed (a lost rank, a timeout). */
+int ep_follow(const char *cmd, ep_ctx *ctx, const tn_model *m, int32_t n_threads);
+
+/* One round of the step handshake for a rank that has sequences: state as
+ * for tn_ep_sync. No-op without --ep. Returns 0, or 1 with the reason
+ * printed. */
+int ep_round(const char *cmd, ep_ctx *ctx, int32_t state);
 
 /* Compute threads for this rank: `requested` if set, else the cores
  * divided among the job's ranks on this host (OMPI_COMM_WORLD_LOCAL_SIZE),

@@ -46,7 +46,9 @@ tn_status tn_comm_single_new(tn_comm **out) TN_MUST_CHECK;
 
 /* The processes of this MPI job (MPI_COMM_WORLD, duplicated so that tern's
  * messages never mix with anyone else's). Initializes MPI (thread level
- * FUNNELED: only the thread that owns the communicator calls MPI) unless
+ * SERIALIZED: one thread at a time calls MPI, the one that owns the
+ * communicator; `tern serve` hands it from its main thread to the engine
+ * thread and back) unless
  * the program already did; then the last tn_comm_free of an MPI
  * communicator finalizes it. MPI errors are returned, never aborted on
  * (MPI_ERRORS_RETURN). Run outside mpirun, it is a job of one.

@@ -372,7 +372,7 @@ tn_status tn_comm_mpi_new(tn_comm **out)
     MPI_Initialized(&inited);
     if (!inited) {
         int provided = 0;
-        rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+        rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED, &provided);
         if (rc != MPI_SUCCESS)
             return tn__err(TN_ERR_IO, "comm(mpi): MPI_Init_thread failed: %s", mpi_text(rc, text));
         we_initialized = true;

@@ -85,13 +85,19 @@ void tn_ep_reset_timing(tn_ep *ep);
  * dense model. */
 tn_status tn_ep_attach(tn_ep *ep, tn_forward *f) TN_MUST_CHECK;
 
-/* The step handshake: every rank calls this once before each step, with
- * whether it has work for that step; *n_active gets how many ranks have.
- * When it is 0 every rank stops (all agree, so no rank is left waiting in
- * a MoE layer); otherwise every rank runs tn_forward_run once, an empty
- * batch if it has no work. Collective (one all-gather of an int32); the
- * communicator's errors. */
-tn_status tn_ep_sync(tn_ep *ep, bool have_work, int32_t *n_active) TN_MUST_CHECK;
+/* Step states for tn_ep_sync, in increasing precedence. */
+enum { TN_EP_DONE = 0, TN_EP_IDLE = 1, TN_EP_STEP = 2 };
+
+/* The step handshake: every rank calls this once per round with its state
+ * (TN_EP_STEP: it has a batch for a step now; TN_EP_IDLE: nothing now but
+ * more may come, a heartbeat; TN_EP_DONE: nothing more from it) and gets in
+ * *agreed the largest state of all ranks. STEP: every rank runs
+ * tn_forward_run once, an empty batch if it has none; IDLE: no step, call
+ * again; DONE: every rank stops (all agree, so no rank is left waiting in a
+ * MoE layer). Collective (one all-gather of an int32); the communicator's
+ * errors (a rank that stops calling is caught by the timeout: a heartbeat
+ * must come more often than that). */
+tn_status tn_ep_sync(tn_ep *ep, int32_t state, int32_t *agreed) TN_MUST_CHECK;
 
 /* The communicator ep runs over. */
 tn_comm *tn_ep_comm(const tn_ep *ep);

@@ -5,8 +5,8 @@
  *
  * HOW A STEP GOES (every rank, data-parallel attention):
  *
- *     tn_ep_sync(ep, have_work, &n_active)    one all-gather of an int32
- *     n_active == 0  ->  everyone stops
+ *     tn_ep_sync(ep, state, &agreed)    one all-gather of an int32
+ *     agreed DONE -> everyone stops; IDLE -> no step (a heartbeat); STEP ->
  *     tn_forward_run(f, its own kv, its own batch or an empty one)
  *         attention of its own tokens, locally
  *         each MoE layer: routing locally, then tn_ep_moe_ffn (collective:
@@ -38,23 +38,27 @@ tn_status tn_ep_attach(tn_ep *ep, tn_forward *f)
     return tn_forward_set_moe_routed(f, routed_hook, ep);
 }
 
-tn_status tn_ep_sync(tn_ep *ep, bool have_work, int32_t *n_active)
+tn_status tn_ep_sync(tn_ep *ep, int32_t state, int32_t *agreed)
 {
     tn_comm *c = tn_ep_comm(ep);
     const int size = tn_comm_size(c);
-    int32_t mine = have_work ? 1 : 0, all[256];
+    if (state < TN_EP_DONE || state > TN_EP_STEP)
+        return tn__err(TN_ERR_INVALID, "ep: step state %d", state);
+    int32_t mine = state, all[256];
     int32_t *v = size <= 256 ? all : malloc((size_t)size * sizeof *v);
     if (!v)
         return tn__err(TN_ERR_NOMEM, "ep: out of memory for %d ranks", size);
     tn_status s = tn_comm_allgather(c, &mine, sizeof mine, v);
-    int32_t n = 0;
+    int32_t n = TN_EP_DONE;
     for (int r = 0; s == TN_OK && r < size; r++)
-        n += v[r] != 0;
+        n = TN_MAX(n, v[r]);
     if (v != all)
         free(v);
     if (s != TN_OK)
         return tn__err_prefix(s, "ep: step handshake");
-    *n_active = n;
+    if (n > TN_EP_STEP)
+        return tn__err(TN_ERR_IO, "ep: step handshake: a rank sent state %d", n);
+    *agreed = n;
     return TN_OK;
 }
 

@@ -339,6 +339,8 @@ static void run_step(tn_engine *e, const tn_sched_step *st)
         .kv_slot = e->b_slot,
         .want_logits = e->b_want,
     };
+    if (e->p.step_hook)
+        e->p.step_hook(e->p.hook_ud, true);
     tn_status s = tn_forward_run(e->fwd, e->kv, e->pool, &b, e->logits);
     e->n_steps++;
     if (s != TN_OK) {
@@ -375,8 +377,23 @@ static void *engine_main(void *arg)
     tn_engine *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->mu);
-        while (!e->stop && !e->in_head && e->n_cancels == 0 && e->n_live == 0)
-            pthread_cond_wait(&e->cv, &e->mu);
+        while (!e->stop && !e->in_head && e->n_cancels == 0 && e->n_live == 0) {
+            if (!e->p.step_hook) {
+                pthread_cond_wait(&e->cv, &e->mu);
+                continue;
+            }
+            /* Expert parallelism: the other processes wait on our heartbeat. */
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            double t = (double)until.tv_sec + until.tv_nsec * 1e-9 + e->p.hook_idle_s;
+            until.tv_sec = (time_t)t;
+            until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
+            if (pthread_cond_timedwait(&e->cv, &e->mu, &until) != 0) {
+                pthread_mutex_unlock(&e->mu);
+                e->p.step_hook(e->p.hook_ud, false);
+                pthread_mutex_lock(&e->mu);
+            }
+        }
         request *in = e->in_head;
         e->in_head = e->in_tail = NULL;
         e->pub.n_waiting += e->n_inbox; /* they wait in the scheduler now */
@@ -459,6 +476,8 @@ tn_status tn_engine_new(const tn_engine_params *p, tn_engine **out)
         e->p.step_token_budget = 512;
     if (e->p.max_waiting <= 0)
         e->p.max_waiting = 256;
+    if (!(e->p.hook_idle_s > 0))
+        e->p.hook_idle_s = 1.0;
     if (!(e->p.moe_stats_every_s > 0))
         e->p.moe_stats_every_s = 10.0;
     int32_t n_blocks = e->p.n_kv_slots / e->p.block_size;
@@ -487,6 +506,8 @@ tn_status tn_engine_new(const tn_engine_params *p, tn_engine **out)
         (s = tn_pool_new(e->p.n_threads, &e->pool)) != TN_OK ||
         (tn_forward_moe_stats(e->fwd) &&
          (s = tn_moe_stats_snapshot_new(tn_forward_moe_stats(e->fwd), &e->moe_pub)) != TN_OK))
+        goto err;
+    if (p->on_forward && (s = p->on_forward(p->hook_ud, e->fwd)) != TN_OK)
         goto err;
     e->b_tok = malloc(B * sizeof(int32_t));
     e->b_pos = malloc(B * sizeof(int32_t));

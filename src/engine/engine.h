@@ -46,6 +46,18 @@ typedef struct tn_engine_params {
                                     (tn_moe_stats_write: .csv or JSON); NULL: none */
     double moe_stats_every_s;
     tn_kv_type kv_type;          /* KV-cache storage (0: F32; F16 or Q8 halve / quarter it) */
+    /* Expert parallelism (tools/ep_tool.c); all NULL: one process. With
+     * step_hook set the forward pass is collective over other processes:
+     * on_forward(hook_ud, fwd) runs once in tn_engine_new (it routes fwd's
+     * experts; its error fails tn_engine_new), step_hook(hook_ud, true) on
+     * the engine thread before each forward call, and step_hook(hook_ud,
+     * false) at least every hook_idle_s seconds (0: 1 s) while the engine
+     * idles, a heartbeat. step_hook cannot fail: on an error it ends the
+     * process (it lives in tools/, which may exit). */
+    tn_status (*on_forward)(void *hook_ud, tn_forward *fwd);
+    void (*step_hook)(void *hook_ud, bool step);
+    void *hook_ud;
+    double hook_idle_s;
 } tn_engine_params;
 
 typedef enum tn_finish {

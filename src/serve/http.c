@@ -464,6 +464,8 @@ tn_status tn_serve_run(const tn_serve_params *p)
         .max_waiting = s->p.max_queue,
         .prefix_cache = true,
     };
+    if (s->p.engine_setup)
+        s->p.engine_setup(s->p.engine_setup_ud, &ep);
     if ((st = tn_engine_new(&ep, &s->engine)) != TN_OK) {
         tn__err_prefix(st, "cannot start the engine");
         goto out;

@@ -13,6 +13,7 @@
 #define TERN_SERVE_SERVE_H
 
 #include "base/base.h"
+#include "engine/engine.h"
 #include "model/model.h"
 
 typedef struct tn_serve_params {
@@ -33,6 +34,11 @@ typedef struct tn_serve_params {
     const char *chat_template; /* a built-in format name (tok/chat.h); NULL: the model's template, else chatml */
     const char *chat_template_file; /* a Jinja chat template file; overrides chat_template and the model's */
     const char *moe_stats_path; /* MoE routing statistics written here every 10 s and at exit (.csv or JSON); NULL: none */
+    /* Called on the calling thread with the engine's parameters just before
+     * the engine starts, to add to them (expert parallelism sets its hooks
+     * there: tools/ep_tool.c); NULL: none. */
+    void (*engine_setup)(void *ud, tn_engine_params *ep);
+    void *engine_setup_ud;
 } tn_serve_params;
 
 /* Loads the model, starts the engine, listens, and serves until SIGTERM or
