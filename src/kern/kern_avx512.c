@@ -31,6 +31,7 @@
 #include "kern/kern_impl.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <stdalign.h>
 #include <string.h>
 
@@ -499,7 +500,7 @@ static void quantize_q8_0(const float *x, tn_block_q8_0 *y, int64_t n)
     }
 }
 
-static void axpy_f32(float *y, float a, const float *x, int64_t n)
+AI void axpy_body(float *y, float a, const float *x, int64_t n)
 {
     const __m512 va = _mm512_set1_ps(a);
     int64_t i = 0;
@@ -507,6 +508,100 @@ static void axpy_f32(float *y, float a, const float *x, int64_t n)
         _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
     for (; i < n; i++)
         y[i] += a * x[i];
+}
+
+static void axpy_f32(float *y, float a, const float *x, int64_t n) { axpy_body(y, a, x, n); }
+
+/* --- attention's row loops, softmax, SwiGLU ------------------------------------ */
+
+/* The loops of kern.h's tn_dot_f32_rows / tn_axpy_f32_rows with the bodies
+ * of dot_f32 (tile_f, one row, one token) and axpy_f32 inlined: the same
+ * operations per row, so the same bits, without a call per cache row. */
+static void dot_f32_rows(const float *q, const float *base, const int32_t *idx, size_t stride, int64_t n_rows,
+                         int64_t n, float scale, float *out)
+{
+    for (int64_t i = 0; i < n_rows; i++) {
+        float d;
+        tile_f(W_F32, 1, 1, (const char *)(base + (size_t)idx[i] * stride), 0, (const char *)q, 0, n, &d, 0);
+        out[i] = d * scale;
+    }
+}
+
+static void axpy_f32_rows(float *y, const float *p, const float *base, const int32_t *idx, size_t stride,
+                          int64_t n_rows, int64_t n)
+{
+    memset(y, 0, (size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n_rows; i++)
+        axpy_body(y, p[i], base + (size_t)idx[i] * stride, n);
+}
+
+/* e^v lane by lane, within 2 ulp for v in [-104, 88.7] (clamped there: 0
+ * below, a finite maximum above, -inf gives 0): v = k·ln2 + r with
+ * |r| <= ln2/2 (ln2 in two parts, so r is nearly exact), e^r by its Taylor
+ * polynomial of degree 7 (truncation error below 6e-9 relative), scaled by
+ * 2^k with vscalefps. */
+AI __m512 exp_ps(__m512 v)
+{
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(88.7f));
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), v);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, k);
+}
+
+/* kern_ref.c's softmax (sum in double, an all -inf row becomes zeros) with
+ * the vector exp; a partial last vector is handled with masks. */
+static void softmax(float *x, int64_t n)
+{
+    if (n <= 0)
+        return;
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, x + i));
+    }
+    const float max = _mm512_reduce_max_ps(vmax);
+    if (max == -INFINITY) {
+        memset(x, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    const __m512 vm = _mm512_set1_ps(max);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 e = _mm512_maskz_mov_ps(m, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm)));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+    }
+    const double sum = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    const __m512 inv = _mm512_set1_ps((float)(1.0 / sum));
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+    }
+}
+
+/* gate = gate / (1 + e^-gate) · up, with the vector exp. */
+static void swiglu(float *gate, const float *up, int64_t n)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
+        const __m512 e = exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        const __m512 r = _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, up + i));
+        _mm512_mask_storeu_ps(gate + i, m, r);
+    }
 }
 
 const tn__kern_ops tn__kern_ops_avx512 = {
@@ -521,4 +616,8 @@ const tn__kern_ops tn__kern_ops_avx512 = {
     .xpack = xpack,
     .gemm_q = gemm_q,
     .gemm_f = gemm_f,
+    .dot_f32_rows = dot_f32_rows,
+    .axpy_f32_rows = axpy_f32_rows,
+    .softmax = softmax,
+    .swiglu = swiglu,
 };

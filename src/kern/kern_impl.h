@@ -69,6 +69,16 @@ typedef struct tn__kern_ops {
      * the table's dot kernel. */
     void (*gemm_f)(tn_dtype wt, const void *w, size_t w_stride, int64_t nr, const float *x, size_t x_stride,
                    int64_t nt, int64_t n, float *y, size_t y_stride);
+    /* Optional (NULL: matmul.c loops over dot_f32 / axpy_f32): attention's
+     * loops over cache rows (kern.h, tn_dot_f32_rows / tn_axpy_f32_rows),
+     * bit-identical to those loops over this table's kernels. */
+    void (*dot_f32_rows)(const float *q, const float *base, const int32_t *idx, size_t stride, int64_t n_rows,
+                         int64_t n, float scale, float *out);
+    void (*axpy_f32_rows)(float *y, const float *p, const float *base, const int32_t *idx, size_t stride,
+                          int64_t n_rows, int64_t n);
+    /* Optional (NULL: the scalar table's): tn_softmax and tn_swiglu. */
+    void (*softmax)(float *x, int64_t n);
+    void (*swiglu)(float *gate, const float *up, int64_t n);
 } tn__kern_ops;
 
 /* Bytes of one token's packed activations for xpack (a multiple of 64):

@@ -101,6 +101,9 @@ static void axpy_f32(float *y, float a, const float *x, int64_t n)
         y[i] += a * x[i];
 }
 
+static void softmax_ref(float *x, int64_t n);
+static void swiglu_ref(float *gate, const float *up, int64_t n);
+
 const tn__kern_ops tn__kern_ops_scalar = {
     .isa = TN_ISA_SCALAR,
     .dot_f32 = dot_f32,
@@ -110,6 +113,8 @@ const tn__kern_ops tn__kern_ops_scalar = {
     .dot_q4_0 = dot_q4_0,
     .quantize_q8_0 = quantize_q8_0,
     .axpy_f32 = axpy_f32,
+    .softmax = softmax_ref,
+    .swiglu = swiglu_ref,
 };
 
 /* --- small operators ------------------------------------------------------ */
@@ -130,7 +135,7 @@ void tn_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps
 }
 
 /* gate[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + e^-g). */
-void tn_swiglu(float *gate, const float *up, int64_t n)
+static void swiglu_ref(float *gate, const float *up, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         const float g = gate[i];
@@ -140,7 +145,7 @@ void tn_swiglu(float *gate, const float *up, int64_t n)
 
 /* In-place softmax; the normalizing sum is accumulated in double. A row whose
  * maximum is -inf (everything masked) becomes all zeros rather than NaN. */
-void tn_softmax(float *x, int64_t n)
+static void softmax_ref(float *x, int64_t n)
 {
     if (n <= 0)
         return;

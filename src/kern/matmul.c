@@ -1,6 +1,7 @@
 /*
  * matmul.c — Y = X · Wᵀ over the thread pool, and the other dispatched
- * entry points (tn_get_row, tn_dot_f32, tn_axpy_f32).
+ * entry points (tn_get_row, tn_dot_f32, tn_axpy_f32, their row loops,
+ * tn_softmax, tn_swiglu).
  *
  * HOW IT WORKS
  *
@@ -286,11 +287,31 @@ float tn_dot_f32(const float *a, const float *b, int64_t n)
 /* y += a * x with the current ISA's kernel. */
 void tn_axpy_f32(float *y, float a, const float *x, int64_t n) { tn__kern_ops_cur()->axpy_f32(y, a, x, n); }
 
-/* See kern.h: the loops of tn_dot_f32 / tn_axpy_f32 with one table lookup. */
+/* Softmax and SwiGLU with the current ISA's kernels (the scalar ones where
+ * the table has none). */
+void tn_softmax(float *x, int64_t n)
+{
+    const tn__kern_ops *ops = tn__kern_ops_cur();
+    (ops->softmax ? ops->softmax : tn__kern_ops_scalar.softmax)(x, n);
+}
+
+void tn_swiglu(float *gate, const float *up, int64_t n)
+{
+    const tn__kern_ops *ops = tn__kern_ops_cur();
+    (ops->swiglu ? ops->swiglu : tn__kern_ops_scalar.swiglu)(gate, up, n);
+}
+
+/* See kern.h: the loops of tn_dot_f32 / tn_axpy_f32 with one table lookup
+ * (or the table's own fused loops, which promise the same bits). */
 void tn_dot_f32_rows(const float *q, const float *base, const int32_t *idx, size_t stride, int64_t n_rows, int64_t n,
                      float scale, float *out)
 {
-    const tn__dot_fn dot = tn__kern_ops_cur()->dot_f32;
+    const tn__kern_ops *ops = tn__kern_ops_cur();
+    if (ops->dot_f32_rows) {
+        ops->dot_f32_rows(q, base, idx, stride, n_rows, n, scale, out);
+        return;
+    }
+    const tn__dot_fn dot = ops->dot_f32;
     for (int64_t i = 0; i < n_rows; i++) {
         float d;
         dot(q, 0, 1, base + (size_t)idx[i] * stride, n, &d);
@@ -301,7 +322,12 @@ void tn_dot_f32_rows(const float *q, const float *base, const int32_t *idx, size
 void tn_axpy_f32_rows(float *y, const float *p, const float *base, const int32_t *idx, size_t stride, int64_t n_rows,
                       int64_t n)
 {
-    void (*axpy)(float *, float, const float *, int64_t) = tn__kern_ops_cur()->axpy_f32;
+    const tn__kern_ops *ops = tn__kern_ops_cur();
+    if (ops->axpy_f32_rows) {
+        ops->axpy_f32_rows(y, p, base, idx, stride, n_rows, n);
+        return;
+    }
+    void (*axpy)(float *, float, const float *, int64_t) = ops->axpy_f32;
     memset(y, 0, (size_t)n * sizeof(float));
     for (int64_t i = 0; i < n_rows; i++)
         axpy(y, p[i], base + (size_t)idx[i] * stride, n);

@@ -13,7 +13,8 @@
  *   - dot kernels on lengths that exercise the scalar tails, and on Q8_0
  *     weights holding -128 (the one value |w| cannot represent as int8);
  *   - multi-row dot kernels give each row exactly the bits it gets alone;
- *   - rmsnorm, softmax, swiglu, dot, axpy against double computations;
+ *   - rmsnorm, softmax, swiglu (every ISA), dot, axpy against double
+ *     computations; attention's row loops equal loops over dot / axpy;
  *   - tn_get_row for every dtype against a hand dequantization;
  *   - TERN_ISA=scalar in the environment forces the scalar table.
  */
@@ -546,9 +547,10 @@ static void test_rmsnorm(void **state)
         assert_true(z[i] == 0.0f);
 }
 
-static void test_softmax(void **state)
+/* tn_softmax and tn_swiglu on the current ISA; the tests below run them on
+ * every ISA this machine has. */
+static void softmax_once(void)
 {
-    (void)state;
     enum { N = 777 };
     float x[N];
     double e[N];
@@ -579,9 +581,8 @@ static void test_softmax(void **state)
     assert_true(m[0] == 0.0f && m[1] == 0.0f && m[2] == 0.0f);
 }
 
-static void test_swiglu(void **state)
+static void swiglu_once(void)
 {
-    (void)state;
     enum { N = 513 };
     float g[N], u[N], g0[N];
     fill(g, N, 12.0f);
@@ -594,6 +595,69 @@ static void test_swiglu(void **state)
         assert_true(fabs(g[i] - want) <= 1e-6 * fabs(want) + 1e-30);
     }
     assert_true(g[2] == 0.0f && fabsf(g[0]) < 1e-30f && g[1] == 100.0f * u[1]);
+}
+
+static void test_softmax(void **state)
+{
+    (void)state;
+    for (int isa = TN_ISA_SCALAR; isa <= TN_ISA_AVX512; isa++)
+        if (tn_kern_set_isa((tn_isa)isa)) {
+            softmax_once();
+            /* lengths around the vector width, and the masked tails */
+            for (int n = 1; n <= 40; n++) {
+                float x[40];
+                double e[40], sum = 0;
+                fill(x, n, 20.0f);
+                for (int i = 0; i < n; i++)
+                    sum += (e[i] = exp((double)x[i]));
+                tn_softmax(x, n);
+                for (int i = 0; i < n; i++)
+                    assert_true(fabs(x[i] - e[i] / sum) <= 1e-6 * (e[i] / sum) + 1e-12);
+            }
+        }
+    tn_kern_set_isa(TN_ISA_SCALAR);
+}
+
+static void test_swiglu(void **state)
+{
+    (void)state;
+    for (int isa = TN_ISA_SCALAR; isa <= TN_ISA_AVX512; isa++)
+        if (tn_kern_set_isa((tn_isa)isa))
+            swiglu_once();
+    tn_kern_set_isa(TN_ISA_SCALAR);
+}
+
+/* Attention's row loops equal the loops over tn_dot_f32 / tn_axpy_f32 bit
+ * for bit on every ISA (rows picked by index, lengths with tails). */
+static void test_rows_loops(void **state)
+{
+    (void)state;
+    enum { ROWS = 37, STRIDE = 150 };
+    static float base[ROWS * STRIDE], q[STRIDE], p[ROWS], out[ROWS], y[STRIDE], y2[STRIDE];
+    int32_t idx[ROWS];
+    fill(base, ROWS * STRIDE, 1.0f);
+    fill(q, STRIDE, 1.0f);
+    fill(p, ROWS, 1.0f);
+    for (int i = 0; i < ROWS; i++)
+        idx[i] = (int32_t)((i * 7 + 3) % ROWS);
+    for (int isa = TN_ISA_SCALAR; isa <= TN_ISA_AVX512; isa++) {
+        if (!tn_kern_set_isa((tn_isa)isa))
+            continue;
+        for (int n = 1; n <= 140; n += (n < 70 ? 1 : 23)) {
+            tn_dot_f32_rows(q, base, idx, STRIDE, ROWS, n, 0.125f, out);
+            for (int i = 0; i < ROWS; i++) {
+                const float d = tn_dot_f32(q, base + (size_t)idx[i] * STRIDE, n) * 0.125f;
+                if (memcmp(&d, &out[i], sizeof d) != 0)
+                    fail_msg("isa %s n=%d: tn_dot_f32_rows row %d differs from tn_dot_f32", tn_isa_name((tn_isa)isa), n, i);
+            }
+            tn_axpy_f32_rows(y, p, base, idx, STRIDE, ROWS, n);
+            memset(y2, 0, sizeof(y2));
+            for (int i = 0; i < ROWS; i++)
+                tn_axpy_f32(y2, p[i], base + (size_t)idx[i] * STRIDE, n);
+            assert_memory_equal(y, y2, sizeof(float) * (size_t)n);
+        }
+    }
+    tn_kern_set_isa(TN_ISA_SCALAR);
 }
 
 static void test_dot_axpy(void **state)
@@ -643,6 +707,7 @@ int main(void)
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_dot_axpy),
+        cmocka_unit_test(test_rows_loops),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
