@@ -604,13 +604,13 @@ static tn_status encode_piece(const tn_vocab *v, tn__bpe_scratch *sc, const unsi
     return st;
 }
 
-/* Encodes a word that missed the cache: whole-word rule first, then
- * split at the boundaries no merge can cross ("SPLITTING LONG WORDS"). */
+/* Encodes a word that starts or ends outside ASCII (n >= SPLIT_MIN, the
+ * vocabulary has join bits): whole-word rule first, then split at the boundaries no
+ * merge can cross ("SPLITTING LONG WORDS"), each piece through the piece
+ * cache (the whole word too when it does not split). */
 static tn_status encode_long(const tn_vocab *v, tn__bpe_scratch *sc, const unsigned char *w, size_t n,
                              tn__tok_out *out)
 {
-    if (!v->join_bits || n < SPLIT_MIN)
-        return encode_word(v, sc, w, n, true, out);
     if (v->ignore_merges) {
         size_t before = out->n;
         tn_status st = whole_word(v, sc, w, n, out);
@@ -632,14 +632,10 @@ static tn_status encode_long(const tn_vocab *v, tn__bpe_scratch *sc, const unsig
     return encode_piece(v, sc, w + s0, n - s0, out);
 }
 
-/* Whether w[0..n) has a byte outside ASCII. */
-static inline bool has_high(const unsigned char *w, size_t n)
-{
-    unsigned char any = 0;
-    for (size_t i = 0; i < n; i++)
-        any |= w[i];
-    return any >= 0x80;
-}
+/* Whether the word w[0..n) (n >= 1) starts or ends outside ASCII: the
+ * words worth splitting (a run of Chinese characters, after a space or
+ * not). Only a route: either path gives the same ids. */
+static inline bool has_high(const unsigned char *w, size_t n) { return (w[0] | w[n - 1]) >= 0x80; }
 
 /* Encodes one fragment; see tok_int.h. */
 tn_status tn__bpe_encode(const tn_vocab *v, tn__bpe_scratch *sc, const char *text, size_t len, tn__tok_out *out)
@@ -659,7 +655,7 @@ tn_status tn__bpe_encode(const tn_vocab *v, tn__bpe_scratch *sc, const char *tex
         }
         if (wl < 2 || wl > TN__WCACHE_WORD) {
             if (wl > 0)
-                st = encode_long(v, sc, w, wl, out);
+                st = encode_word(v, sc, w, wl, true, out);
             continue;
         }
         /* words repeat: see wcache.c */
@@ -673,7 +669,7 @@ tn_status tn__bpe_encode(const tn_vocab *v, tn__bpe_scratch *sc, const char *tex
             continue;
         }
         size_t first = out->n;
-        st = encode_long(v, sc, w, wl, out);
+        st = encode_word(v, sc, w, wl, true, out);
         if (st == TN_OK && out->n <= out->cap)
             tn__wcache_put(&sc->cache, slot, (const char *)w, wl, h, out->ids + first, out->n - first);
     }
