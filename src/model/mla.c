@@ -64,17 +64,21 @@ struct tn__mla {
     const tn_model *m;
     int32_t H, nope, n_rot, kvr, dv, hd; /* heads, nope dims, rope dims, kv_lora_rank, value dim, key dim */
     int32_t chunk;        /* tokens per absorption chunk (<= n_batch_max) */
+    int32_t n_thr;        /* threads with scratch below (tn_n_cores(): a pool never has more) */
     float scale;          /* softmax scale incl. YaRN mscale² */
     float *qa;            /* (n_batch_max, q_lora_rank) */
     float *q;             /* (n_batch_max, H * hd) */
     float *kva;           /* (n_batch_max, kvr + n_rot) */
-    float *qn;            /* (chunk, max(nope, kvr)) one head's q_nope rows, then its latent outputs */
-    float *qh;            /* (chunk, max(kvr, dv)) one head's absorbed queries, then its values */
-    float *tq;            /* (chunk, H, kvr + n_rot) absorbed queries [W_UK[h]ᵀ q_nope, q_pe] */
-    float *lat;           /* (H, chunk, kvr) latent outputs, head-major (W_UV's input) */
+    void *wdata;          /* the projections' matmul scratch */
+    /* Per thread, for the head it works on (mla_heads): */
+    float *qn;            /* (n_thr, chunk, nope) the head's q_nope rows */
+    float *tq;            /* (n_thr, chunk, kvr + n_rot) its absorbed queries [W_UK[h]ᵀ q_nope, q_pe] */
+    float *lat;           /* (n_thr, chunk, kvr) its latent outputs */
+    float *vo;            /* (n_thr, chunk, dv) its values W_UV[h] lat */
+    void *hwdata;         /* (n_thr, hws bytes) matmul scratch */
+    size_t hws;
     double *inv_freq;     /* (n_rot / 2) */
     float *cos_t, *sin_t; /* (n_batch_max, n_rot / 2) */
-    void *wdata;
 };
 
 /* ==========================================================================
@@ -137,36 +141,39 @@ tn_status tn__mla_new(const tn_model *m, int32_t n_batch_max, tn__mla **out)
     a->kvr = hp->kv_lora_rank;
     a->dv = hp->head_dim_v;
     a->chunk = TN_MIN(n_batch_max, MLA_CHUNK);
+    a->n_thr = tn_n_cores();
     double mscale = 1.0;
     if (hp->rope_yarn && hp->rope_freq_scale < 1.0f)
         mscale = 1.0 + (double)hp->rope_yarn_log_mul * log(1.0 / (double)hp->rope_freq_scale);
     a->scale = (float)(mscale * mscale / sqrt((double)hp->head_dim));
 
-    size_t B = (size_t)n_batch_max, C = (size_t)a->chunk, H = (size_t)a->H, kvw = (size_t)(a->kvr + a->n_rot);
-    size_t pairs = (size_t)(a->n_rot / 2), kvr = (size_t)a->kvr;
+    size_t B = (size_t)n_batch_max, TC = (size_t)a->n_thr * (size_t)a->chunk, H = (size_t)a->H;
+    size_t kvw = (size_t)(a->kvr + a->n_rot), pairs = (size_t)(a->n_rot / 2), kvr = (size_t)a->kvr;
     a->qa = tn_alloc_aligned(B * (size_t)TN_MAX(hp->q_lora_rank, 1) * sizeof(float), 64);
     a->q = tn_alloc_aligned(B * H * (size_t)a->hd * sizeof(float), 64);
     a->kva = tn_alloc_aligned(B * kvw * sizeof(float), 64);
-    a->qn = tn_alloc_aligned(C * (size_t)TN_MAX(a->nope, a->kvr) * sizeof(float), 64);
-    a->qh = tn_alloc_aligned(C * (size_t)TN_MAX(a->kvr, a->dv) * sizeof(float), 64);
-    a->tq = tn_alloc_aligned(C * H * kvw * sizeof(float), 64);
-    a->lat = tn_alloc_aligned(H * C * kvr * sizeof(float), 64);
+    a->qn = tn_alloc_aligned(TC * (size_t)a->nope * sizeof(float), 64);
+    a->tq = tn_alloc_aligned(TC * kvw * sizeof(float), 64);
+    a->lat = tn_alloc_aligned(TC * kvr * sizeof(float), 64);
+    a->vo = tn_alloc_aligned(TC * (size_t)a->dv * sizeof(float), 64);
     a->inv_freq = malloc(pairs * sizeof(double));
     a->cos_t = malloc(B * pairs * sizeof(float));
     a->sin_t = malloc(B * pairs * sizeof(float));
-    size_t ws = 64;
+    size_t ws = 64, hws = 64;
     for (int il = 0; il < hp->n_layer; il++) {
         const tn_layer *ly = &m->layers[il];
         const tn_weight *mats[] = {&ly->wq_a, &ly->wq_b, &ly->wq, &ly->wkv_a};
         for (size_t i = 0; i < TN_ARRAY_LEN(mats); i++)
             if (mats[i]->data)
                 ws = TN_MAX(ws, tn_matmul_wsize(mats[i]->type, mats[i]->ne[0], n_batch_max));
-        ws = TN_MAX(ws, tn_matmul_wsize(ly->wk_b.type, a->nope, a->chunk));
-        ws = TN_MAX(ws, tn_matmul_wsize(ly->wv_b.type, a->kvr, a->chunk));
+        hws = TN_MAX(hws, tn_matmul_wsize(ly->wk_b.type, a->nope, a->chunk));
+        hws = TN_MAX(hws, tn_matmul_wsize(ly->wv_b.type, a->kvr, a->chunk));
     }
+    a->hws = (hws + 63) / 64 * 64;
     a->wdata = tn_alloc_aligned(ws, 64);
-    if (!a->qa || !a->q || !a->kva || !a->qn || !a->qh || !a->tq || !a->lat || !a->inv_freq || !a->cos_t ||
-        !a->sin_t || !a->wdata) {
+    a->hwdata = tn_alloc_aligned(a->hws * (size_t)a->n_thr, 64);
+    if (!a->qa || !a->q || !a->kva || !a->qn || !a->tq || !a->lat || !a->vo || !a->inv_freq || !a->cos_t ||
+        !a->sin_t || !a->wdata || !a->hwdata) {
         tn__mla_free(a);
         return tn__err(TN_ERR_NOMEM, "mla: out of memory for a batch of %d tokens", n_batch_max);
     }
@@ -186,10 +193,11 @@ void tn__mla_free(tn__mla *a)
     tn_free_aligned(a->q);
     tn_free_aligned(a->kva);
     tn_free_aligned(a->qn);
-    tn_free_aligned(a->qh);
     tn_free_aligned(a->tq);
     tn_free_aligned(a->lat);
+    tn_free_aligned(a->vo);
     tn_free_aligned(a->wdata);
+    tn_free_aligned(a->hwdata);
     free(a->inv_freq);
     free(a->cos_t);
     free(a->sin_t);
@@ -203,33 +211,10 @@ void tn__mla_free(tn__mla *a)
 typedef struct mla_job {
     tn__mla *a;
     tn_kv_cache *kv;
-    int32_t layer, n;        /* n tokens in this chunk */
-    const int32_t *vis_off, *vis_n; /* the chunk's first token's entries */
+    int32_t layer, t0, n;           /* tokens t0 ..+ n of the batch */
+    const int32_t *vis_off, *vis_n; /* the batch's */
+    float *out;                     /* (batch, H * dv) */
 } mla_job;
-
-/* One (token, head) pair at a time, dealt round-robin; thread t uses row t
- * of kv->scores. Reads the absorbed queries a->tq, writes a->lat. */
-static void mla_run(void *ctx, int ith, int nth)
-{
-    const mla_job *j = ctx;
-    tn__mla *a = j->a;
-    tn_kv_cache *kv = j->kv;
-    const int nw = TN_MIN(nth, kv->n_score_rows);
-    if (ith >= nw)
-        return;
-    const int32_t H = a->H, kvr = a->kvr, kvw = kvr + a->n_rot;
-    float *sc = kv->scores + (size_t)ith * (size_t)kv->n_slots; /* (n_slots) */
-    const float *cl = kv->k + (size_t)j->layer * kv->n_slots * (size_t)kv->kv_dim; /* (n_slots, kvr + n_rot) */
-    for (int64_t item = ith; item < (int64_t)j->n * H; item += nw) {
-        const int32_t i = (int32_t)(item / H), h = (int32_t)(item % H);
-        const float *tq = a->tq + ((size_t)i * H + h) * kvw; /* (kvr + n_rot) */
-        const int32_t *cells = kv->order_slot + j->vis_off[i];
-        const int32_t nv = j->vis_n[i];
-        tn_dot_f32_rows(tq, cl, cells, (size_t)kvw, nv, kvw, a->scale, sc);
-        tn_softmax(sc, nv);
-        tn_axpy_f32_rows(a->lat + ((size_t)h * a->chunk + i) * kvr, sc, cl, cells, (size_t)kvw, nv, kvr);
-    }
-}
 
 /* Head h's rows of W_UK[h]ᵀ / W_UV[h] (see tn_layer). */
 static const void *head_mat(const tn_weight *w, int64_t n_in, int32_t h)
@@ -237,30 +222,50 @@ static const void *head_mat(const tn_weight *w, int64_t n_in, int32_t h)
     return (const char *)w->data + tn_dtype_row_size(w->type, n_in) * (size_t)w->ne[1] * (size_t)h;
 }
 
-/* Tokens t0 ..+ n (cache already written): absorbed queries, latent
- * attention, values, into out rows t0 ..+ n. */
-static void mla_chunk(tn__mla *a, tn_pool *pool, tn_kv_cache *kv, int32_t il, int32_t t0, int32_t n,
-                      const int32_t *vis_off, const int32_t *vis_n, float *out)
+/* Whole heads at a time, dealt round-robin (one fork/join per chunk and
+ * layer, not one per head and product): thread t takes heads t, t + nth,
+ * ... and for each runs, on its own scratch rows, the absorption of the
+ * chunk's queries (tn_matmul without the pool), every token's attention
+ * over its visible latents, and W_UV. The products' numbers do not depend
+ * on the thread that computes them (kern.h). */
+static void mla_heads(void *ctx, int ith, int nth)
 {
-    const tn_layer *ly = &a->m->layers[il];
-    const int32_t H = a->H, kvr = a->kvr, kvw = kvr + a->n_rot, nope = a->nope, dv = a->dv, hd = a->hd;
-    for (int32_t h = 0; h < H; h++) {
+    const mla_job *j = ctx;
+    tn__mla *a = j->a;
+    tn_kv_cache *kv = j->kv;
+    const int nw = TN_MIN(nth, TN_MIN(kv->n_score_rows, a->n_thr));
+    if (ith >= nw)
+        return;
+    const tn_layer *ly = &a->m->layers[j->layer];
+    const int32_t H = a->H, kvr = a->kvr, kvw = kvr + a->n_rot, nope = a->nope, dv = a->dv, hd = a->hd, n = j->n;
+    const size_t C = (size_t)a->chunk;
+    float *sc = kv->scores + (size_t)ith * (size_t)kv->n_slots; /* (n_slots) */
+    float *qn = a->qn + (size_t)ith * C * nope;                 /* (n, nope) */
+    float *tq = a->tq + (size_t)ith * C * kvw;                  /* (n, kvr + n_rot) */
+    float *lat = a->lat + (size_t)ith * C * kvr;                /* (n, kvr) */
+    float *vo = a->vo + (size_t)ith * C * dv;                   /* (n, dv) */
+    void *wd = (char *)a->hwdata + (size_t)ith * a->hws;
+    const float *cl = kv->k + (size_t)j->layer * kv->n_slots * (size_t)kv->kv_dim; /* (n_slots, kvr + n_rot) */
+    for (int32_t h = ith; h < H; h += nw) {
         for (int32_t i = 0; i < n; i++)
-            memcpy(a->qn + (size_t)i * nope, a->q + ((size_t)(t0 + i) * H + h) * hd, (size_t)nope * sizeof(float));
-        tn_matmul(pool, head_mat(&ly->wk_b, nope, h), ly->wk_b.type, nope, kvr, a->qn, n, a->qh, a->wdata);
+            memcpy(qn + (size_t)i * nope, a->q + ((size_t)(j->t0 + i) * H + h) * hd, (size_t)nope * sizeof(float));
+        /* lat serves as the (n, kvr) product; then each row moves into tq */
+        tn_matmul(NULL, head_mat(&ly->wk_b, nope, h), ly->wk_b.type, nope, kvr, qn, n, lat, wd);
         for (int32_t i = 0; i < n; i++) {
-            float *tq = a->tq + ((size_t)i * H + h) * kvw;
-            memcpy(tq, a->qh + (size_t)i * kvr, (size_t)kvr * sizeof(float));
-            memcpy(tq + kvr, a->q + ((size_t)(t0 + i) * H + h) * hd + nope, (size_t)a->n_rot * sizeof(float));
+            float *t = tq + (size_t)i * kvw;
+            memcpy(t, lat + (size_t)i * kvr, (size_t)kvr * sizeof(float));
+            memcpy(t + kvr, a->q + ((size_t)(j->t0 + i) * H + h) * hd + nope, (size_t)a->n_rot * sizeof(float));
         }
-    }
-    mla_job j = {.a = a, .kv = kv, .layer = il, .n = n, .vis_off = vis_off + t0, .vis_n = vis_n + t0};
-    tn_pool_run(pool, mla_run, &j);
-    for (int32_t h = 0; h < H; h++) {
-        const float *lat = a->lat + (size_t)h * a->chunk * kvr; /* (n, kvr) */
-        tn_matmul(pool, head_mat(&ly->wv_b, kvr, h), ly->wv_b.type, kvr, dv, lat, n, a->qh, a->wdata);
+        for (int32_t i = 0; i < n; i++) {
+            const int32_t *cells = kv->order_slot + j->vis_off[j->t0 + i];
+            const int32_t nv = j->vis_n[j->t0 + i];
+            tn_dot_f32_rows(tq + (size_t)i * kvw, cl, cells, (size_t)kvw, nv, kvw, a->scale, sc);
+            tn_softmax(sc, nv);
+            tn_axpy_f32_rows(lat + (size_t)i * kvr, sc, cl, cells, (size_t)kvw, nv, kvr);
+        }
+        tn_matmul(NULL, head_mat(&ly->wv_b, kvr, h), ly->wv_b.type, kvr, dv, lat, n, vo, wd);
         for (int32_t i = 0; i < n; i++)
-            memcpy(out + ((size_t)(t0 + i) * H + h) * dv, a->qh + (size_t)i * dv, (size_t)dv * sizeof(float));
+            memcpy(j->out + ((size_t)(j->t0 + i) * H + h) * dv, vo + (size_t)i * dv, (size_t)dv * sizeof(float));
     }
 }
 
@@ -297,6 +302,9 @@ void tn__mla_attention(tn__mla *a, tn_pool *pool, tn_kv_cache *kv, int32_t il, c
         tn__rope_apply(row + kvr, 1, a->n_rot, a->n_rot, TN_ROPE_NORM, cs, sn);
     }
 
-    for (int32_t t0 = 0; t0 < n; t0 += a->chunk)
-        mla_chunk(a, pool, kv, il, t0, TN_MIN(a->chunk, n - t0), vis_off, vis_n, out);
+    for (int32_t t0 = 0; t0 < n; t0 += a->chunk) {
+        mla_job j = {.a = a, .kv = kv, .layer = il, .t0 = t0, .n = TN_MIN(a->chunk, n - t0), .vis_off = vis_off,
+                     .vis_n = vis_n, .out = out};
+        tn_pool_run(pool, mla_heads, &j);
+    }
 }
