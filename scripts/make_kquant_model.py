@@ -17,7 +17,7 @@ of the 256-element K block.
 distribution (Student t, 5 degrees of freedom, a few outlier columns as
 real models have), the source for quantization tests (tests/cli/test_quantize_k.sh).
 
-Usage: make_kquant_model.py OUT.gguf [--mix q4_k_m|others|f32] [--seed S]
+Usage: make_kquant_model.py OUT.gguf [--mix q4_k_m|others|f32] [--seed S] [--layers N]
 """
 
 import argparse
@@ -71,6 +71,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--mix", choices=sorted(MIXES) + ["f32"], default="q4_k_m")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--layers", type=int, default=N_LAYER, help="layer count (the mix rules depend on it)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     mix = MIXES.get(args.mix)
@@ -83,7 +84,7 @@ def main():
     w.add_name(f"kquant-test-{args.mix}")
     w.add_context_length(512)
     w.add_embedding_length(N_EMBD)
-    w.add_block_count(N_LAYER)
+    w.add_block_count(args.layers)
     w.add_feed_forward_length(N_FF)
     w.add_head_count(N_HEAD)
     w.add_head_count_kv(N_HEAD_KV)
@@ -111,7 +112,7 @@ def main():
     mat("token_embd.weight", "token_embd", n_vocab, N_EMBD)
     norm("output_norm.weight")
     mat("output.weight", "output", n_vocab, N_EMBD)
-    for il in range(N_LAYER):
+    for il in range(args.layers):
         p = f"blk.{il}."
         norm(p + "attn_norm.weight")
         mat(p + "attn_q.weight", "attn_q", N_HEAD * HEAD_DIM, N_EMBD)

@@ -7,9 +7,9 @@
  *   and, per group of elements, a scale s (and for the "minimum" formats an
  *   offset b = −m, m ≥ 0 for the K-quants). For fixed integers the best s
  *   and b are a weighted least-squares solution in closed form; the hard
- *   part is choosing the integers. fit_sym / fit_asym try a grid of inverse
- *   scales around the one that maps the range onto the integer range
- *   exactly (±10 % in 21 steps), round every element with each, solve for
+ *   part is choosing the integers. fit_sym / fit_asym try a grid of 21
+ *   inverse scales around the one that maps the range onto the integer
+ *   range exactly (±20 %, or ±1 integer step), round every element with each, solve for
  *   (s, b), and keep the candidate with the smallest weighted error; then
  *   they alternate "round with the current scale, refit the scale" twice.
  *
