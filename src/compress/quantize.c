@@ -67,6 +67,13 @@ bool tn_quant_type_supported(tn_dtype t)
     return tn_quant_row_supported(t);
 }
 
+/* Whether tn_quant_row weights type t's error by importance. */
+static bool uses_importance(tn_dtype t)
+{
+    return (t >= TN_DTYPE_Q2_K && t <= TN_DTYPE_Q6_K) || t == TN_DTYPE_IQ4_NL || t == TN_DTYPE_Q4_0 ||
+           t == TN_DTYPE_Q4_1 || t == TN_DTYPE_Q5_0 || t == TN_DTYPE_Q5_1;
+}
+
 static bool is_quantized(tn_dtype t)
 {
     return tn_dtype_traits_of(t)->block_size > 1;
@@ -369,7 +376,7 @@ static tn_status fill_tensor(void *ctx, void *dst, size_t nbytes)
                 return tn__err(TN_ERR_INVALID, "quantize: imatrix %s: %s has %" PRId64 " columns, the tensor rows of %" PRId64,
                                j->o->imatrix, q->name, nc, q->ne0);
             j->imp = imp;
-            q->imatrix = imp != NULL;
+            q->imatrix = imp != NULL && uses_importance(q->dst_type);
         }
         j->dst = dst;
         j->n_rows = q->n_elements / q->ne0;

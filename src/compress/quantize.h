@@ -61,7 +61,7 @@ typedef struct tn_quant_tensor {
     uint64_t src_bytes, dst_bytes;
     bool quantized;       /* converted (false: copied as is) */
     const char *note;     /* static text: why the type differs from the base, or NULL */
-    bool imatrix;         /* quantized with importance weights */
+    bool imatrix;         /* quantized with importance weights (an entry exists and the type uses it) */
     double sse;           /* sum of squared errors vs the source (with stats; 0 for copies) */
     double ssq;           /* sum of squared source values (with stats) */
 } tn_quant_tensor;

@@ -103,6 +103,14 @@ static void test_accumulate_save_load(void **state)
     tn_imatrix_free(im2);
 }
 
+static const tn_quant_tensor *find_t(const tn_quant_report *r, const char *name)
+{
+    for (int64_t i = 0; i < r->n_tensors; i++)
+        if (!strcmp(r->tensors[i].name, name))
+            return &r->tensors[i];
+    return NULL;
+}
+
 static void test_collect_and_quantize(void **state)
 {
     tn_model *m;
@@ -146,7 +154,10 @@ static void test_collect_and_quantize(void **state)
     int n_imp = 0;
     for (int64_t i = 0; i < rep.n_tensors; i++)
         n_imp += rep.tensors[i].imatrix;
-    assert_int_equal(n_imp, 5 * 7 + 1); /* every matrix incl. the F16-fallback ffn_down and the Q8_0 output */
+    /* every Q4_0 matrix: not the F16-fallback ffn_down (rows of 172) nor the Q8_0 output */
+    assert_int_equal(n_imp, 5 * 6);
+    assert_false(find_t(&rep, "blk.1.ffn_down.weight")->imatrix);
+    assert_true(find_t(&rep, "blk.1.ffn_up.weight")->imatrix);
     tn_quant_report_deinit(&rep);
     tn_gguf *g;
     assert_int_equal(tn_gguf_open(out, &g), TN_OK);
