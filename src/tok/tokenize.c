@@ -166,6 +166,8 @@ bool tn__tok_already_nfc(const char *text, size_t len)
 
 static bool buf_add(char **buf, size_t *n, size_t *cap, const void *src, size_t k)
 {
+    if (k == 0)
+        return true;
     if (*n + k > *cap) {
         size_t c = *cap ? *cap : 256;
         while (c < *n + k)
