@@ -56,6 +56,11 @@ for port in "$TP" "$LP"; do # warm-up: page the weights in
     "$TERN" loadgen --url "http://127.0.0.1:$port" --concurrency 2 --num 2 --prompt-len 8 --output-len 4 \
         -o json >/dev/null
 done
+# the single-stream ceiling: tern bench's decode speed, taken between the runs below
+bench_tg() {
+    "$TERN" bench -m "$MODEL" -p 0 -n "$OL" -r 1 -t "$THREADS" -o json 2>/dev/null | jq -r '.[0].avg_ts*10|round/10'
+}
+TG_BEFORE=$(bench_tg)
 echo "| concurrency | server | output tok/s | mean TTFT ms | p99 TTFT ms | mean TPOT ms | mean prompt tokens |"
 echo "|---|---|---|---|---|---|---|"
 for c in $CONCS; do
@@ -67,6 +72,9 @@ for c in $CONCS; do
             "$OUT/$s-$c.json"
     done
 done
+TG_AFTER=$(bench_tg)
+echo
+echo "tern bench tg$OL (-t $THREADS): $TG_BEFORE tok/s before the runs, $TG_AFTER after"
 echo
 echo "| concurrency | throughput tern/llama | mean TTFT tern/llama | p99 TTFT tern/llama | TPOT tern/llama |"
 echo "|---|---|---|---|---|"
