@@ -152,6 +152,7 @@ static void test_w8a8_model(void **state)
     assert_true(r1.kl_mean > 0.0 && r1.kl_mean < 0.03);
     assert_true(r1.top1 > 0.9);
     unlink(base);
+    free(base);
     tn_vocab_free(v);
     tn_model_free(m0);
     tn_model_free(m1);
@@ -200,7 +201,7 @@ int main(void)
     g_text = tn_test_read_file(TEXT, &g_len);
     if (!g_text || g_len < 240000)
         return 1;
-    g_out = strdup(tn_test_tmp_path(".gguf"));
+    g_out = tn_test_tmp_path(".gguf"); /* malloc'd */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scales_formula),
         cmocka_unit_test(test_w8a8_model),
