@@ -642,8 +642,15 @@ int tn_cmd_loadgen(int argc, char **argv)
         return 1;
     }
     if (g.o.dataset) {
-        if (!load_dataset(&g, g.o.dataset))
+        if (!load_dataset(&g, g.o.dataset)) {
+            for (int i = 0; i < g.n_data; i++)
+                json_decref(g.data[i]);
+            free(g.data);
+            free(g.reqs);
+            event_base_free(g.base);
+            evhttp_uri_free(g.uri);
             return 2;
+        }
     } else if (!fetch_pool(&g)) {
         fprintf(stderr, "tern loadgen: the server has no usable %s: prompts are %d repeats of \" hello\" "
                 "(--prompt-len counts words, not tokens)\n", g.tok_path, g.o.prompt_len);
