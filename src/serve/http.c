@@ -456,6 +456,7 @@ tn_status tn_serve_run(const tn_serve_params *p)
     tn_engine_params ep = {
         .model = s->model,
         .vocab = s->vocab,
+        .moe_stats_path = s->p.moe_stats_path,
         .n_threads = s->p.n_threads,
         .n_ctx = s->n_ctx,
         .max_running = s->p.n_parallel,
