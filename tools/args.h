@@ -7,6 +7,7 @@
 #define TERN_TOOLS_ARGS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 bool tn_arg_long(const char *s, long lo, long hi, long *out);
@@ -15,5 +16,10 @@ bool tn_arg_i32(const char *s, long lo, long hi, int32_t *out);
 bool tn_arg_f32(const char *s, float lo, float hi, float *out);
 /* Decimal, no sign. */
 bool tn_arg_u64(const char *s, uint64_t *out);
+
+/* Reads a whole file (pipes too) into a NUL-terminated buffer the caller
+ * frees; *len excludes the NUL. On failure prints "tern CMD: cannot read
+ * PATH: reason" to stderr and returns NULL. */
+char *tn_read_file(const char *cmd, const char *path, size_t *len);
 
 #endif

@@ -42,28 +42,6 @@ static void progress(void *ud, int32_t i, int32_t n)
     fflush(stderr);
 }
 
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "tern imatrix: cannot open %s: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = NULL;
-    long sz = -1;
-    if (fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0)
-        buf = malloc((size_t)sz + 1);
-    if (!buf || fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
-        fprintf(stderr, "tern imatrix: cannot read %s\n", path);
-        free(buf);
-        fclose(f);
-        return NULL;
-    }
-    fclose(f);
-    *len = (size_t)sz;
-    return buf;
-}
-
 int tn_cmd_imatrix(int argc, char **argv)
 {
     const char *model_path = NULL, *text_path = NULL, *out_path = NULL;
@@ -117,7 +95,7 @@ int tn_cmd_imatrix(int argc, char **argv)
     tn_pool *pool = NULL;
     tn_imatrix *im = NULL;
     size_t len = 0;
-    char *text = read_all(text_path, &len);
+    char *text = tn_read_file("imatrix", text_path, &len);
     if (!text)
         goto out;
     if (tn_model_load(model_path, &m) != TN_OK || tn_vocab_from_gguf(m->gguf, &voc) != TN_OK ||

@@ -49,43 +49,6 @@ static void progress(void *ud, int32_t i, int32_t n, double ppl)
     fflush(stderr);
 }
 
-/* Reads a whole file; NULL with a message on failure. */
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "tern perplexity: cannot open %s: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n == cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t k = fread(buf + n, 1, cap - n, f);
-        n += k;
-        if (k == 0)
-            break;
-    }
-    bool err = ferror(f);
-    fclose(f);
-    if (!buf || err) {
-        fprintf(stderr, "tern perplexity: cannot read %s\n", path);
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
 int tn_cmd_perplexity(int argc, char **argv)
 {
     const char *model_path = NULL, *text_path = NULL;
@@ -146,7 +109,7 @@ int tn_cmd_perplexity(int argc, char **argv)
     tn_vocab *voc = NULL;
     tn_pool *pool = NULL;
     size_t len = 0;
-    char *text = read_file(text_path, &len);
+    char *text = tn_read_file("perplexity", text_path, &len);
     if (!text)
         goto out;
     if (tn_model_load(model_path, &m) != TN_OK || tn_vocab_from_gguf(m->gguf, &voc) != TN_OK ||

@@ -34,27 +34,6 @@ static void usage(FILE *out)
             "  -t, --threads N   compute threads (default: all cores)\n");
 }
 
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (size_t got; buf && (got = fread(buf + n, 1, cap - n, f)) > 0;) {
-        n += got;
-        if (n == cap) {
-            char *nb = realloc(buf, cap *= 2);
-            if (!nb)
-                free(buf);
-            buf = nb;
-        }
-    }
-    fclose(f);
-    *len = n;
-    return buf;
-}
-
 int tn_cmd_quantize_w8a8(int argc, char **argv)
 {
     tn_w8a8_opts o = {0};
@@ -110,11 +89,9 @@ int tn_cmd_quantize_w8a8(int argc, char **argv)
     o.out_path = pos[1];
     char *text = NULL;
     if (calib) {
-        text = read_all(calib, &o.calib_len);
-        if (!text) {
-            fprintf(stderr, "tern quantize: cannot read calibration text '%s'\n", calib);
+        text = tn_read_file("quantize", calib, &o.calib_len);
+        if (!text)
             return 1;
-        }
         o.calib_text = text;
     }
     double t0 = tn_time_s();

@@ -9,6 +9,7 @@
  * add_generation_prompt, bos_token, eos_token, any other variables), or is
  * a bare array of messages.
  */
+#include "args.h"
 #include "tools.h"
 
 #include "format/gguf.h"
@@ -35,35 +36,6 @@ static void usage(FILE *out)
     for (const char *const *n = tn_chat_builtin_names(); *n; n++)
         fprintf(out, " %s", *n);
     fprintf(out, "\n");
-}
-
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n + 65536 > cap) {
-            cap = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, cap + 1);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0)
-            break;
-    }
-    fclose(f);
-    buf[n] = 0;
-    *len = n;
-    return buf;
 }
 
 int tn_cmd_template(int argc, char **argv)
@@ -104,11 +76,9 @@ int tn_cmd_template(int argc, char **argv)
     tn_gguf *g = NULL;
     json_t *ctxj = NULL;
     if (tpath) {
-        src = read_all(tpath, &len);
-        if (!src) {
-            fprintf(stderr, "tern template: cannot read %s\n", tpath);
+        src = tn_read_file("template", tpath, &len);
+        if (!src)
             goto done;
-        }
     } else if (model) {
         if (tn_gguf_open(model, &g) != TN_OK) {
             fprintf(stderr, "tern template: %s\n", tn_last_error());
