@@ -14,7 +14,7 @@
 set -euo pipefail
 MODEL=${1:?usage: $0 MODEL.gguf}
 TERN=${TERN:-build/tern}
-LLAMA_SERVER=${LLAMA_SERVER:-/work/ext/llama.cpp/build/bin/llama-server}
+LLAMA_SERVER=${LLAMA_SERVER:?set LLAMA_SERVER to a llama-server binary (built outside this repo)}
 THREADS=${THREADS:-2}
 CONCS=${CONCS:-1 4 16}
 PL=${PROMPT_LEN:-64}

@@ -3,7 +3,7 @@
 
 Run by hand (NOT in CI: it needs torch and transformers), from the repo root:
 
-    /work/ext/hf/bin/python scripts/make_hf_goldens.py [--family NAME ...]
+    $VENV/bin/python scripts/make_hf_goldens.py [--family NAME ...]   # VENV: torch + transformers
 
 For each family of scripts/make_hf_tiny.py this makes the checkpoint in a
 temporary directory, loads it with transformers' AutoModelForCausalLM in
