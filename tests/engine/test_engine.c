@@ -408,9 +408,26 @@ static void test_cancel(void **state)
     tn_request_params ro = greedy(other, n_other, 40);
     submit(e, &ro, &ref);
     wait_idle(e);
+    /* The neighbour holds the engine at its first token until the cancelled
+     * one is queued, so both run together however fast the machine is. */
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+    bool open = false, reached = false;
+    n.gate_mu = &mu;
+    n.gate_cv = &cv;
+    n.gate_open = &open;
+    n.gate_reached = &reached;
     b.cancel_at = 5;
     submit(e, &ro, &n);
+    pthread_mutex_lock(&mu);
+    while (!reached)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
     submit(e, &r, &b);
+    pthread_mutex_lock(&mu);
+    open = true;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
     wait_idle(e);
     assert_int_equal(b.finish, TN_FINISH_CANCELLED);
     assert_int_equal(b.n, 5);

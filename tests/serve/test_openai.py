@@ -628,6 +628,11 @@ def test_kv_size():
         with concurrent.futures.ThreadPoolExecutor(4) as ex:
             outs = list(ex.map(one, range(4)))
         assert outs == [alone] * 4
+        # four threads may not overlap on a fast machine; n=4 admits four sequences
+        # at once, 4 x 200 generated tokens in 512 slots: preemption is certain
+        four = c.completions.create(model=NAME, prompt=PROMPT, max_tokens=200, temperature=0, n=4,
+                                    extra_body={"ignore_eos": True})
+        assert [ch.text for ch in four.choices] == [alone] * 4
         assert metric(s, "tern:num_preemptions_total") > 0
     finally:
         s.assert_clean()
