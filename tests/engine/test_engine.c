@@ -63,6 +63,46 @@ static int teardown(void **state)
 /* What a request's callback saw. Written on the engine thread, read by the
  * test after tn_engine_wait_idle (which synchronizes through the engine's
  * lock). */
+/* A gate stops the engine thread inside a request's first-token callback
+ * until the test opens it, so the test can queue more requests while that
+ * one is known to be running: which requests share a step then does not
+ * depend on how the threads happen to be scheduled. */
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool open, reached;
+} gate;
+
+#define GATE_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false}
+
+/* Engine thread: announce the gate is reached, wait until it opens. */
+static void gate_hold(gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->reached = true;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* Test thread: wait until the engine thread stands at the gate. */
+static void gate_wait_reached(gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    while (!g->reached)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_open(gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
 typedef struct collect {
     int32_t tok[MAX_OUT];
     int32_t n;
@@ -74,10 +114,7 @@ typedef struct collect {
     tn_engine *e;
     int32_t cancel_at;       /* > 0: cancel itself when this many tokens were seen */
     double sleep_first_s;    /* > 0: sleep this long in the first token's callback */
-    pthread_mutex_t *gate_mu; /* non-NULL: block in the first callback until *gate_open */
-    pthread_cond_t *gate_cv;
-    bool *gate_open;
-    bool *gate_reached;
+    struct gate *gate;       /* non-NULL: block in the first callback until the gate opens */
     int32_t blocks_used_at_final;
 } collect;
 
@@ -101,14 +138,8 @@ static void on_event(void *user, const tn_engine_event *ev)
         tn_engine_cancel(c->e, ev->id);
     if (c->sleep_first_s > 0 && c->n == 1)
         usleep((useconds_t)(c->sleep_first_s * 1e6));
-    if (c->gate_mu && c->n == 1) {
-        pthread_mutex_lock(c->gate_mu);
-        *c->gate_reached = true;
-        pthread_cond_broadcast(c->gate_cv);
-        while (!*c->gate_open)
-            pthread_cond_wait(c->gate_cv, c->gate_mu);
-        pthread_mutex_unlock(c->gate_mu);
-    }
+    if (c->gate && c->n == 1)
+        gate_hold(c->gate);
 }
 
 static tn_engine_params base_params(void)
@@ -342,10 +373,15 @@ static void test_preemption(void **state)
 
     collect c[N_REQ];
     memset(c, 0, sizeof c);
+    gate gt = GATE_INIT;
+    c[0].gate = &gt; /* all four queued while the first runs */
     for (int j = 0; j < N_REQ; j++) {
         tn_request_params r = greedy(prompts[j], np[j], NO);
         submit(e, &r, &c[j]);
+        if (j == 0)
+            gate_wait_reached(&gt);
     }
+    gate_open(&gt);
     wait_idle(e);
     for (int j = 0; j < N_REQ; j++) {
         char what[48];
@@ -365,10 +401,14 @@ static void test_preemption(void **state)
     p.step_token_budget = 7;
     e = make_engine(&p);
     collect g = {0}, o = {0};
+    gate g2 = GATE_INIT;
+    g.gate = &g2;
     tn_request_params rg = greedy(g_gold, 16, 112);
     tn_request_params ro = greedy(prompts[1], np[1], 100);
     submit(e, &rg, &g);
+    gate_wait_reached(&g2);
     submit(e, &ro, &o);
+    gate_open(&g2);
     wait_idle(e);
     assert_tokens(&g, g_gold + 16, 112, "golden prompt, full context, tiny cache");
     assert_int_equal(o.n, 100);
@@ -410,24 +450,13 @@ static void test_cancel(void **state)
     wait_idle(e);
     /* The neighbour holds the engine at its first token until the cancelled
      * one is queued, so both run together however fast the machine is. */
-    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-    bool open = false, reached = false;
-    n.gate_mu = &mu;
-    n.gate_cv = &cv;
-    n.gate_open = &open;
-    n.gate_reached = &reached;
+    gate gt = GATE_INIT;
+    n.gate = &gt;
     b.cancel_at = 5;
     submit(e, &ro, &n);
-    pthread_mutex_lock(&mu);
-    while (!reached)
-        pthread_cond_wait(&cv, &mu);
-    pthread_mutex_unlock(&mu);
+    gate_wait_reached(&gt);
     submit(e, &r, &b);
-    pthread_mutex_lock(&mu);
-    open = true;
-    pthread_cond_broadcast(&cv);
-    pthread_mutex_unlock(&mu);
+    gate_open(&gt);
     wait_idle(e);
     assert_int_equal(b.finish, TN_FINISH_CANCELLED);
     assert_int_equal(b.n, 5);
@@ -495,21 +524,13 @@ static void test_queue_full_and_drain(void **state)
     tn_engine_params p = base_params();
     p.max_waiting = 2;
     tn_engine *e = make_engine(&p);
-    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-    bool open = false, reached = false;
+    gate gt = GATE_INIT;
     collect first = {0}, q[3];
     memset(q, 0, sizeof q);
-    first.gate_mu = &mu;
-    first.gate_cv = &cv;
-    first.gate_open = &open;
-    first.gate_reached = &reached;
+    first.gate = &gt;
     tn_request_params r = greedy(g_gold, 10, 8);
     submit(e, &r, &first);
-    pthread_mutex_lock(&mu);
-    while (!reached)
-        pthread_cond_wait(&cv, &mu);
-    pthread_mutex_unlock(&mu);
+    gate_wait_reached(&gt);
 
     uint64_t id;
     for (int i = 0; i < 2; i++)
@@ -522,10 +543,7 @@ static void test_queue_full_and_drain(void **state)
     assert_int_equal(st.n_running, 1);
 
     tn_engine_drain(e);
-    pthread_mutex_lock(&mu);
-    open = true;
-    pthread_cond_broadcast(&cv);
-    pthread_mutex_unlock(&mu);
+    gate_open(&gt);
     assert_int_equal(tn_engine_submit(e, &r, on_event, &q[2], &id), TN_ERR_FULL);
     wait_idle(e);
     assert_tokens(&first, g_gold + 10, 8, "gated request");
