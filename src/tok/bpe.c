@@ -509,21 +509,6 @@ static void merge_long(const tn_vocab *v, sym *s, cand *h)
     }
 }
 
-static bool grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return true;
-    size_t c = *cap ? *cap : 64;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q)
-        return false;
-    *p = q;
-    *cap = c;
-    return true;
-}
-
 /* Llama 3: a word that is a piece is taken whole. Pushes its id, or
  * nothing when the word is not a piece. */
 static tn_status whole_word(const tn_vocab *v, tn__bpe_scratch *sc, const unsigned char *w, size_t n,
@@ -535,7 +520,7 @@ static tn_status whole_word(const tn_vocab *v, tn__bpe_scratch *sc, const unsign
         if (!bit_get(v->whole_bits, whole_bit(h, 0)) || !bit_get(v->whole_bits, whole_bit(h, 1)))
             return TN_OK;
     }
-    if (!grow((void **)&sc->word, &sc->word_cap, 2 * n, 1))
+    if (!tn__grow((void **)&sc->word, &sc->word_cap, 2 * n, 1))
         return tn__err(TN_ERR_NOMEM, "tok: out of memory for a %zu-byte word", n);
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
@@ -562,7 +547,7 @@ static tn_status encode_word(const tn_vocab *v, tn__bpe_scratch *sc, const unsig
         if (st != TN_OK || out->n != before)
             return st;
     }
-    if (!grow(&sc->sym, &sc->sym_cap, n, sizeof(sym)))
+    if (!tn__grow(&sc->sym, &sc->sym_cap, n, sizeof(sym)))
         return tn__err(TN_ERR_NOMEM, "tok: out of memory for a %zu-byte word", n);
     sym *s = sc->sym;
     int32_t ns = (int32_t)n;
@@ -572,7 +557,7 @@ static tn_status encode_word(const tn_vocab *v, tn__bpe_scratch *sc, const unsig
         merge_short(v, s, ns);
     } else {
         /* at most n initial candidates plus two per merge */
-        if (!grow(&sc->heap, &sc->heap_cap, 3 * n, sizeof(cand)))
+        if (!tn__grow(&sc->heap, &sc->heap_cap, 3 * n, sizeof(cand)))
             return tn__err(TN_ERR_NOMEM, "tok: out of memory for a %zu-byte word", n);
         merge_long(v, s, sc->heap);
     }

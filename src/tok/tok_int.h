@@ -331,4 +331,9 @@ tn_status tn__wpm_encode(const tn_vocab *v, tn__bpe_scratch *sc, const char *tex
 typedef tn_status (*tn__vocab_convert_fn)(const char *path, tn_gguf_writer *w);
 tn_status tn__vocab_from_converter(const char *path, tn__vocab_convert_fn convert, tn_vocab **out);
 
+/* Grows *p (an array of *cap elements of elem bytes) by doubling, from 64,
+ * until it holds need elements; false (and *p untouched) when out of
+ * memory. Scratch buffers of the tokenizers and the word cache. */
+bool tn__grow(void **p, size_t *cap, size_t need, size_t elem);
+
 #endif /* TERN_TOK_TOK_INT_H */

@@ -40,21 +40,6 @@ typedef struct wslot {
     uint8_t len, n; /* word length, id count; len 0: empty */
 } wslot;
 
-static bool grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return true;
-    size_t c = *cap ? *cap : 256;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q)
-        return false;
-    *p = q;
-    *cap = c;
-    return true;
-}
-
 static bool rehash(tn__word_cache *c)
 {
     size_t cap = c->cap ? 2 * c->cap : 256;
@@ -101,8 +86,8 @@ void tn__wcache_put(tn__word_cache *c, void *slot, const char *w, size_t n, uint
 {
     if (!slot || k > 255 || n > TN__WCACHE_WORD)
         return;
-    if (!grow((void **)&c->bytes, &c->bytes_cap, c->bytes_n + n, 1) ||
-        !grow((void **)&c->ids, &c->ids_cap, c->ids_n + k, sizeof(int32_t)))
+    if (!tn__grow((void **)&c->bytes, &c->bytes_cap, c->bytes_n + n, 1) ||
+        !tn__grow((void **)&c->ids, &c->ids_cap, c->ids_n + k, sizeof(int32_t)))
         return;
     memcpy(c->bytes + c->bytes_n, w, n);
     memcpy(c->ids + c->ids_n, ids, k * sizeof(int32_t));
@@ -119,4 +104,19 @@ void tn__wcache_free(tn__word_cache *c)
     free(c->bytes);
     free(c->ids);
     memset(c, 0, sizeof *c);
+}
+
+bool tn__grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return true;
+    size_t c = *cap ? *cap : 64;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(*p, c * elem);
+    if (!q)
+        return false;
+    *p = q;
+    *cap = c;
+    return true;
 }
