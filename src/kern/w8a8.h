@@ -40,12 +40,31 @@ size_t tn_w8a8_wsize(int64_t n_in, int64_t n_tokens);
 void tn_w8a8_matmul(tn_pool *pool, const void *w, int64_t n_in, int64_t n_out, const float *x, int64_t n_tokens,
                     float *y, void *wdata);
 
-/* The integer dot kernels, for tests: isum[r] = sum_j q_r[j] * qx[j] for nr
- * (<= 4) weight rows at w + r * w_stride (pointing at the int8 part). */
+/* The kernels of one ISA, for tests; w8a8.c picks them at run time.
+ *
+ * quant: one activation row x[n] to q[n] and its scale (returned); with
+ *   offset, q holds q + 128 as unsigned bytes (the form gemm_offset says the
+ *   ISA's gemm takes). The bytes equal the scalar quantizer's on every ISA.
+ * idot: isum[r] = sum_j q_r[j] * qx[j] for nr (<= 4) weight rows at
+ *   w + r * w_stride (pointing at the int8 part), qx signed.
+ * gemm: y[t * ys + r] = (float)isum(r, t) * (d_w[r] * xd[t]) for nr rows
+ *   of the stored layout at w (stride w_row, scales included) and nt
+ *   tokens of quantized activations at xq (stride xq_row, in the ISA's
+ *   form), n columns. Bit-identical to the scalar gemm. */
+typedef float (*tn_w8a8_quant_fn)(const float *x, int8_t *q, int64_t n, bool offset);
 typedef void (*tn_w8a8_idot_fn)(const int8_t *w, size_t w_stride, int nr, const int8_t *qx, int64_t n,
                                 int32_t *isum);
-/* The kernel of an ISA (0 scalar, 1 AVX2, 2 AVX-512 VNNI), or NULL if this
- * CPU cannot run it. */
-tn_w8a8_idot_fn tn_w8a8_idot_of(int isa);
+typedef void (*tn_w8a8_gemm_fn)(const void *w, size_t w_row, int64_t nr, const int8_t *xq, size_t xq_row,
+                                const float *xd, int64_t nt, int64_t n, float *y, size_t ys);
+typedef struct tn_w8a8_kernels {
+    tn_w8a8_quant_fn quant;
+    tn_w8a8_idot_fn idot;
+    tn_w8a8_gemm_fn gemm;
+    bool gemm_offset; /* gemm takes activations as q + 128 */
+} tn_w8a8_kernels;
+
+/* The kernels of an ISA (0 scalar, 1 AVX2, 2 AVX-512 VNNI); false if this
+ * CPU cannot run them. */
+bool tn_w8a8_kernels_of(int isa, tn_w8a8_kernels *k);
 
 #endif /* TERN_KERN_W8A8_H */

@@ -27,28 +27,27 @@ static float frand(void) { return (float)((int)(rnd() % 20001) - 10000) / 10000.
 static void test_idot_variants(void **state)
 {
     const int64_t ns[] = {1, 3, 7, 31, 32, 33, 63, 64, 65, 100, 172, 257, 1000, 2049};
-    tn_w8a8_idot_fn ref = tn_w8a8_idot_of(0);
-    assert_non_null(ref);
+    tn_w8a8_kernels ref, k;
+    assert_true(tn_w8a8_kernels_of(0, &ref));
     int n_variants = 0;
     for (int isa = 1; isa <= 2; isa++) {
-        tn_w8a8_idot_fn f = tn_w8a8_idot_of(isa);
-        if (!f)
+        if (!tn_w8a8_kernels_of(isa, &k))
             continue;
         n_variants++;
-        for (size_t k = 0; k < TN_ARRAY_LEN(ns); k++) {
-            const int64_t n = ns[k];
+        for (size_t i = 0; i < TN_ARRAY_LEN(ns); i++) {
+            const int64_t n = ns[i];
             const size_t stride = (size_t)n + 4 + (size_t)(rnd() % 5); /* rows need not be aligned */
             int8_t *w = malloc(4 * stride), *x = malloc((size_t)n);
-            for (size_t i = 0; i < 4 * stride; i++)
-                w[i] = (int8_t)((int)(rnd() % 255) - 127);
-            for (int64_t i = 0; i < n; i++)
-                x[i] = (int8_t)((int)(rnd() % 255) - 127);
+            for (size_t j = 0; j < 4 * stride; j++)
+                w[j] = (int8_t)((int)(rnd() % 255) - 127);
+            for (int64_t j = 0; j < n; j++)
+                x[j] = (int8_t)((int)(rnd() % 255) - 127);
             if (n > 4)
                 x[0] = 127, x[1] = -127, w[0] = -127, w[1] = -127; /* extremes */
             for (int nr = 1; nr <= 4; nr++) {
                 int32_t a[4], b[4];
-                ref(w + 1, stride, nr, x, n, a);
-                f(w + 1, stride, nr, x, n, b);
+                ref.idot(w + 1, stride, nr, x, n, a);
+                k.idot(w + 1, stride, nr, x, n, b);
                 for (int r = 0; r < nr; r++) {
                     int64_t s = 0;
                     for (int64_t j = 0; j < n; j++)
@@ -63,6 +62,113 @@ static void test_idot_variants(void **state)
         }
     }
     printf("w8a8: %d SIMD variant(s) checked against scalar\n", n_variants);
+}
+
+/* Each ISA's activation quantizer writes the scalar one's bytes and scale,
+ * signed and offset, on odd lengths, ties (x exactly k + 0.5 steps), a
+ * clamp-edge maximum and an all-zero row. */
+static void test_quant_variants(void **state)
+{
+    const int64_t ns[] = {1, 5, 15, 16, 17, 31, 33, 64, 65, 127, 200, 2048, 2051};
+    tn_w8a8_kernels ref, k;
+    assert_true(tn_w8a8_kernels_of(0, &ref));
+    for (int isa = 1; isa <= 2; isa++) {
+        if (!tn_w8a8_kernels_of(isa, &k))
+            continue;
+        for (size_t i = 0; i < TN_ARRAY_LEN(ns); i++) {
+            const int64_t n = ns[i];
+            float *x = malloc(sizeof(float) * (size_t)n);
+            int8_t *qa = malloc((size_t)n + 64), *qb = malloc((size_t)n + 64);
+            for (int kind = 0; kind < 3; kind++) {
+                for (int64_t j = 0; j < n; j++)
+                    x[j] = kind == 2 ? 0.0f : frand() * 5.0f;
+                if (kind == 1) /* amax 127, so d = 1 and x = k + 0.5 are exact ties */
+                    for (int64_t j = 0; j < n; j++)
+                        x[j] = (float)((int)(j % 253) - 126) + (j % 2 ? 0.5f : -0.5f);
+                if (kind == 1 && n > 1)
+                    x[n / 2] = -127.0f;
+                int8_t *qs = malloc((size_t)n);
+                float ds;
+                tn_w8a8_quantize_act(x, qs, &ds, n);
+                if (kind == 1 && n > 1) {
+                    assert_true(ds == 1.0f);
+                    assert_int_equal(qs[n / 2], -127);
+                    assert_int_equal(qs[0], -127); /* -126.5: ties round away from zero */
+                    assert_int_equal(qs[1], -125); /* -124.5 */
+                }
+                for (int off = 0; off < 2; off++) {
+                    memset(qb, 0x55, (size_t)n + 64);
+                    const float da = ref.quant(x, qa, n, off), db = k.quant(x, qb, n, off);
+                    if (memcmp(&da, &db, 4) != 0 || memcmp(qa, qb, (size_t)n) != 0)
+                        fail_msg("quant isa %d n %lld kind %d offset %d differs", isa, (long long)n, kind, off);
+                    assert_int_equal((unsigned char)qb[n], 0x55); /* nothing written past n */
+                    assert_true(da == ds);
+                    for (int64_t j = 0; j < n; j++) /* offset bytes are the signed ones + 128 */
+                        assert_int_equal((uint8_t)qa[j], (uint8_t)(qs[j] + (off ? 128 : 0)));
+                }
+                free(qs);
+            }
+            free(x);
+            free(qa);
+            free(qb);
+        }
+    }
+}
+
+/* Each ISA's GEMM gives the scalar GEMM's bits on odd row, token and column
+ * counts (every tile shape and the column tails). */
+static void test_gemm_variants(void **state)
+{
+    const int64_t ns[] = {1, 15, 16, 63, 64, 65, 130, 257};
+    const int64_t nrs[] = {1, 3, 4, 5, 11, 70}, nts[] = {1, 2, 3, 5, 6, 7, 13};
+    tn_w8a8_kernels ref, k;
+    assert_true(tn_w8a8_kernels_of(0, &ref));
+    for (int isa = 1; isa <= 2; isa++) {
+        if (!tn_w8a8_kernels_of(isa, &k))
+            continue;
+        for (size_t a = 0; a < TN_ARRAY_LEN(ns); a++) {
+            const int64_t n = ns[a], nr_max = 70, nt_max = 13;
+            const size_t xrow = (size_t)n + 64;
+            unsigned char *w = malloc(TN_W8A8_ROW(n) * (size_t)nr_max);
+            float *x = malloc(sizeof(float) * (size_t)n), xd[13];
+            int8_t *xs = malloc(xrow * (size_t)nt_max), *xk = malloc(xrow * (size_t)nt_max);
+            const size_t ny = sizeof(float) * (size_t)((nr_max + 1) * nt_max);
+            float *ya = malloc(ny), *yb = malloc(ny);
+            for (int64_t r = 0; r < nr_max; r++) {
+                for (int64_t j = 0; j < n; j++)
+                    x[j] = frand();
+                tn_w8a8_quantize_row(x, w + TN_W8A8_ROW(n) * (size_t)r, n);
+            }
+            for (int64_t t = 0; t < nt_max; t++) {
+                for (int64_t j = 0; j < n; j++)
+                    x[j] = frand() * 3.0f;
+                xd[t] = ref.quant(x, xs + (size_t)t * xrow, n, false);
+                k.quant(x, xk + (size_t)t * xrow, n, k.gemm_offset);
+            }
+            for (size_t b = 0; b < TN_ARRAY_LEN(nrs); b++)
+                for (size_t c = 0; c < TN_ARRAY_LEN(nts); c++) {
+                    const int64_t nr = nrs[b], nt = nts[c];
+                    ref.gemm(w, TN_W8A8_ROW(n), nr, xs, xrow, xd, nt, n, ya, (size_t)nr + 1);
+                    k.gemm(w, TN_W8A8_ROW(n), nr, xk, xrow, xd, nt, n, yb, (size_t)nr + 1);
+                    for (int64_t t = 0; t < nt; t++)
+                        if (memcmp(ya + t * (nr + 1), yb + t * (nr + 1), sizeof(float) * (size_t)nr) != 0)
+                            fail_msg("gemm isa %d n %lld rows %lld tokens %lld: token %lld differs", isa, (long long)n,
+                                     (long long)nr, (long long)nt, (long long)t);
+                }
+            /* the scalar GEMM itself against a 64-bit sum */
+            for (int64_t r = 0; r < 5; r++) {
+                const unsigned char *wr = w + TN_W8A8_ROW(n) * (size_t)r;
+                float dw;
+                memcpy(&dw, wr, 4);
+                int64_t s = 0;
+                for (int64_t j = 0; j < n; j++)
+                    s += (int64_t)(int8_t)wr[4 + j] * xs[j];
+                ref.gemm(w, TN_W8A8_ROW(n), 5, xs, xrow, xd, 1, n, ya, 5);
+                assert_true(ya[r] == (float)s * (dw * xd[0]));
+            }
+            free(w), free(x), free(xs), free(xk), free(ya), free(yb);
+        }
+    }
 }
 
 static void test_quantize_rows(void **state)
@@ -91,11 +197,11 @@ static void test_quantize_rows(void **state)
  * is the same alone, in a batch, on 1 or 2 threads and on every ISA. */
 static void test_matmul(void **state)
 {
-    const int64_t shapes[][2] = {{172, 64}, {64, 172}, {33, 5}, {2048, 37}};
+    const int64_t shapes[][3] = {{172, 64, 9}, {64, 172, 9}, {33, 5, 9}, {2048, 37, 9}, {4096, 13, 200}};
     tn_pool *pool;
     assert_int_equal(tn_pool_new(2, &pool), TN_OK);
     for (size_t s = 0; s < TN_ARRAY_LEN(shapes); s++) {
-        const int64_t n_in = shapes[s][0], n_out = shapes[s][1], nt = 9;
+        const int64_t n_in = shapes[s][0], n_out = shapes[s][1], nt = shapes[s][2];
         unsigned char *w = malloc(TN_W8A8_ROW(n_in) * (size_t)n_out);
         float *wf = malloc(sizeof(float) * (size_t)(n_in * n_out)), *x = malloc(sizeof(float) * (size_t)(n_in * nt));
         float *y = malloc(sizeof(float) * (size_t)(n_out * nt)), *y1 = malloc(sizeof(float) * (size_t)n_out);
@@ -143,6 +249,8 @@ int main(void)
     tn_kern_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_idot_variants),
+        cmocka_unit_test(test_quant_variants),
+        cmocka_unit_test(test_gemm_variants),
         cmocka_unit_test(test_quantize_rows),
         cmocka_unit_test(test_matmul),
     };
