@@ -128,24 +128,24 @@ AI void tile(const int R, const int T, const int8_t *w, size_t ws, const int8_t 
              const float *dw, const float *dx, float *y, size_t ys)
 {
     __m256i acc[TT][TR];
-    for (int t = 0; t < TT; t++)
-        for (int r = 0; r < TR; r++)
+    _Pragma("GCC unroll 8") for (int t = 0; t < TT; t++)
+        _Pragma("GCC unroll 8") for (int r = 0; r < TR; r++)
             acc[t][r] = _mm256_setzero_si256();
     int64_t j = 0;
     for (; j + 16 <= n; j += 16) {
         __m256i wv[TR];
-        for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
             wv[r] = widen(w + (size_t)r * ws + j);
-        for (int t = 0; t < T; t++) {
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
             const __m256i xv = widen(x + (size_t)t * xs + j);
-            for (int r = 0; r < R; r++)
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
                 acc[t][r] = _mm256_add_epi32(acc[t][r], _mm256_madd_epi16(xv, wv[r]));
         }
     }
-    for (int t = 0; t < T; t++) {
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
         int32_t s[4];
         _mm_storeu_si128((__m128i *)s, reduce4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]));
-        for (int r = 0; r < R; r++) {
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
             const int8_t *wr = w + (size_t)r * ws, *xt = x + (size_t)t * xs;
             for (int64_t k = j; k < n; k++)
                 s[r] += (int32_t)wr[k] * (int32_t)xt[k];
