@@ -11,14 +11,16 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: tern convert HF_DIR OUT.gguf [--dtype f32|f16|bf16]\n"
+            "usage: tern convert HF_DIR OUT.gguf [--dtype f32|f16|bf16|q8_0|q4_0]\n"
             "\n"
             "Converts a Hugging Face checkpoint (config.json, model.safetensors or a sharded\n"
             "model.safetensors.index.json, tokenizer.json or a tiktoken tokenizer.model) to a\n"
             "GGUF file with llama.cpp's tensor names and metadata. Families: llama, mistral,\n"
             "mixtral, qwen2, qwen3, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3.\n"
             "\n"
-            "  --dtype T   type of the matrices (default f16); norms, biases and routers stay f32\n");
+            "  --dtype T   type of the matrices (default f16); norms, biases and routers stay f32.\n"
+            "              q8_0, q4_0: the types `tern quantize` gives in that mix, written straight\n"
+            "              from the checkpoint (the same file as converting to f32, then quantizing)\n");
 }
 
 int tn_cmd_convert(int argc, char **argv)
@@ -38,8 +40,9 @@ int tn_cmd_convert(int argc, char **argv)
             }
             const char *t = argv[++i];
             if (!tn_dtype_from_name(t, &dtype) ||
-                (dtype != TN_DTYPE_F32 && dtype != TN_DTYPE_F16 && dtype != TN_DTYPE_BF16)) {
-                fprintf(stderr, "tern convert: --dtype '%s' (f32, f16, bf16)\n", t);
+                (dtype != TN_DTYPE_F32 && dtype != TN_DTYPE_F16 && dtype != TN_DTYPE_BF16 &&
+                 dtype != TN_DTYPE_Q8_0 && dtype != TN_DTYPE_Q4_0)) {
+                fprintf(stderr, "tern convert: --dtype '%s' (f32, f16, bf16, q8_0, q4_0)\n", t);
                 return 2;
             }
             continue;

@@ -87,13 +87,8 @@ static bool ends_with(const char *s, const char *suffix)
 
 /* --- the rules ------------------------------------------------------------- */
 
-/* What the rules need to know about the whole model. */
-typedef struct model_info {
-    int32_t n_head, n_head_kv;   /* for n_gqa; 0 if unknown */
-    bool has_output;             /* a separate output.weight exists */
-    int n_attn_v, n_ffn_down;    /* how many of each (one per layer) */
-    int i_attn_v, i_ffn_down;    /* counters, advanced in file order as llama.cpp does */
-} model_info;
+/* What the rules need to know about the whole model: tn_quant_rules. */
+typedef tn_quant_rules model_info;
 
 /* llama.cpp's use_more_bits: the first and last eighth and every third layer between. */
 static bool use_more_bits(int i, int n)
@@ -191,18 +186,66 @@ static tn_dtype fallback_type(tn_dtype t, int64_t ne0)
 }
 
 /* Whether a tensor is a matrix the mix applies to (llama.cpp's test). */
-static bool quantizable(const tn_gguf_tensor *t)
+static bool quantizable(const char *name, const int64_t ne[4])
 {
-    if (!ends_with(t->name, "weight"))
+    if (!ends_with(name, "weight"))
         return false;
     int dims = 1;
-    for (int d = 1; d < TN_GGUF_MAX_DIMS; d++)
-        if (t->ne[d] > 1)
+    for (int d = 1; d < 4; d++)
+        if (ne[d] > 1)
             dims = d + 1;
     if (dims < 2)
         return false;
-    return !strstr(t->name, "_norm.weight") && !strstr(t->name, "ffn_gate_inp.weight") &&
-           strcmp(t->name, "rope_freqs.weight") != 0;
+    return !strstr(name, "_norm.weight") && !strstr(name, "ffn_gate_inp.weight") && strcmp(name, "rope_freqs.weight") != 0;
+}
+
+bool tn_quant_rules_init(tn_quant_rules *r, const char *mix, bool pure)
+{
+    memset(r, 0, sizeof *r);
+    if (!tn_quant_mix_from_name(mix, &r->base, &r->file_type))
+        return false;
+    r->mixed = !pure && is_quantized(r->base);
+    return true;
+}
+
+void tn_quant_rules_count(tn_quant_rules *r, const char *name)
+{
+    r->n_attn_v += strstr(name, "attn_v.weight") != NULL;
+    r->n_ffn_down += strstr(name, "ffn_down") != NULL;
+    r->has_output |= !strcmp(name, "output.weight");
+}
+
+tn_dtype tn_quant_rules_type(tn_quant_rules *r, const char *name, const int64_t ne[4], tn_dtype src_type,
+                             const char **note_out)
+{
+    const char *note = NULL;
+    tn_dtype dt = src_type;
+    if (quantizable(name, ne)) {
+        const tn_dtype base = r->base;
+        dt = r->mixed ? mix_type(r, name, ne[0], base, r->file_type, &note) : base;
+        bool is_out = !strcmp(name, "output.weight") || (!r->has_output && !strcmp(name, "token_embd.weight"));
+        if (r->have_out_type && is_out) {
+            dt = r->out_type;
+            note = "--output-type";
+        }
+        if (dt != base && !tn_quant_type_supported(dt)) {
+            tn_log(TN_LOG_INFO, "quantize: %s: %s cannot be produced by this build yet; using q8_0\n", name,
+                   tn_dtype_traits_of(dt)->name);
+            dt = TN_DTYPE_Q8_0;
+            note = "upgrade type not available: q8_0";
+        }
+        if (ne[0] % tn_dtype_traits_of(dt)->block_size != 0) {
+            tn_dtype f = fallback_type(dt, ne[0]);
+            tn_log(TN_LOG_DEBUG, "quantize: %s: rows of %" PRId64 " do not fill %s blocks of %d; fallback %s\n", name,
+                   ne[0], tn_dtype_traits_of(dt)->name, tn_dtype_traits_of(dt)->block_size,
+                   tn_dtype_traits_of(f)->name);
+            dt = f;
+            note = "fallback: row length not a multiple of the block size";
+        }
+    }
+    if (note_out)
+        *note_out = note;
+    return dt;
 }
 
 static int32_t get_arch_u32(const tn_gguf *g, const char *key)
@@ -224,23 +267,21 @@ static int32_t get_arch_u32(const tn_gguf *g, const char *key)
 }
 
 /* Fills rep->tensors with each tensor's target type. */
-static tn_status plan(const tn_quant_opts *o, tn_dtype base, uint32_t ft, bool have_out_type, tn_dtype out_type,
-                      tn_quant_report *rep)
+static tn_status plan(const tn_quant_opts *o, bool have_out_type, tn_dtype out_type, tn_quant_report *rep)
 {
     const tn_gguf *g = rep->in;
     int64_t n = tn_gguf_n_tensors(g);
-    model_info mi = {0};
+    tn_quant_rules mi;
+    if (!tn_quant_rules_init(&mi, o->type, o->pure))
+        return tn__err(TN_ERR_INVALID, "quantize: unknown type '%s'", o->type);
     mi.n_head = get_arch_u32(g, "attention.head_count");
     mi.n_head_kv = get_arch_u32(g, "attention.head_count_kv");
-    mi.has_output = tn_gguf_find_tensor(g, "output.weight") != NULL;
-    for (int64_t i = 0; i < n; i++) {
-        const char *name = tn_gguf_tensor_at(g, i)->name;
-        mi.n_attn_v += strstr(name, "attn_v.weight") != NULL;
-        mi.n_ffn_down += strstr(name, "ffn_down") != NULL;
-    }
-    bool mixed = !o->pure && is_quantized(base);
+    mi.have_out_type = have_out_type;
+    mi.out_type = out_type;
+    for (int64_t i = 0; i < n; i++)
+        tn_quant_rules_count(&mi, tn_gguf_tensor_at(g, i)->name);
 
-    rep->tensors = calloc((size_t)(n ? n : 1), sizeof *rep->tensors);
+    rep->tensors = calloc(n > 0 ? (size_t)n : 1, sizeof *rep->tensors);
     if (!rep->tensors)
         return tn__err(TN_ERR_NOMEM, "quantize: out of memory for a plan of %" PRId64 " tensors", n);
     rep->n_tensors = n;
@@ -252,32 +293,8 @@ static tn_status plan(const tn_quant_opts *o, tn_dtype base, uint32_t ft, bool h
         q->ne0 = t->ne[0];
         q->n_elements = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
         q->src_bytes = t->nbytes;
-        tn_dtype dt = t->type;
-        if (quantizable(t)) {
-            const char *note = NULL;
-            dt = mixed ? mix_type(&mi, t->name, t->ne[0], base, ft, &note) : base;
-            bool is_out = !strcmp(t->name, "output.weight") ||
-                          (!mi.has_output && !strcmp(t->name, "token_embd.weight"));
-            if (have_out_type && is_out) {
-                dt = out_type;
-                note = "--output-type";
-            }
-            if (dt != base && !tn_quant_type_supported(dt)) {
-                tn_log(TN_LOG_INFO, "quantize: %s: %s cannot be produced by this build yet; using q8_0\n",
-                       t->name, tn_dtype_traits_of(dt)->name);
-                dt = TN_DTYPE_Q8_0;
-                note = "upgrade type not available: q8_0";
-            }
-            if (t->ne[0] % tn_dtype_traits_of(dt)->block_size != 0) {
-                tn_dtype f = fallback_type(dt, t->ne[0]);
-                tn_log(TN_LOG_DEBUG, "quantize: %s: rows of %" PRId64 " do not fill %s blocks of %d; fallback %s\n",
-                       t->name, t->ne[0], tn_dtype_traits_of(dt)->name, tn_dtype_traits_of(dt)->block_size,
-                       tn_dtype_traits_of(f)->name);
-                dt = f;
-                note = "fallback: row length not a multiple of the block size";
-            }
-            q->note = note;
-        }
+        const int64_t ne[4] = {t->ne[0], t->ne[1], t->ne[2], t->ne[3]};
+        const tn_dtype dt = tn_quant_rules_type(&mi, t->name, ne, t->type, &q->note);
         q->dst_type = dt;
         q->quantized = dt != t->type;
         q->dst_bytes = q->quantized ? tn_dtype_row_size(dt, t->ne[0]) * (uint64_t)(q->n_elements / t->ne[0])
@@ -441,7 +458,7 @@ tn_status tn_quantize_model(const tn_quant_opts *o, tn_quant_report *rep_out)
     tn_gguf_writer *w = NULL;
     qjob job = {.rep = rep, .o = o};
     fill_ctx *fcs = NULL;
-    if ((st = plan(o, base, ft, have_out, out_type, rep)) != TN_OK)
+    if ((st = plan(o, have_out, out_type, rep)) != TN_OK)
         goto out;
     if (o->imatrix && (st = tn_imatrix_load(o->imatrix, &job.im)) != TN_OK)
         goto out;

@@ -103,6 +103,34 @@ bool tn_quant_mix_from_name(const char *name, tn_dtype *base, uint32_t *file_typ
 /* Whether this build can quantize rows to type t (asks tn_quantize_row). */
 bool tn_quant_type_supported(tn_dtype t);
 
+/* The per-tensor type rules above, for writers that make tensors themselves
+ * (tern convert --dtype): the choices tn_quantize_model makes, tensor by
+ * tensor. Use: tn_quant_rules_init, optionally set n_head / n_head_kv /
+ * have_out_type + out_type, tn_quant_rules_count every tensor name, then
+ * tn_quant_rules_type every tensor in file order (the attn_v / ffn_down
+ * layer counters follow that order). Caller storage; nothing to free. */
+typedef struct tn_quant_rules {
+    tn_dtype base;               /* the mix's base type */
+    uint32_t file_type;          /* its LLAMA_FTYPE */
+    bool mixed;                  /* the mix rules apply (quantized base, not pure) */
+    int32_t n_head, n_head_kv;   /* for n_gqa; 0 if unknown */
+    bool has_output;             /* a separate output.weight exists */
+    bool have_out_type;          /* --output-type given: out_type */
+    tn_dtype out_type;
+    int n_attn_v, n_ffn_down;    /* how many of each (one per layer) */
+    int i_attn_v, i_ffn_down;    /* counters, advanced in file order as llama.cpp does */
+} tn_quant_rules;
+
+/* False if mix is not one of the mixes above. */
+bool tn_quant_rules_init(tn_quant_rules *r, const char *mix, bool pure);
+/* Counts one tensor of the model (first pass). */
+void tn_quant_rules_count(tn_quant_rules *r, const char *name);
+/* The type tensor name (dims ne[4], unused dims 1) is written in, given its
+ * source type; *note (may be NULL) gets why it differs from the base, or
+ * NULL. */
+tn_dtype tn_quant_rules_type(tn_quant_rules *r, const char *name, const int64_t ne[4], tn_dtype src_type,
+                             const char **note);
+
 /* Quantizes o->in_path into o->out_path. rep (caller storage, may be NULL)
  * receives the plan and, with o->stats, each tensor's error; free it with
  * tn_quant_report_deinit whatever the result. Errors: TN_ERR_INVALID for an

@@ -11,6 +11,8 @@
  * in permuted order, and rounded to the output type with tn_quantize_row
  * (round to nearest even, as llama.cpp does).
  */
+#include "compress/quant_k.h"
+#include "compress/quantize.h"
 #include "convert/convert_int.h"
 #include "tok/tok.h"
 
@@ -228,8 +230,8 @@ static tn_status fill(void *ctx, void *dst, size_t nbytes)
     for (int e = 0; e < t->n_src && s == TN_OK; e++)
         for (int64_t r = 0; r < t->rows && s == TN_OK; r++, o += rs) {
             s = tn_st_read_f32(t->src[e], (uint64_t)(src_row(t, r) * t->cols), (uint64_t)t->cols, row);
-            if (s == TN_OK)
-                s = tn_quantize_row(t->type, row, o, t->cols);
+            if (s == TN_OK) /* tn_quant_row: the quantizer tern quantize uses */
+                s = tn_quant_row(t->type, row, o, t->cols, NULL);
         }
     free(row);
     return s;
@@ -272,12 +274,43 @@ static void cv_free(tn__cv *c)
     tn_hf_config_free(c->cfg);
 }
 
+/* --dtype q8_0|q4_0: the tensors were planned as F32 (what `--dtype f32`
+ * writes); give each the type `tern quantize` would give it in that mix,
+ * with the same rules (compress/quantize.h), so the result equals
+ * converting to F32 and quantizing, byte for byte. */
+static tn_status plan_mix(tn__cv *c, tn_dtype mix)
+{
+    tn_quant_rules r;
+    if (!tn_quant_rules_init(&r, tn_dtype_traits_of(mix)->name, false))
+        return tn__err(TN_ERR_UNSUPPORTED, "convert: no quantization mix %s", tn_dtype_traits_of(mix)->name);
+    int64_t v = 0;
+    if (tn_hf_config_int(c->cfg, "num_attention_heads", false, 0, 0, INT32_MAX, &v) == TN_OK)
+        r.n_head = (int32_t)v;
+    if (tn_hf_config_int(c->cfg, "num_key_value_heads", false, r.n_head, 0, INT32_MAX, &v) == TN_OK)
+        r.n_head_kv = (int32_t)v;
+    tn__err_clear();
+    for (int64_t i = 0; i < c->n_t; i++)
+        tn_quant_rules_count(&r, c->t[i].name);
+    bool any = false;
+    for (int64_t i = 0; i < c->n_t; i++) {
+        tn__cv_tensor *t = &c->t[i];
+        const int64_t ne[4] = {t->ne[0], t->ne[1], t->ne[2], 1};
+        t->type = tn_quant_rules_type(&r, t->name, ne, t->type, NULL);
+        any |= t->type != TN_DTYPE_F32 && t->type != TN_DTYPE_F16 && t->type != TN_DTYPE_BF16;
+    }
+    tn_status s = tn_gguf_set_u32(c->w, "general.file_type", r.file_type);
+    if (s == TN_OK && any)
+        s = tn_gguf_set_u32(c->w, "general.quantization_version", 2);
+    return s;
+}
+
 tn_status tn_convert_hf(const char *dir, const char *out_path, tn_dtype dtype, tn_convert_info *info)
 {
-    if (dtype != TN_DTYPE_F32 && dtype != TN_DTYPE_F16 && dtype != TN_DTYPE_BF16)
-        return tn__err(TN_ERR_UNSUPPORTED, "convert: output type %s (f32, f16, bf16)",
+    const bool mix = dtype == TN_DTYPE_Q8_0 || dtype == TN_DTYPE_Q4_0;
+    if (dtype != TN_DTYPE_F32 && dtype != TN_DTYPE_F16 && dtype != TN_DTYPE_BF16 && !mix)
+        return tn__err(TN_ERR_UNSUPPORTED, "convert: output type %s (f32, f16, bf16, q8_0, q4_0)",
                        tn_dtype_traits_of(dtype) ? tn_dtype_traits_of(dtype)->name : "?");
-    tn__cv c = {.dir = dir, .dtype = dtype};
+    tn__cv c = {.dir = dir, .dtype = mix ? TN_DTYPE_F32 : dtype};
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     tn_status s = tn_hf_config_load(path, &c.cfg);
@@ -291,6 +324,8 @@ tn_status tn_convert_hf(const char *dir, const char *out_path, tn_dtype dtype, t
         s = tn__cv_family(&c);
     if (s == TN_OK)
         s = check_all_claimed(&c);
+    if (s == TN_OK && mix)
+        s = plan_mix(&c, dtype);
     for (int64_t i = 0; i < c.n_t && s == TN_OK; i++) {
         const tn__cv_tensor *t = &c.t[i];
         s = tn_gguf_add_tensor_fn(c.w, t->name, t->type, t->n_dims, t->ne, fill, (void *)t);

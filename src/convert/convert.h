@@ -35,7 +35,11 @@ typedef struct tn_convert_info {
 /* Converts checkpoint directory dir (config.json, model.safetensors or
  * model.safetensors.index.json with its shards, tokenizer.json or a
  * tiktoken tokenizer.model) into out_path. dtype: F32, F16 or BF16 for the
- * matrices (norms, biases and routers stay F32). Supported model_type:
+ * matrices (norms, biases and routers stay F32), or Q8_0 / Q4_0: then each
+ * tensor gets the type `tern quantize` gives it in that mix (the rules of
+ * compress/quantize.h, e.g. Q4_0's output.weight in Q6_K, rows that do not
+ * fill 32-blocks in F16), quantized row by row straight from the
+ * checkpoint: the file equals converting to F32 and quantizing. Supported model_type:
  * llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe, deepseek_v2,
  * deepseek_v3. On failure nothing is left at out_path and tn_last_error()
  * names the file and field. info may be NULL. */

@@ -21,7 +21,7 @@ check() { # description, expected rc, actual rc, stderr file, needle
 python3 scripts/make_hf_tiny.py --out "$tmp" --family qwen2_moe || exit 1
 
 "$TERN" convert > /dev/null 2> "$tmp/err"; check "no arguments" 2 $? "$tmp/err" "usage: tern convert"
-"$TERN" convert "$tmp/qwen2_moe" "$tmp/o.gguf" --dtype q4_0 2> "$tmp/err"; check "bad dtype" 2 $? "$tmp/err" "q4_0"
+"$TERN" convert "$tmp/qwen2_moe" "$tmp/o.gguf" --dtype q5_k 2> "$tmp/err"; check "bad dtype" 2 $? "$tmp/err" "q5_k"
 "$TERN" convert "$tmp/nope" "$tmp/o.gguf" 2> "$tmp/err"; check "missing dir" 1 $? "$tmp/err" "$tmp/nope/config.json"
 [ -e "$tmp/o.gguf" ] && { echo "FAIL: a failed conversion left $tmp/o.gguf"; fail=1; }
 

@@ -202,7 +202,7 @@ static void test_tokenizer_and_output(void **state)
     edit("tokenizer.json", "\"type\": \"BPE\"", "\"type\": \"Unigram\"");
     expect_fail(TN_DTYPE_F32, "tokenizer.json", NULL);
     fresh("llama");
-    expect_fail(TN_DTYPE_Q8_0, "output type q8_0", NULL);
+    expect_fail(TN_DTYPE_Q5_K, "output type q5_k", NULL);
     char *out = "/nonexistent-dir/x.gguf";
     assert_int_not_equal(tn_convert_hf(g_case, out, TN_DTYPE_F32, NULL), TN_OK);
     assert_non_null(strstr(tn_last_error(), "/nonexistent-dir/x.gguf"));

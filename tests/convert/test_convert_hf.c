@@ -15,12 +15,17 @@
  *
  * and the argmax agrees at every position. The checkpoints converted to F16
  * and BF16 must also load and stay within 3e-2 (weights rounded) with the
- * argmax agreeing at 11 of 12 positions. docs/convert.md has the figures.
+ * argmax agreeing at 11 of 12 positions. Converted to Q8_0 and Q4_0
+ * (straight from the checkpoint) the file must equal converting to F32 and
+ * running tern quantize's tn_quantize_model: every tensor's name, type,
+ * shape and bytes, and general.file_type. docs/convert.md has the figures.
  */
 #include "testutil.h"
 
 #include "base/pool.h"
+#include "compress/quantize.h"
 #include "convert/convert.h"
+#include "format/gguf.h"
 #include "model/model.h"
 
 #include <dirent.h>
@@ -191,6 +196,57 @@ static double check(const golden *g, tn_dtype dtype, double tol, int min_agree)
     return worst;
 }
 
+/* tn_convert_hf(dtype mix) == tn_convert_hf(F32) + tn_quantize_model(mix). */
+static void check_mix(const golden *g, tn_dtype mix)
+{
+    char dir[512], *direct = tn_test_tmp_path(".gguf"), *f32 = tn_test_tmp_path(".gguf"),
+                   *requant = tn_test_tmp_path(".gguf");
+    snprintf(dir, sizeof dir, "%s/%s", g_dir, g->family);
+    if (tn_convert_hf(dir, direct, mix, NULL) != TN_OK || tn_convert_hf(dir, f32, TN_DTYPE_F32, NULL) != TN_OK)
+        fail_msg("%s: convert %s: %s", g->family, tn_dtype_traits_of(mix)->name, tn_last_error());
+    tn_quant_opts o = {.in_path = f32, .out_path = requant, .type = tn_dtype_traits_of(mix)->name, .n_threads = 1};
+    tn_quant_report rep = {0};
+    if (tn_quantize_model(&o, &rep) != TN_OK)
+        fail_msg("%s: quantize: %s", g->family, tn_last_error());
+    tn_quant_report_deinit(&rep);
+    tn_gguf *a, *b;
+    assert_int_equal(tn_gguf_open(direct, &a), TN_OK);
+    assert_int_equal(tn_gguf_open(requant, &b), TN_OK);
+    assert_int_equal(tn_gguf_n_tensors(a), tn_gguf_n_tensors(b));
+    int64_t n_mix = 0;
+    for (int64_t i = 0; i < tn_gguf_n_tensors(a); i++) {
+        const tn_gguf_tensor *ta = tn_gguf_tensor_at(a, i), *tb = tn_gguf_tensor_at(b, i);
+        assert_string_equal(ta->name, tb->name);
+        if (ta->type != tb->type)
+            fail_msg("%s %s: %s is %s, tern quantize made %s", g->family, tn_dtype_traits_of(mix)->name, ta->name,
+                     tn_dtype_traits_of(ta->type)->name, tn_dtype_traits_of(tb->type)->name);
+        assert_memory_equal(ta->ne, tb->ne, sizeof ta->ne);
+        assert_int_equal(ta->nbytes, tb->nbytes);
+        if (memcmp(ta->data, tb->data, ta->nbytes) != 0)
+            fail_msg("%s %s: %s differs from tern quantize's", g->family, tn_dtype_traits_of(mix)->name, ta->name);
+        n_mix += ta->type == mix;
+    }
+    uint32_t fa = 0, fb = 1, va = 0, vb = 1;
+    assert_int_equal(tn_gguf_get_u32(a, "general.file_type", &fa), TN_OK);
+    assert_int_equal(tn_gguf_get_u32(b, "general.file_type", &fb), TN_OK);
+    assert_int_equal(fa, fb);
+    assert_int_equal(tn_gguf_get_u32(a, "general.quantization_version", &va), TN_OK);
+    assert_int_equal(tn_gguf_get_u32(b, "general.quantization_version", &vb), TN_OK);
+    assert_int_equal(va, vb);
+    assert_true(n_mix > 0); /* the mix's type is actually there */
+    printf("[convert-hf] %-12s %-4s = convert f32 + quantize (%lld of %lld tensors in %s)\n", g->family,
+           tn_dtype_traits_of(mix)->name, (long long)n_mix, (long long)tn_gguf_n_tensors(a),
+           tn_dtype_traits_of(mix)->name);
+    tn_gguf_free(a);
+    tn_gguf_free(b);
+    tn_model *m; /* and it loads */
+    if (tn_model_load(direct, &m) != TN_OK)
+        fail_msg("%s %s: load: %s", g->family, tn_dtype_traits_of(mix)->name, tn_last_error());
+    tn_model_free(m);
+    unlink(direct), unlink(f32), unlink(requant);
+    free(direct), free(f32), free(requant);
+}
+
 static void test_family(void **state)
 {
     const char *family = *state;
@@ -208,6 +264,8 @@ static void test_family(void **state)
     check(&g, TN_DTYPE_F32, 1e-4, g.n_tokens);
     check(&g, TN_DTYPE_F16, 3e-2, g.n_tokens - 1);
     check(&g, TN_DTYPE_BF16, 3e-2, g.n_tokens - 1);
+    check_mix(&g, TN_DTYPE_Q8_0);
+    check_mix(&g, TN_DTYPE_Q4_0);
     free(g.tokens);
     free(g.logits);
 }
