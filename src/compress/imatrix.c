@@ -16,13 +16,18 @@
 #define MAX_COLS (1 << 28)
 #define MAX_ENTRIES (1 << 24)
 
+/* An entry is n_group groups of n_cols / n_group columns: one group for a
+ * plain matrix, one per expert for a stack of experts, each with its own
+ * row count (an expert sees only the tokens routed to it). */
 typedef struct entry {
     char *name;
     int64_t n_cols;
     int32_t ncall;
-    int64_t count;  /* rows accumulated; for a loaded entry, ncall (so sum / count · ncall = the file's value) */
+    int32_t n_group;
+    int64_t *count; /* (n_group) rows accumulated; loaded: ncall (so sum / count · ncall = the file's value) */
+    int64_t last_call; /* expert entries: the call that last counted in ncall */
     double *sum;    /* (n_cols) Σ x_c²; loaded: the file's values */
-    float *mean;    /* (n_cols) sum / count, made by tn_imatrix_get */
+    float *mean;    /* (n_cols) sum / count of the column's group, made by tn_imatrix_get */
     bool mean_ok;
 } entry;
 
@@ -47,6 +52,7 @@ void tn_imatrix_free(tn_imatrix *im)
     for (int64_t i = 0; i < im->n; i++) {
         free(im->e[i].name);
         free(im->e[i].sum);
+        free(im->e[i].count);
         free(im->e[i].mean);
     }
     free(im->e);
@@ -61,8 +67,9 @@ static entry *find(const tn_imatrix *im, const char *name)
     return NULL;
 }
 
-/* Appends an entry of n_cols zeros. */
-static tn_status add_entry(tn_imatrix *im, const char *name, size_t name_len, int64_t n_cols, entry **out)
+/* Appends an entry of n_cols zeros in n_group groups. */
+static tn_status add_entry(tn_imatrix *im, const char *name, size_t name_len, int64_t n_cols, int32_t n_group,
+                           entry **out)
 {
     if (im->n == im->cap) {
         int64_t cap = im->cap ? 2 * im->cap : 64;
@@ -76,51 +83,96 @@ static tn_status add_entry(tn_imatrix *im, const char *name, size_t name_len, in
     memset(e, 0, sizeof *e);
     e->name = malloc(name_len + 1);
     e->sum = calloc((size_t)(n_cols ? n_cols : 1), sizeof *e->sum);
-    if (!e->name || !e->sum) {
+    e->count = calloc((size_t)n_group, sizeof *e->count);
+    if (!e->name || !e->sum || !e->count) {
         free(e->name);
         free(e->sum);
+        free(e->count);
         return tn__err(TN_ERR_NOMEM, "imatrix: out of memory for '%.*s' (%" PRId64 " columns)", (int)name_len, name,
                        n_cols);
     }
     memcpy(e->name, name, name_len);
     e->name[name_len] = 0;
     e->n_cols = n_cols;
+    e->n_group = n_group;
+    e->last_call = -1;
     im->n++;
+    *out = e;
+    return TN_OK;
+}
+
+/* Adds rows to group g of entry name (n_group groups of n_cols), creating it. */
+static tn_status add_rows(tn_imatrix *im, const char *name, int32_t g, int32_t n_group, const float *x,
+                          int32_t n_rows, int32_t n_cols, entry **out)
+{
+    entry *e = find(im, name);
+    const int64_t width = (int64_t)n_cols * n_group;
+    if (!e) {
+        tn_status st = add_entry(im, name, strlen(name), width, n_group, &e);
+        if (st != TN_OK)
+            return st;
+    } else if (e->n_cols != width || e->n_group != n_group) {
+        return tn__err(TN_ERR_INVALID, "imatrix: %s has %" PRId64 " columns in %d group(s), a product gave %d x %d",
+                       name, e->n_cols, (int)e->n_group, (int)n_group, (int)n_cols);
+    }
+    double *sum = e->sum + (size_t)g * (size_t)n_cols;
+    for (int32_t r = 0; r < n_rows; r++) {
+        const float *xr = x + (size_t)r * (size_t)n_cols;
+        for (int32_t c = 0; c < n_cols; c++)
+            sum[c] += (double)xr[c] * xr[c];
+    }
+    for (int32_t c = 0; c < n_cols; c++)
+        if (!isfinite(sum[c]))
+            return tn__err(TN_ERR_INVALID, "imatrix: %s: column %d is not finite", name, (int)(g * n_cols + c));
+    e->count[g] += n_rows;
+    e->mean_ok = false;
     *out = e;
     return TN_OK;
 }
 
 tn_status tn_imatrix_add(tn_imatrix *im, const char *name, const float *x, int32_t n_rows, int32_t n_cols)
 {
-    entry *e = find(im, name);
-    if (!e) {
-        tn_status st = add_entry(im, name, strlen(name), n_cols, &e);
-        if (st != TN_OK)
-            return st;
-    } else if (e->n_cols != n_cols) {
-        return tn__err(TN_ERR_INVALID, "imatrix: %s has %" PRId64 " columns, a product gave %d", name, e->n_cols,
-                       (int)n_cols);
-    }
-    for (int32_t r = 0; r < n_rows; r++) {
-        const float *xr = x + (size_t)r * (size_t)n_cols;
-        for (int32_t c = 0; c < n_cols; c++)
-            e->sum[c] += (double)xr[c] * xr[c];
-    }
-    for (int32_t c = 0; c < n_cols; c++)
-        if (!isfinite(e->sum[c]))
-            return tn__err(TN_ERR_INVALID, "imatrix: %s: column %d is not finite", name, (int)c);
-    e->count += n_rows;
-    e->ncall++;
-    e->mean_ok = false;
-    return TN_OK;
+    entry *e;
+    tn_status st = add_rows(im, name, 0, 1, x, n_rows, n_cols, &e);
+    if (st == TN_OK)
+        e->ncall++;
+    return st;
 }
+
+tn_status tn_imatrix_add_expert(tn_imatrix *im, const char *name, int32_t expert, int32_t n_expert, int64_t call,
+                                const float *x, int32_t n_rows, int32_t n_cols)
+{
+    if (n_expert < 1 || expert < 0 || expert >= n_expert)
+        return tn__err(TN_ERR_INVALID, "imatrix: %s: expert %d of %d", name, (int)expert, (int)n_expert);
+    entry *e;
+    tn_status st = add_rows(im, name, expert, n_expert, x, n_rows, n_cols, &e);
+    if (st == TN_OK && e->last_call != call) {
+        e->ncall++;
+        e->last_call = call;
+    }
+    return st;
+}
+
+/* Group of column c. */
+static int64_t group_of(const entry *e, int64_t c) { return c / (e->n_cols / e->n_group); }
 
 /* The value the file stores for column c: mean · ncall. */
 static float stored_value(const entry *e, int64_t c)
 {
-    if (e->count == e->ncall || e->count == 0)
+    const int64_t n = e->count[group_of(e, c)];
+    if (n == e->ncall || n == 0)
         return (float)e->sum[c];
-    return (float)(e->sum[c] / (double)e->count * (double)e->ncall);
+    return (float)(e->sum[c] / (double)n * (double)e->ncall);
+}
+
+/* An expert that saw no token has no statistics: llama-imatrix leaves such
+ * an entry out of the file (it warns "partial data"); so do we. */
+static bool complete(const entry *e)
+{
+    for (int32_t g = 0; g < e->n_group; g++)
+        if (e->count[g] == 0 && e->n_group > 1)
+            return false;
+    return true;
 }
 
 static bool put_i32(FILE *f, int32_t v)
@@ -142,9 +194,19 @@ tn_status tn_imatrix_save(const tn_imatrix *im, const char *path, const char *da
     FILE *f = fopen(path, "wb");
     if (!f)
         return tn__err(TN_ERR_IO, "imatrix: cannot create %s: %s", path, strerror(errno));
-    bool ok = put_i32(f, (int32_t)im->n);
+    int64_t n_out = 0;
+    for (int64_t i = 0; i < im->n; i++) {
+        if (complete(&im->e[i]))
+            n_out++;
+        else
+            tn_log(TN_LOG_INFO, "imatrix: %s: an expert saw no token; entry left out (as llama-imatrix does)\n",
+                   im->e[i].name);
+    }
+    bool ok = put_i32(f, (int32_t)n_out);
     for (int64_t i = 0; ok && i < im->n; i++) {
         const entry *e = &im->e[i];
+        if (!complete(e))
+            continue;
         const size_t len = strlen(e->name);
         ok = put_i32(f, (int32_t)len) && fwrite(e->name, 1, len, f) == len && put_i32(f, e->ncall) &&
              put_i32(f, (int32_t)e->n_cols);
@@ -210,10 +272,10 @@ tn_status tn_imatrix_load(const char *path, tn_imatrix **out)
             goto out;
         }
         entry *e;
-        if ((st = add_entry(im, name, (size_t)len, nval, &e)) != TN_OK)
+        if ((st = add_entry(im, name, (size_t)len, nval, 1, &e)) != TN_OK)
             goto out;
         e->ncall = ncall;
-        e->count = ncall;
+        e->count[0] = ncall;
         for (int32_t c = 0; c < nval; c++) {
             int32_t u;
             float v;
@@ -270,8 +332,10 @@ const float *tn_imatrix_get(tn_imatrix *im, const char *name, int64_t *n_cols)
         e->mean = malloc((size_t)(e->n_cols ? e->n_cols : 1) * sizeof *e->mean);
         if (!e->mean)
             return NULL;
-        for (int64_t c = 0; c < e->n_cols; c++)
-            e->mean[c] = e->count > 0 ? (float)(e->sum[c] / (double)e->count) : (float)e->sum[c];
+        for (int64_t c = 0; c < e->n_cols; c++) {
+            const int64_t n = e->count[group_of(e, c)];
+            e->mean[c] = n > 0 ? (float)(e->sum[c] / (double)n) : (float)e->sum[c];
+        }
         e->mean_ok = true;
     }
     return e->mean;
@@ -284,9 +348,12 @@ int32_t tn_imatrix_n_chunks(const tn_imatrix *im) { return im->n_chunks; }
 typedef struct observer {
     tn_imatrix *im;
     tn_status st;
+    int32_t n_expert;
+    int64_t call; /* forward calls so far: an expert entry counts one call per window, as llama-imatrix */
 } observer;
 
-static void observe(void *ud, int32_t layer, const char *tensor, const float *x, int32_t n_rows, int32_t n_cols)
+static void observe(void *ud, int32_t layer, const char *tensor, int32_t expert, const float *x, int32_t n_rows,
+                    int32_t n_cols)
 {
     observer *ob = ud;
     if (ob->st != TN_OK || n_rows == 0)
@@ -296,7 +363,10 @@ static void observe(void *ud, int32_t layer, const char *tensor, const float *x,
         snprintf(name, sizeof name, "%s.weight", tensor);
     else
         snprintf(name, sizeof name, "blk.%d.%s.weight", (int)layer, tensor);
-    ob->st = tn_imatrix_add(ob->im, name, x, n_rows, n_cols);
+    if (expert >= 0)
+        ob->st = tn_imatrix_add_expert(ob->im, name, expert, ob->n_expert, ob->call, x, n_rows, n_cols);
+    else
+        ob->st = tn_imatrix_add(ob->im, name, x, n_rows, n_cols);
 }
 
 tn_status tn_imatrix_collect(tn_imatrix *im, const tn_model *m, const tn_vocab *v, tn_pool *pool, const char *text,
@@ -350,7 +420,7 @@ tn_status tn_imatrix_collect(tn_imatrix *im, const tn_model *m, const tn_vocab *
     }
     if ((st = tn_kv_new(m, n_ctx, 1, &kv)) != TN_OK || (st = tn_forward_new(m, n_ctx, &fwd)) != TN_OK)
         goto out;
-    observer ob = {im, TN_OK};
+    observer ob = {im, TN_OK, m->hp.n_expert, 0};
     tn_forward_set_observer(fwd, observe, &ob);
     const int32_t bos = tn_vocab_bos(v);
     for (int32_t c = 0; c < n_chunks; c++) {
@@ -358,6 +428,7 @@ tn_status tn_imatrix_collect(tn_imatrix *im, const tn_model *m, const tn_vocab *
         if (tn_vocab_add_bos(v) && bos >= 0)
             win[0] = bos;
         tn_kv_clear(kv);
+        ob.call = c;
         tn_batch b = {.n_tokens = n_ctx, .token = win, .pos = pos, .seq_id = seq, .kv_slot = pos, .want_logits = want};
         if ((st = tn_forward_run(fwd, kv, pool, &b, logits)) != TN_OK) {
             tn__err_prefix(st, "imatrix: window %d", (int)c);

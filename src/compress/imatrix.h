@@ -6,8 +6,12 @@
  * Key idea: a quantization error in column c of W costs, on average,
  * E[x_c²]·err² in the product W·x, so the quantizers minimize
  * Σ_c E[x_c²]·(ŵ_c − w_c)² instead of the plain squared error. The forward
- * pass's observer (tn_forward_set_observer) hands every dense product's
- * input rows to tn_imatrix_add, which accumulates Σ x_c² and the row count.
+ * pass's observer (tn_forward_set_observer) hands every product's input
+ * rows to tn_imatrix_add, which accumulates Σ x_c² and the row count. MoE
+ * expert stacks get one slice of columns per expert, each averaged over the
+ * tokens routed to that expert (tn_imatrix_add_expert), and tern quantize
+ * weights each expert's matrix with its own slice; MLA's projections are
+ * observed like dense ones (attn_kv_b with the normalized latents).
  *
  * FILE FORMAT: llama.cpp's legacy imatrix .dat, so llama-quantize reads
  * ours and tern quantize reads llama-imatrix's (little-endian, packed):
@@ -45,7 +49,18 @@ void tn_imatrix_free(tn_imatrix *im);
 tn_status tn_imatrix_add(tn_imatrix *im, const char *name, const float *x, int32_t n_rows,
                          int32_t n_cols) TN_MUST_CHECK;
 
+/* Adds n_rows input rows of n_cols of one expert of a stack of n_expert
+ * (tensor name, e.g. "blk.3.ffn_up_exps.weight"): the entry is n_expert
+ * slices of n_cols, as llama-imatrix stores a stack, each slice averaged
+ * over the rows its expert saw. ncall counts distinct call ids (one per
+ * forward call, as llama-imatrix counts one per MUL_MAT_ID). Errors as
+ * tn_imatrix_add, and TN_ERR_INVALID for an expert out of range. */
+tn_status tn_imatrix_add_expert(tn_imatrix *im, const char *name, int32_t expert, int32_t n_expert, int64_t call,
+                                const float *x, int32_t n_rows, int32_t n_cols) TN_MUST_CHECK;
+
 /* Writes the file (format above) with the trailer; dataset may be NULL.
+ * An expert stack in which some expert saw no row is left out (with a
+ * warning), as llama-imatrix does.
  * TN_ERR_IO naming the path on failure (a partial file is removed). */
 tn_status tn_imatrix_save(const tn_imatrix *im, const char *path, const char *dataset) TN_MUST_CHECK;
 

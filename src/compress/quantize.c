@@ -329,6 +329,7 @@ typedef struct qjob {
     int64_t n_rows;
     tn_status *thread_st;  /* (n_threads) */
     const float *imp;      /* (ne0) importance of the current tensor's columns, or NULL */
+    int64_t imp_rows;      /* > 0: imp has a slice of ne0 per matrix of imp_rows rows (experts) */
     tn_imatrix *im;        /* o->imatrix, loaded; or NULL */
 } qjob;
 
@@ -346,7 +347,7 @@ static void quant_rows(void *ctx, int ith, int nth)
         unsigned char *d = j->dst + (size_t)r * dst_row;
         tn_status st = tn_dequantize_row(q->src_type, s, x, ne0);
         if (st == TN_OK)
-            st = tn_quant_row(q->dst_type, x, d, ne0, j->imp);
+            st = tn_quant_row(q->dst_type, x, d, ne0, j->imp && j->imp_rows ? j->imp + r / j->imp_rows * ne0 : j->imp);
         if (st == TN_OK && j->o->stats)
             st = tn_dequantize_row(q->dst_type, d, y, ne0);
         if (st != TN_OK) {
@@ -389,10 +390,13 @@ static tn_status fill_tensor(void *ctx, void *dst, size_t nbytes)
         if (j->im) {
             int64_t nc = 0;
             const float *imp = tn_imatrix_get(j->im, q->name, &nc);
-            if (imp && nc != q->ne0)
+            /* a stack of experts (ne[2] > 1) has one slice of ne0 per expert, as llama-imatrix writes it */
+            const int64_t n_mat = src->ne[2] * src->ne[3];
+            if (imp && nc != q->ne0 && nc != q->ne0 * n_mat)
                 return tn__err(TN_ERR_INVALID, "quantize: imatrix %s: %s has %" PRId64 " columns, the tensor rows of %" PRId64,
                                j->o->imatrix, q->name, nc, q->ne0);
             j->imp = imp;
+            j->imp_rows = imp && nc != q->ne0 ? src->ne[1] : 0;
             q->imatrix = imp != NULL && uses_importance(q->dst_type);
         }
         j->dst = dst;

@@ -35,10 +35,12 @@ typedef struct calib {
     float *amax_o;    /* (n_layer, q_dim) input of attn_output */
 } calib;
 
-static void observe(void *ud, int32_t layer, const char *tensor, const float *x, int32_t n_rows, int32_t n_cols)
+static void observe(void *ud, int32_t layer, const char *tensor, int32_t expert, const float *x, int32_t n_rows,
+                    int32_t n_cols)
 {
     calib *c = ud;
     float *dst = NULL;
+    (void)expert; /* dense models only: every name below is a plain matrix */
     if (layer >= 0 && n_cols == c->n_embd && !strcmp(tensor, "attn_q"))
         dst = c->amax_attn + (size_t)layer * c->n_embd;
     else if (layer >= 0 && n_cols == c->n_embd && !strcmp(tensor, "ffn_gate"))

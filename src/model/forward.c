@@ -70,12 +70,16 @@ void tn_forward_set_observer(tn_forward *f, tn_forward_observer fn, void *ud)
 {
     f->observe = fn;
     f->observe_ud = ud;
+    if (f->moe)
+        tn__moe_set_observer(f->moe, fn, ud);
+    if (f->mla)
+        tn__mla_set_observer(f->mla, fn, ud);
 }
 
 #define OBSERVE(il, name, x, n, cols) \
     do { \
         if (f->observe) \
-            f->observe(f->observe_ud, il, name, x, n, cols); \
+            f->observe(f->observe_ud, il, name, -1, x, n, cols); \
     } while (0)
 
 /* ==========================================================================

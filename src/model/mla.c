@@ -79,7 +79,21 @@ struct tn__mla {
     size_t hws;
     double *inv_freq;     /* (n_rot / 2) */
     float *cos_t, *sin_t; /* (n_batch_max, n_rot / 2) */
+    tn_forward_observer observe; /* optional (tn_forward_set_observer) */
+    void *observe_ud;
 };
+
+void tn__mla_set_observer(tn__mla *a, tn_forward_observer fn, void *ud)
+{
+    a->observe = fn;
+    a->observe_ud = ud;
+}
+
+#define OBSERVE(il, name, x, n, cols) \
+    do { \
+        if (a->observe && (n) > 0) \
+            a->observe(a->observe_ud, il, name, -1, x, n, cols); \
+    } while (0)
 
 /* ==========================================================================
  * YaRN
@@ -280,13 +294,17 @@ void tn__mla_attention(tn__mla *a, tn_pool *pool, tn_kv_cache *kv, int32_t il, c
     /* Queries: q LoRA (down, norm, up) or one projection. */
     if (ly->wq_a.data) {
         const int32_t r = hp->q_lora_rank;
+        OBSERVE(il, "attn_q_a", xn, n, D);
         tn_matmul(pool, ly->wq_a.data, ly->wq_a.type, D, r, xn, n, a->qa, a->wdata);
         for (int32_t i = 0; i < n; i++)
             tn_rmsnorm(a->qa + (size_t)i * r, a->qa + (size_t)i * r, ly->q_a_norm.data, r, hp->norm_eps);
+        OBSERVE(il, "attn_q_b", a->qa, n, r);
         tn_matmul(pool, ly->wq_b.data, ly->wq_b.type, r, qd, a->qa, n, a->q, a->wdata);
     } else {
+        OBSERVE(il, "attn_q", xn, n, D);
         tn_matmul(pool, ly->wq.data, ly->wq.type, D, qd, xn, n, a->q, a->wdata);
     }
+    OBSERVE(il, "attn_kv_a_mqa", xn, n, D);
     tn_matmul(pool, ly->wkv_a.data, ly->wkv_a.type, D, kvw, xn, n, a->kva, a->wdata);
 
     /* Per token: rope the queries' q_pe parts, and cache [norm(c), rope(kpe)]. */
@@ -300,6 +318,11 @@ void tn__mla_attention(tn__mla *a, tn_pool *pool, tn_kv_cache *kv, int32_t il, c
         tn_rmsnorm(row, src, ly->kv_a_norm.data, kvr, hp->norm_eps);
         memcpy(row + kvr, src + kvr, (size_t)a->n_rot * sizeof(float));
         tn__rope_apply(row + kvr, 1, a->n_rot, a->n_rot, TN_ROPE_NORM, cs, sn);
+    }
+    if (a->observe) { /* attn_kv_b's input in the unabsorbed product: the normalized latents (kva is free now) */
+        for (int32_t i = 0; i < n; i++)
+            memcpy(a->kva + (size_t)i * kvr, cl + (size_t)b->kv_slot[i] * kvw, (size_t)kvr * sizeof(float));
+        OBSERVE(il, "attn_kv_b", a->kva, n, kvr);
     }
 
     for (int32_t t0 = 0; t0 < n; t0 += a->chunk) {

@@ -218,16 +218,22 @@ void tn_forward_free(tn_forward *f);
 tn_status tn_forward_run(tn_forward *f, tn_kv_cache *kv, tn_pool *pool, const tn_batch *b,
                          float *logits) TN_MUST_CHECK;
 
-/* Optional observer of every dense matrix product's input (for importance
+/* Optional observer of every matrix product's input (for importance
  * matrices, tern imatrix): called on the owner thread, before the product,
- * with the layer (-1 for the output matrix), the tensor's short name
- * ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up",
- * "ffn_down", "output") and its input rows x ((n_rows, n_cols) floats,
- * valid during the call). The last layer's attn_output and FFN, and
- * "output", see only the tokens that want logits. MoE experts and MLA
- * projections are not observed. fn NULL turns it off. */
-typedef void (*tn_forward_observer)(void *ud, int32_t layer, const char *tensor, const float *x, int32_t n_rows,
-                                    int32_t n_cols);
+ * with the layer (-1 for the output matrix), the tensor's short name (the
+ * GGUF name without "blk.N." and ".weight": "attn_q", "attn_k", "attn_v",
+ * "attn_output", "ffn_gate", "ffn_up", "ffn_down", "output"; MoE layers
+ * "ffn_gate_inp", "ffn_{gate,up,down}_exps", "ffn_{gate,up,down}_shexp",
+ * "ffn_gate_inp_shexp"; MLA layers "attn_q_a", "attn_q_b" (or "attn_q"),
+ * "attn_kv_a_mqa", and "attn_kv_b" with the normalized latents as its
+ * input, as in the unabsorbed product), expert (the logical expert of an
+ * "_exps" tensor, whose rows are the tokens routed to it; -1 otherwise) and
+ * its input rows x ((n_rows, n_cols) floats, valid during the call). The
+ * last layer's attn_output and FFN, and "output", see only the tokens that
+ * want logits. Routed experts are observed only when computed locally (not
+ * under expert parallelism). fn NULL turns it off. */
+typedef void (*tn_forward_observer)(void *ud, int32_t layer, const char *tensor, int32_t expert, const float *x,
+                                    int32_t n_rows, int32_t n_cols);
 void tn_forward_set_observer(tn_forward *f, tn_forward_observer fn, void *ud);
 
 /* --- expert parallelism hook ------------------------------------------ */

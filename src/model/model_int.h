@@ -138,6 +138,8 @@ typedef struct tn__mla tn__mla;
 /* Scratch for MLA layers (NULL *out when the model has none). */
 tn_status tn__mla_new(const tn_model *m, int32_t n_batch_max, tn__mla **out) TN_MUST_CHECK;
 void tn__mla_free(tn__mla *mla);
+/* The forward pass's observer (tn_forward_set_observer), for the MLA projections. */
+void tn__mla_set_observer(tn__mla *mla, tn_forward_observer fn, void *ud);
 
 /* The attention of deepseek2 layer il for the normed inputs xn ((n,
  * n_embd)) of batch b: writes each token's latent + RoPE key to its cache
@@ -166,6 +168,8 @@ tn_status tn__moe_ffn(tn__moe *moe, tn_pool *pool, int32_t il, const float *xn, 
 
 /* Sets (fn NULL: clears) the routed-expert hook (tn_forward_set_moe_routed). */
 void tn__moe_set_routed(tn__moe *moe, tn_moe_routed_fn fn, void *ctx);
+/* The forward pass's observer (tn_forward_set_observer), for the MoE layer's products. */
+void tn__moe_set_observer(tn__moe *moe, tn_forward_observer fn, void *ud);
 
 /* With a hook set: calls it with no tokens for every MoE layer >= il_from
  * (a rank whose step has no tokens, or none left, still takes part in

@@ -44,7 +44,25 @@ struct tn__moe {
     tn_moe_stats *stats;
     tn_moe_routed_fn routed; /* expert-parallel hook (tn_forward_set_moe_routed), or NULL: local experts */
     void *routed_ctx;
+    tn_forward_observer observe; /* optional (tn_forward_set_observer) */
+    void *observe_ud;
+    int32_t obs_layer;   /* layer and expert the next ffn() products belong to (observer names) */
+    int32_t obs_expert;
 };
+
+void tn__moe_set_observer(tn__moe *moe, tn_forward_observer fn, void *ud)
+{
+    moe->observe = fn;
+    moe->observe_ud = ud;
+}
+
+/* Reports the input of product `tensor` of layer il to the observer. */
+static void observe(const tn__moe *moe, int32_t il, const char *tensor, int32_t expert, const float *x, int32_t n,
+                    int64_t cols)
+{
+    if (moe->observe && n > 0)
+        moe->observe(moe->observe_ud, il, tensor, expert, x, n, (int32_t)cols);
+}
 
 /* ==========================================================================
  * Lifetime
@@ -260,14 +278,20 @@ static const void *expert_mat(const tn_weight *w, int32_t e)
 }
 
 /* y ((n, n_embd)) = SwiGLU FFN of x ((n, n_embd)) with matrices gate, up
- * ((ff, n_embd)) and down ((n_embd, ff)) of types wt_*. */
+ * ((ff, n_embd)) and down ((n_embd, ff)) of types wt_*. The observer sees
+ * the inputs as layer moe->obs_layer's expert moe->obs_expert (-1: the
+ * shared expert). */
 static void ffn(tn__moe *moe, tn_pool *pool, const void *gate, tn_dtype gt, const void *up, tn_dtype ut,
                 const void *down, tn_dtype dt, int64_t ff, const float *x, int32_t n, float *y)
 {
     const int64_t D = moe->m->hp.n_embd;
+    const int32_t il = moe->obs_layer, e = moe->obs_expert;
+    observe(moe, il, e >= 0 ? "ffn_gate_exps" : "ffn_gate_shexp", e, x, n, D);
+    observe(moe, il, e >= 0 ? "ffn_up_exps" : "ffn_up_shexp", e, x, n, D);
     tn_matmul(pool, gate, gt, D, ff, x, n, moe->gate, moe->wdata);
     tn_matmul(pool, up, ut, D, ff, x, n, moe->up, moe->wdata);
     tn_swiglu(moe->gate, moe->up, (int64_t)n * ff);
+    observe(moe, il, e >= 0 ? "ffn_down_exps" : "ffn_down_shexp", e, moe->gate, n, ff);
     tn_matmul(pool, down, dt, ff, D, moe->gate, n, y, moe->wdata);
 }
 
@@ -309,6 +333,7 @@ tn_status tn__moe_ffn(tn__moe *moe, tn_pool *pool, int32_t il, const float *xn, 
     const int32_t E = hp->n_expert, K = hp->n_expert_used, D = hp->n_embd;
 
     /* Router logits and per-token routing. */
+    observe(moe, il, "ffn_gate_inp", -1, xn, n, D);
     tn_matmul(pool, ly->ffn_gate_inp.data, ly->ffn_gate_inp.type, D, E, xn, n, moe->probs, moe->wdata);
     for (int32_t i = 0; i < n; i++)
         route_token(hp, ly->exp_probs_b.data, moe->probs + (size_t)i * E, moe->choice, moe->gscore,
@@ -364,6 +389,8 @@ static void routed_local(tn__moe *moe, tn_pool *pool, int32_t il, const float *x
         for (int32_t r = 0; r < c; r++)
             memcpy(moe->xg + (size_t)r * D, xn + (size_t)moe->tok[o + r] * D, (size_t)D * sizeof(float));
         const int32_t p = map[e];
+        moe->obs_layer = il;
+        moe->obs_expert = e;
         ffn(moe, pool, expert_mat(&ly->ffn_gate_exps, p), ly->ffn_gate_exps.type, expert_mat(&ly->ffn_up_exps, p),
             ly->ffn_up_exps.type, expert_mat(&ly->ffn_down_exps, p), ly->ffn_down_exps.type, hp->n_ff_exp, moe->xg, c,
             moe->yg);
@@ -379,12 +406,16 @@ static void shared_expert(tn__moe *moe, tn_pool *pool, int32_t il, const float *
     const tn_layer *ly = &moe->m->layers[il];
     const int32_t D = moe->m->hp.n_embd;
     if (ly->ffn_gate_shexp.data) {
+        moe->obs_layer = il;
+        moe->obs_expert = -1;
         ffn(moe, pool, ly->ffn_gate_shexp.data, ly->ffn_gate_shexp.type, ly->ffn_up_shexp.data,
             ly->ffn_up_shexp.type, ly->ffn_down_shexp.data, ly->ffn_down_shexp.type, moe->m->hp.n_ff_shexp, xn, n,
             moe->yg);
-        if (ly->ffn_gate_inp_shexp.data)
+        if (ly->ffn_gate_inp_shexp.data) {
+            observe(moe, il, "ffn_gate_inp_shexp", -1, xn, n, D);
             tn_matmul(pool, ly->ffn_gate_inp_shexp.data, ly->ffn_gate_inp_shexp.type, D, 1, xn, n, moe->shg,
                       moe->wdata);
+        }
         for (int32_t i = 0; i < n; i++) {
             float g = ly->ffn_gate_inp_shexp.data ? 1.0f / (1.0f + expf(-moe->shg[i])) : 1.0f;
             tn_axpy_f32(out + (size_t)i * D, g, moe->yg + (size_t)i * D, D);

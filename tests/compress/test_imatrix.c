@@ -8,9 +8,18 @@
  * calibration run on stories260K records every dense product of every layer
  * with the right widths (attn_q/k/v share one input and so one entry value),
  * and `tern quantize --imatrix` uses it and records llama.cpp's keys.
+ * MoE and MLA (tiny synthetic qwen2moe and deepseek2): expert stacks get
+ * one slice per expert, averaged over that expert's tokens, which is
+ * checked against the router's input (every token) weighted by the expert
+ * loads tn_moe_stats counts in a separate forward run over the same
+ * windows: sum_e n_e mean_e[c] = k N mean_router[c]; ncall counts windows;
+ * MLA's projections have entries of their input widths; tern quantize
+ * weights each expert with its slice; an expert that saw no token leaves
+ * its stack out of the file, as llama-imatrix does.
  */
 #include "compress/imatrix.h"
 #include "compress/quantize.h"
+#include "model/synth.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -187,11 +196,198 @@ static void test_collect_and_quantize(void **state)
     tn_model_free(m);
 }
 
+static void test_expert_slices(void **state)
+{
+    tn_imatrix *im;
+    assert_int_equal(tn_imatrix_new(&im), TN_OK);
+    const float a[4] = {1, 2, 3, 4}, b[2] = {2, 0}; /* expert 0: rows (1,2), (3,4); expert 2: (2,0) */
+    assert_int_equal(tn_imatrix_add_expert(im, "blk.0.ffn_up_exps.weight", 0, 3, 0, a, 2, 2), TN_OK);
+    assert_int_equal(tn_imatrix_add_expert(im, "blk.0.ffn_up_exps.weight", 2, 3, 0, b, 1, 2), TN_OK);
+    assert_int_equal(tn_imatrix_add_expert(im, "blk.0.ffn_up_exps.weight", 2, 3, 1, b, 1, 2), TN_OK);
+    assert_int_equal(tn_imatrix_add_expert(im, "blk.0.ffn_up_exps.weight", 3, 3, 1, b, 1, 2), TN_ERR_INVALID);
+    assert_int_equal(tn_imatrix_add_expert(im, "blk.0.ffn_up_exps.weight", 0, 4, 1, b, 1, 2), TN_ERR_INVALID);
+    int64_t nc;
+    int32_t ncall;
+    const float *m = tn_imatrix_get(im, "blk.0.ffn_up_exps.weight", &nc);
+    assert_int_equal(nc, 6);
+    tn_imatrix_entry(im, 0, NULL, &ncall);
+    assert_int_equal(ncall, 2); /* two call ids */
+    assert_true(m[0] == 5.0f && m[1] == 10.0f); /* (1 + 9) / 2, (4 + 16) / 2 */
+    assert_true(m[2] == 0.0f && m[3] == 0.0f);  /* expert 1: nothing */
+    assert_true(m[4] == 4.0f && m[5] == 0.0f);
+    char *path = tn_test_tmp_path(".dat");
+    assert_int_equal(tn_imatrix_add(im, "blk.0.attn_q.weight", b, 1, 2), TN_OK);
+    assert_int_equal(tn_imatrix_save(im, path, NULL), TN_OK); /* expert 1 saw nothing: the stack is left out */
+    tn_imatrix *back;
+    assert_int_equal(tn_imatrix_load(path, &back), TN_OK);
+    assert_int_equal(tn_imatrix_n_entries(back), 1);
+    assert_null(tn_imatrix_get(back, "blk.0.ffn_up_exps.weight", &nc));
+    tn_imatrix_free(back);
+    const float c[2] = {1, 1};
+    assert_int_equal(tn_imatrix_add_expert(im, "blk.0.ffn_up_exps.weight", 1, 3, 1, c, 1, 2), TN_OK);
+    assert_int_equal(tn_imatrix_save(im, path, NULL), TN_OK);
+    assert_int_equal(tn_imatrix_load(path, &back), TN_OK);
+    assert_int_equal(tn_imatrix_n_entries(back), 2);
+    m = tn_imatrix_get(back, "blk.0.ffn_up_exps.weight", &nc);
+    assert_int_equal(nc, 6); /* each slice's mean survives the file (value = mean * ncall) */
+    const float want[6] = {5, 10, 1, 1, 4, 0};
+    for (int i = 0; i < 6; i++)
+        assert_true(fabsf(m[i] - want[i]) <= 1e-6f * want[i]);
+    tn_imatrix_free(back);
+    unlink(path);
+    free(path);
+    tn_imatrix_free(im);
+}
+
+/* Runs the windows tn_imatrix_collect runs and returns the forward's MoE
+ * statistics' totals (n_layer, n_expert) in cnt. */
+static void expert_loads(const tn_model *m, const tn_vocab *v, const char *text, size_t len, int32_t n_ctx,
+                         int32_t n_chunks, int64_t *cnt)
+{
+    size_t n = 0, cap = len + 2;
+    int32_t *tok = malloc(cap * sizeof *tok), pos[64], seq[64] = {0};
+    bool want[64];
+    assert_true(n_ctx <= 64);
+    assert_int_equal(tn_tokenize(v, text, len, tn_vocab_add_bos(v), false, tok, cap, &n), TN_OK);
+    for (int32_t i = 0; i < n_ctx; i++)
+        pos[i] = i, want[i] = true;
+    tn_kv_cache *kv;
+    tn_forward *f;
+    assert_int_equal(tn_kv_new(m, n_ctx, 1, &kv), TN_OK);
+    assert_int_equal(tn_forward_new(m, n_ctx, &f), TN_OK);
+    float *logits = malloc((size_t)n_ctx * (size_t)m->hp.n_vocab * sizeof *logits);
+    for (int32_t c = 0; c < n_chunks; c++) {
+        int32_t *win = tok + (size_t)c * (size_t)n_ctx;
+        if (tn_vocab_add_bos(v) && tn_vocab_bos(v) >= 0)
+            win[0] = tn_vocab_bos(v);
+        tn_kv_clear(kv);
+        tn_batch b = {.n_tokens = n_ctx, .token = win, .pos = pos, .seq_id = seq, .kv_slot = pos, .want_logits = want};
+        assert_int_equal(tn_forward_run(f, kv, NULL, &b, logits), TN_OK);
+    }
+    const tn_moe_stats *st = tn_forward_moe_stats(f);
+    for (int32_t il = 0; il < m->hp.n_layer; il++)
+        for (int32_t e = 0; e < m->hp.n_expert; e++)
+            cnt[il * m->hp.n_expert + e] = tn_moe_stats_total(st, il, e);
+    free(logits);
+    tn_forward_free(f);
+    tn_kv_free(kv);
+    free(tok);
+}
+
+static void check_moe_model(const char *preset)
+{
+    char *path = tn_test_tmp_path(".gguf");
+    tn_synth_opts so = {.preset = preset, .dtype = "f32", .vocab_path = STORIES, .out_path = path, .seed = 7,
+                        .n_threads = 1};
+    if (tn_synth_write(&so) != TN_OK)
+        fail_msg("synth %s: %s", preset, tn_last_error());
+    tn_model *m;
+    tn_vocab *v;
+    tn_imatrix *im;
+    assert_int_equal(tn_model_load(path, &m), TN_OK);
+    assert_int_equal(tn_vocab_from_gguf(m->gguf, &v), TN_OK);
+    assert_int_equal(tn_imatrix_new(&im), TN_OK);
+    size_t len;
+    char *text = tn_test_read_file(TEXT, &len);
+    assert_non_null(text);
+    const int32_t n_ctx = 48, n_chunks = 3;
+    len = 6000;
+    assert_int_equal(tn_imatrix_collect(im, m, v, NULL, text, len, n_ctx, n_chunks, NULL, NULL), TN_OK);
+    const tn_hparams *hp = &m->hp;
+    const int32_t E = hp->n_expert, K = hp->n_expert_used, D = hp->n_embd;
+    int64_t *cnt = calloc((size_t)hp->n_layer * (size_t)E, sizeof *cnt);
+    expert_loads(m, v, text, len, n_ctx, n_chunks, cnt);
+    int n_moe = 0;
+    for (int32_t il = 0; il < hp->n_layer; il++) {
+        char name[96];
+        int64_t nc = 0;
+        const tn_layer *ly = &m->layers[il];
+        if (hp->kv_lora_rank > 0) { /* MLA */
+            snprintf(name, sizeof name, "blk.%d.attn_kv_a_mqa.weight", (int)il);
+            assert_non_null(tn_imatrix_get(im, name, &nc));
+            assert_int_equal(nc, D);
+            snprintf(name, sizeof name, "blk.%d.attn_kv_b.weight", (int)il);
+            assert_non_null(tn_imatrix_get(im, name, &nc));
+            assert_int_equal(nc, hp->kv_lora_rank);
+            snprintf(name, sizeof name, "blk.%d.%s.weight", (int)il, hp->q_lora_rank > 0 ? "attn_q_b" : "attn_q");
+            assert_non_null(tn_imatrix_get(im, name, &nc));
+            assert_int_equal(nc, hp->q_lora_rank > 0 ? hp->q_lora_rank : D);
+        }
+        if (!ly->ffn_gate_inp.data)
+            continue;
+        n_moe++;
+        snprintf(name, sizeof name, "blk.%d.ffn_gate_inp.weight", (int)il);
+        const float *r = tn_imatrix_get(im, name, &nc);
+        assert_non_null(r);
+        assert_int_equal(nc, D);
+        float *router = malloc((size_t)D * sizeof *router);
+        memcpy(router, r, (size_t)D * sizeof *router);
+        snprintf(name, sizeof name, "blk.%d.ffn_up_exps.weight", (int)il);
+        const float *x = tn_imatrix_get(im, name, &nc);
+        assert_non_null(x);
+        assert_int_equal(nc, (int64_t)D * E);
+        int32_t ncall = -1;
+        for (int64_t i = 0; i < tn_imatrix_n_entries(im); i++)
+            if (!strcmp(tn_imatrix_entry(im, i, NULL, NULL), name))
+                tn_imatrix_entry(im, i, NULL, &ncall);
+        assert_int_equal(ncall, n_chunks);
+        int64_t total = 0;
+        for (int32_t e = 0; e < E; e++)
+            total += cnt[il * E + e];
+        assert_int_equal(total, (int64_t)K * n_ctx * n_chunks);
+        for (int32_t c = 0; c < D; c++) {
+            double s = 0;
+            for (int32_t e = 0; e < E; e++)
+                s += (double)cnt[il * E + e] * x[(size_t)e * D + c];
+            const double want = (double)K * n_ctx * n_chunks * router[c];
+            if (fabs(s - want) > 1e-4 * want)
+                fail_msg("%s layer %d column %d: sum_e n_e mean_e = %g, k N mean_router = %g", preset, (int)il,
+                         (int)c, s, want);
+        }
+        free(router);
+        snprintf(name, sizeof name, "blk.%d.ffn_down_exps.weight", (int)il);
+        assert_non_null(tn_imatrix_get(im, name, &nc));
+        assert_int_equal(nc, (int64_t)hp->n_ff_exp * E);
+        if (hp->n_ff_shexp > 0) {
+            snprintf(name, sizeof name, "blk.%d.ffn_down_shexp.weight", (int)il);
+            assert_non_null(tn_imatrix_get(im, name, &nc));
+            assert_int_equal(nc, hp->n_ff_shexp);
+        }
+    }
+    assert_true(n_moe > 0);
+
+    /* tern quantize weights each expert with its own slice */
+    char *dat = tn_test_tmp_path(".dat"), *out = tn_test_tmp_path(".gguf");
+    assert_int_equal(tn_imatrix_save(im, dat, TEXT), TN_OK);
+    tn_quant_opts o = {.in_path = path, .out_path = out, .type = "Q4_0", .imatrix = dat, .pure = true};
+    tn_quant_report rep;
+    if (tn_quantize_model(&o, &rep) != TN_OK)
+        fail_msg("%s: quantize: %s", preset, tn_last_error());
+    int n_exp_imp = 0;
+    for (int64_t i = 0; i < rep.n_tensors; i++)
+        n_exp_imp += strstr(rep.tensors[i].name, "_exps.weight") && rep.tensors[i].imatrix;
+    printf("imatrix %s: %lld entries, %d expert stacks quantized with their slices\n", preset,
+           (long long)tn_imatrix_n_entries(im), n_exp_imp);
+    assert_true(n_exp_imp > 0);
+    tn_quant_report_deinit(&rep);
+    unlink(dat), unlink(out), unlink(path);
+    free(dat), free(out), free(path), free(cnt), free(text);
+    tn_imatrix_free(im);
+    tn_vocab_free(v);
+    tn_model_free(m);
+}
+
+static void test_moe_qwen2moe(void **state) { check_moe_model("tiny-qwen2moe"); }
+static void test_moe_mla_deepseek2(void **state) { check_moe_model("tiny-deepseek2"); }
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_accumulate_save_load),
         cmocka_unit_test(test_collect_and_quantize),
+        cmocka_unit_test(test_expert_slices),
+        cmocka_unit_test(test_moe_qwen2moe),
+        cmocka_unit_test(test_moe_mla_deepseek2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
