@@ -16,6 +16,16 @@
  * MLA's projections have entries of their input widths; tern quantize
  * weights each expert with its slice; an expert that saw no token leaves
  * its stack out of the file, as llama-imatrix does.
+ * Against llama.cpp: tests/golden/imatrix-tiny-{mixtral,deepseek2}.dat are
+ * llama-imatrix's files (llama.cpp c392e5094, run by hand:
+ *   tern synth --preset P --dtype f32 --vocab stories260K.v3.derived.gguf
+ *       -o P.gguf --seed 7
+ *   head -c 20000 tinyshakespeare/input.txt > text.txt
+ *   llama-imatrix -m P.gguf -f text.txt -o golden.dat -c 64 --chunks 4 -b 64 -ub 64
+ * ) and tern's collection over the same windows must give every entry
+ * (per-expert slices, MLA projections) with the same width and ncall and
+ * values within 2e-3 of the entry's largest (float differences of two
+ * forward passes); tern adds output.weight, which llama-imatrix leaves out.
  */
 #include "compress/imatrix.h"
 #include "compress/quantize.h"
@@ -380,6 +390,69 @@ static void check_moe_model(const char *preset)
 static void test_moe_qwen2moe(void **state) { check_moe_model("tiny-qwen2moe"); }
 static void test_moe_mla_deepseek2(void **state) { check_moe_model("tiny-deepseek2"); }
 
+static void check_llama_golden(const char *preset)
+{
+    char *path = tn_test_tmp_path(".gguf"), golden[256];
+    snprintf(golden, sizeof golden, "tests/golden/imatrix-%s.dat", preset);
+    tn_synth_opts so = {.preset = preset, .dtype = "f32", .vocab_path = STORIES, .out_path = path, .seed = 7,
+                        .n_threads = 1};
+    if (tn_synth_write(&so) != TN_OK)
+        fail_msg("synth %s: %s", preset, tn_last_error());
+    tn_model *m;
+    tn_vocab *v;
+    tn_imatrix *im, *ref;
+    assert_int_equal(tn_model_load(path, &m), TN_OK);
+    assert_int_equal(tn_vocab_from_gguf(m->gguf, &v), TN_OK);
+    assert_int_equal(tn_imatrix_new(&im), TN_OK);
+    if (tn_imatrix_load(golden, &ref) != TN_OK)
+        fail_msg("%s", tn_last_error());
+    size_t len;
+    char *text = tn_test_read_file(TEXT, &len);
+    assert_non_null(text);
+    assert_true(len >= 20000);
+    assert_int_equal(tn_imatrix_collect(im, m, v, NULL, text, 20000, 64, 4, NULL, NULL), TN_OK);
+    double worst = 0;
+    int64_t n_exp = 0;
+    for (int64_t i = 0; i < tn_imatrix_n_entries(ref); i++) {
+        int64_t nr, nt;
+        int32_t cr, ct = -1;
+        const char *name = tn_imatrix_entry(ref, i, &nr, &cr);
+        for (int64_t k = 0; k < tn_imatrix_n_entries(im); k++)
+            if (!strcmp(tn_imatrix_entry(im, k, NULL, NULL), name))
+                tn_imatrix_entry(im, k, NULL, &ct);
+        const float *a = tn_imatrix_get(im, name, &nt), *b = tn_imatrix_get(ref, name, &nr);
+        if (!a)
+            fail_msg("%s: llama-imatrix has %s, tern has not", preset, name);
+        if (nt != nr || ct != cr)
+            fail_msg("%s: %s: tern width %lld ncall %d, llama-imatrix %lld, %d", preset, name, (long long)nt, (int)ct,
+                     (long long)nr, (int)cr);
+        double mx = 0, d = 0;
+        for (int64_t c = 0; c < nr; c++) {
+            mx = fmax(mx, fabs(b[c]));
+            d = fmax(d, fabs((double)a[c] - b[c]));
+        }
+        if (d > 2e-3 * mx)
+            fail_msg("%s: %s: max |tern - llama-imatrix| %g, max |llama-imatrix| %g", preset, name, d, mx);
+        worst = fmax(worst, d / mx);
+        n_exp += strstr(name, "_exps") != NULL;
+    }
+    int64_t no;
+    assert_non_null(tn_imatrix_get(im, "output.weight", &no));
+    assert_int_equal(tn_imatrix_n_entries(im), tn_imatrix_n_entries(ref) + 1);
+    assert_true(n_exp > 0);
+    printf("imatrix %s vs llama-imatrix: %lld entries (%lld expert stacks), worst max|d|/max|ref| %.2e\n", preset,
+           (long long)tn_imatrix_n_entries(ref), (long long)n_exp, worst);
+    unlink(path);
+    free(path), free(text);
+    tn_imatrix_free(im);
+    tn_imatrix_free(ref);
+    tn_vocab_free(v);
+    tn_model_free(m);
+}
+
+static void test_llama_imatrix_mixtral(void **state) { check_llama_golden("tiny-mixtral"); }
+static void test_llama_imatrix_deepseek2(void **state) { check_llama_golden("tiny-deepseek2"); }
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -388,6 +461,8 @@ int main(void)
         cmocka_unit_test(test_expert_slices),
         cmocka_unit_test(test_moe_qwen2moe),
         cmocka_unit_test(test_moe_mla_deepseek2),
+        cmocka_unit_test(test_llama_imatrix_mixtral),
+        cmocka_unit_test(test_llama_imatrix_deepseek2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
