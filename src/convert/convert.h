@@ -14,7 +14,9 @@
  * Why a module of its own: it ties format/ (safetensors, config.json, the
  * GGUF writer) to tok/ (tokenizer.json and tiktoken vocabularies), and
  * format/ may not depend on tok/; model/ does not link tok/ either. So it
- * sits above both, beside model/, and only tools/ and tests use it.
+ * sits above both, beside model/, and only tools/ and tests use it. It
+ * also uses compress/ (tn_quant_rules, tn_quant_row) for --dtype q8_0 /
+ * q4_0, so the quantized file is the one tern quantize would write.
  */
 #ifndef TERN_CONVERT_CONVERT_H
 #define TERN_CONVERT_CONVERT_H
