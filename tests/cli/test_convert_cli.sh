@@ -40,4 +40,10 @@ if [ $rc -ne 0 ] || [ "${out#Hello world}" = "$out" ]; then
 else
     echo "ok: tern run on the converted model"
 fi
+"$TERN" convert "$tmp/qwen2_moe" "$tmp/q.gguf" --dtype q8_0 2> "$tmp/err"
+check "convert qwen2_moe --dtype q8_0" 0 $? "$tmp/err" "q8_0"
+"$TERN" info "$tmp/q.gguf" > "$tmp/info" 2>&1
+grep -q "q8_0" "$tmp/info" || { echo "FAIL: tern info shows no q8_0 tensor in the --dtype q8_0 file"; fail=1; }
+out=$("$TERN" run -m "$tmp/q.gguf" -p "Hello world" -n 4 --temp 0 2> "$tmp/err")
+[ $? -eq 0 ] || { echo "FAIL: tern run on the q8_0 conversion: $(cat "$tmp/err")"; fail=1; }
 exit $fail
