@@ -46,62 +46,87 @@ static void usage(FILE *out)
             "      --max-body BYTES   request body limit (default 1048576)\n"
             "      --max-queue N      waiting requests before 429 (default 256)\n"
             "      --timeout S        cancel a request generating longer than S seconds (default: none)\n"
-            "      --ep N             expert parallelism under `mpirun -np N`: rank 0 serves\n"
-            "                         HTTP and runs every sequence; each rank holds 1/N of\n"
-            "                         the routed experts (docs/ep.md)\n"
+            "      --ep N             expert parallelism under `mpirun -np N`: each rank holds\n"
+            "                         1/N of the routed experts and runs its own sequences\n"
+            "                         and KV cache (--kv-size and -np are per rank); rank 0\n"
+            "                         serves HTTP and spreads the requests (docs/ep.md)\n"
             "      --ep-timeout S     fail when a rank does not answer within S seconds\n"
             "                         (default 60)\n"
             "  -h, --help             this text\n");
 }
 
-/* --- expert parallelism (--ep): rank 0's engine hooks ------------------- */
+/* --- expert parallelism (--ep): data-parallel engines ------------------ */
 
-static void serve_ep_fatal(const ep_ctx *c)
-{
-    fprintf(stderr, "tern serve: rank %d: the expert-parallel job lost a rank; exiting\n", c->rank);
-    fflush(stderr);
-    _exit(1); /* the engine thread cannot unwind the server; mpirun ends the job */
-}
+/* Every rank runs an engine over its own KV cache; rank 0's also serves
+ * HTTP and spreads the requests (engine.h, "Data-parallel engines"). */
+typedef struct serve_ep {
+    ep_ctx c;
+    tn_engine_link link;
+} serve_ep;
 
 static tn_status serve_ep_on_forward(void *ud, tn_forward *f)
 {
-    ep_ctx *c = ud;
-    if (!c->ep || ep_attach("tern serve", c, f) != 0)
+    serve_ep *x = ud;
+    if (!x->c.ep || ep_attach("tern serve", &x->c, f) != 0)
         return TN_ERR_INVALID; /* reason printed */
     return TN_OK;
 }
 
-/* Engine thread: one round of the step handshake before each step (STEP)
- * and while idle (IDLE, a heartbeat the other ranks wait on). */
-static void serve_ep_step(void *ud, bool step)
-{
-    ep_ctx *c = ud;
-    if (ep_round("tern serve", c, step ? TN_EP_STEP : TN_EP_IDLE) != 0)
-        serve_ep_fatal(c);
-}
-
+/* The engine parameters every rank adds: the experts' routing, the link. */
 static void serve_ep_setup(void *ud, tn_engine_params *ep)
 {
-    ep_ctx *c = ud;
+    serve_ep *x = ud;
     int32_t budget = ep->step_token_budget > 0 ? ep->step_token_budget : 512; /* the engine's default */
-    if (ep_make("tern serve", c, ep->model, budget) != 0)
+    if (ep_make("tern serve", &x->c, ep->model, budget) != 0)
         return; /* on_forward fails the engine */
+    ep_link("tern serve", &x->c, &x->link);
     ep->on_forward = serve_ep_on_forward;
-    ep->step_hook = serve_ep_step;
-    ep->hook_ud = c;
-    ep->hook_idle_s = tn_comm_timeout(c->comm) / 4;
+    ep->hook_ud = x;
+    ep->link = &x->link;
+    ep->hook_idle_s = tn_comm_timeout(x->c.comm) / 4;
 }
 
-/* Ranks > 0: the model's experts for rank 0's steps, no HTTP. */
-static int serve_ep_follow(ep_ctx *c, const char *model_path, int32_t n_threads)
+/* Ranks > 0: an engine like rank 0's, fed by rank 0, no HTTP; runs until
+ * rank 0 ends the job. */
+static int serve_ep_rank(serve_ep *x, const tn_serve_params *p)
 {
+    const int rank = x->c.rank;
     tn_model *m = NULL;
-    if (tn_model_load(model_path, &m) != TN_OK) {
-        fprintf(stderr, "tern serve: rank %d: cannot load the model: %s\n", c->rank, tn_last_error());
-        return 1;
+    tn_vocab *v = NULL;
+    tn_engine *e = NULL;
+    int rc = 1;
+    if (tn_model_load(p->model_path, &m) != TN_OK || tn_vocab_from_gguf(m->gguf, &v) != TN_OK) {
+        fprintf(stderr, "tern serve: rank %d: cannot load the model: %s\n", rank, tn_last_error());
+        goto out;
     }
-    int rc = ep_make("tern serve", c, m, 1) != 0 ? 1 : ep_follow("tern serve", c, m, n_threads);
-    ep_leave(c);
+    tn_engine_params ep = {
+        .model = m,
+        .vocab = v,
+        .n_threads = p->n_threads,
+        .n_ctx = p->n_ctx,
+        .max_running = p->n_parallel,
+        .n_kv_slots = p->n_kv,
+        .kv_type = p->kv_type,
+        .max_waiting = p->max_queue,
+        .prefix_cache = true,
+    };
+    serve_ep_setup(x, &ep);
+    if (tn_engine_new(&ep, &e) != TN_OK) {
+        fprintf(stderr, "tern serve: rank %d: cannot start the engine: %s\n", rank, tn_last_error());
+        goto out;
+    }
+    tn_engine_wait_done(e);
+    tn_engine_stats st;
+    tn_engine_get_stats(e, &st);
+    tn_log(TN_LOG_INFO, "tern serve: rank %d: %llu steps with tokens, %llu empty; %llu prompt tokens, %llu generated\n",
+           rank, (unsigned long long)st.n_steps, (unsigned long long)st.n_empty_steps,
+           (unsigned long long)st.prompt_tokens, (unsigned long long)st.generated_tokens);
+    tn_engine_free(e);
+    ep_report("tern serve", &x->c);
+    rc = 0;
+out:
+    ep_leave(&x->c);
+    tn_vocab_free(v);
     tn_model_free(m);
     return rc;
 }
@@ -197,26 +222,30 @@ int tn_cmd_serve(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    ep_ctx epc;
-    if (ep_join_job("tern serve", &epo, &epc) != 0)
+    static serve_ep epx; /* the link's fail() may run until exit */
+    if (ep_join_job("tern serve", &epo, &epx.c) != 0)
         return 1;
-    if (epc.rank > 0)
-        return serve_ep_follow(&epc, p.model_path, p.n_threads);
-    if (epc.comm) {
+    if (epx.c.comm)
+        p.n_threads = ep_threads(&epx.c, p.n_threads);
+    if (epx.c.rank > 0)
+        return serve_ep_rank(&epx, &p);
+    if (epx.c.comm) {
         p.engine_setup = serve_ep_setup;
-        p.engine_setup_ud = &epc;
-        p.n_threads = ep_threads(&epc, p.n_threads);
+        p.engine_setup_ud = &epx;
     }
     int rc = 0;
     if (tn_serve_run(&p) != TN_OK) {
         fprintf(stderr, "tern serve: %s\n", tn_last_error());
         rc = 1;
     }
-    if (epc.ep && !tn_comm_broken(epc.comm)) { /* the other ranks stop too */
-        ep_report("tern serve", &epc);
-        if (ep_round("tern serve", &epc, TN_EP_DONE) != 0)
+    if (epx.c.comm && !tn_comm_broken(epx.c.comm)) { /* the other ranks' engines stop too */
+        if (epx.c.ep)
+            ep_report("tern serve", &epx.c);
+        if (!epx.link.allgather)
+            ep_link("tern serve", &epx.c, &epx.link);
+        if (tn_engine_link_done(&epx.link) != TN_OK)
             rc = 1;
     }
-    ep_leave(&epc);
+    ep_leave(&epx.c);
     return rc;
 }

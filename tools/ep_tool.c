@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int ep_parse_flag(const char *cmd, const char *a, const char *v, ep_opts *o)
 {
@@ -178,6 +179,42 @@ void ep_report(const char *cmd, const ep_ctx *ctx)
            "experts %.3f s\n",
            cmd, ctx->rank, ctx->size, rss / 1048576.0, rss_file / 1048576.0, (long long)t.n_calls, t.comm_s,
            t.compute_s);
+}
+
+static const char *link_cmd = "tern";
+
+static tn_status link_allgather(void *ud, const void *send, size_t bytes, void *recv)
+{
+    ep_ctx *c = ud;
+    return tn_comm_allgather(c->comm, send, bytes, recv);
+}
+
+static tn_status link_alltoallv(void *ud, const void *send, const size_t *sc, const size_t *sd, void *recv,
+                                const size_t *rc, const size_t *rd)
+{
+    ep_ctx *c = ud;
+    return tn_comm_alltoallv(c->comm, send, sc, sd, recv, rc, rd);
+}
+
+static void link_fail(void *ud, const char *why)
+{
+    ep_ctx *c = ud;
+    fprintf(stderr, "%s: rank %d: the expert-parallel job lost a rank: %s; exiting\n", link_cmd, c->rank, why);
+    fflush(stderr);
+    _exit(1);
+}
+
+void ep_link(const char *cmd, ep_ctx *ctx, tn_engine_link *l)
+{
+    link_cmd = cmd;
+    *l = (tn_engine_link){
+        .rank = ctx->rank,
+        .size = ctx->size,
+        .ud = ctx,
+        .allgather = link_allgather,
+        .alltoallv = link_alltoallv,
+        .fail = link_fail,
+    };
 }
 
 void ep_leave(ep_ctx *ctx)

@@ -8,6 +8,7 @@
 #define TERN_TOOLS_EP_TOOL_H
 
 #include "dist/ep.h"
+#include "engine/engine.h"
 
 #include <stdio.h>
 
@@ -60,6 +61,13 @@ int ep_attach(const char *cmd, ep_ctx *ctx, tn_forward *f);
 /* Prints this rank's resident memory and EP timing to stderr ("cmd: rank
  * R/N: resident X MiB (file-backed Y MiB), ..."). */
 void ep_report(const char *cmd, const ep_ctx *ctx);
+
+/* Fills l with the engine's data-parallel link over ctx's communicator
+ * (engine.h, tn_engine_link): rank, size, the all-gather and all-to-all-v,
+ * and a fail that prints "CMD: rank R: the expert-parallel job lost a
+ * rank: WHY" and ends the process with exit status 1 (the engine thread
+ * cannot unwind the tool; mpirun then ends the job). ctx must outlive l. */
+void ep_link(const char *cmd, ep_ctx *ctx, tn_engine_link *l);
 
 /* Frees the EP state and leaves the job (a broken communicator does not
  * finalize MPI: the process should exit non-zero soon). */

@@ -28,6 +28,8 @@
  */
 #include "engine/engine.h"
 
+#include "engine/engine_int.h"
+
 #include "base/pool.h"
 #include "engine/sched.h"
 
@@ -96,9 +98,13 @@ struct tn_engine {
     /* Engine thread only. */
     uint64_t *cancels_local;
     int32_t cancels_local_cap;
-    uint64_t n_steps, prompt_tokens, generated_tokens;
+    uint64_t n_steps, n_empty_steps, prompt_tokens, generated_tokens;
     int32_t n_live;
     double moe_written_at;  /* when moe_stats_path was last written */
+
+    /* Data-parallel group (engine_dp.c); NULL: one process. */
+    tn__dp *dp;
+    bool dp_wake;           /* under mu: rank 0 has requests or cancels for other ranks */
 };
 
 /* ==========================================================================
@@ -201,11 +207,12 @@ static void publish(tn_engine *e, bool settled)
     e->pub.prompt_tokens = e->prompt_tokens;
     e->pub.generated_tokens = e->generated_tokens;
     e->pub.n_steps = e->n_steps;
+    e->pub.n_empty_steps = e->n_empty_steps;
     if (e->moe_pub)
         tn_moe_stats_copy(e->moe_pub, tn_forward_moe_stats(e->fwd));
     if (settled) {
         e->pub_live = e->n_live;
-        if (e->n_live == 0 && e->n_inbox == 0)
+        if (e->n_live == 0 && e->n_inbox == 0 && (!e->dp || tn__dp_remote_live(e->dp) == 0))
             pthread_cond_broadcast(&e->idle_cv);
     }
     pthread_mutex_unlock(&e->mu);
@@ -303,7 +310,20 @@ static void prompt_logprob(tn_engine *e, request *r, int32_t pos, const float *r
     emit(r, &ev);
 }
 
-/* Runs one planned step: batch, forward, commit, sampling. */
+/* A forward call without tokens: another rank of the data-parallel group
+ * steps, and the collective exchanges inside the forward pass need every
+ * rank. An error here is the link's (a lost rank): the next round reports
+ * it. */
+static void run_empty_step(tn_engine *e)
+{
+    tn_batch b = {0};
+    if (tn_forward_run(e->fwd, e->kv, e->pool, &b, NULL) != TN_OK)
+        tn_log(TN_LOG_ERROR, "engine: empty step: %s\n", tn_last_error());
+    e->n_empty_steps++;
+}
+
+/* Runs one planned step: batch, forward, commit, sampling. With no items
+ * (a data-parallel step of other ranks) the forward call is empty. */
 static void run_step(tn_engine *e, const tn_sched_step *st)
 {
     int32_t n = 0, n_rows = 0;
@@ -312,8 +332,11 @@ static void run_step(tn_engine *e, const tn_sched_step *st)
         tn_sched_seq *q = it->seq;
         tn_status s = tn_kv_seq_set_slots(e->kv, q->lane, q->slots, it->pos0 + it->n);
         if (s != TN_OK) {
-            /* Only allocation can fail here; fail the request, keep the rest. */
+            /* Only allocation can fail here; fail the request, keep the rest.
+             * In a data-parallel group the other ranks step now: so do we. */
             finish_request(e, q->user, TN_FINISH_ERROR, tn_last_error());
+            if (e->dp)
+                run_empty_step(e);
             return;
         }
         const request *r = q->user;
@@ -339,10 +362,11 @@ static void run_step(tn_engine *e, const tn_sched_step *st)
         .kv_slot = e->b_slot,
         .want_logits = e->b_want,
     };
-    if (e->p.step_hook)
-        e->p.step_hook(e->p.hook_ud, true);
     tn_status s = tn_forward_run(e->fwd, e->kv, e->pool, &b, e->logits);
-    e->n_steps++;
+    if (n > 0)
+        e->n_steps++;
+    else
+        e->n_empty_steps++;
     if (s != TN_OK) {
         /* A malformed batch is a bug of ours; fail what was in it. */
         const char *msg = tn_last_error();
@@ -375,25 +399,25 @@ static void write_moe_stats(tn_engine *e)
 static void *engine_main(void *arg)
 {
     tn_engine *e = arg;
+    bool poll = false; /* the last round asked for another at once */
     for (;;) {
         pthread_mutex_lock(&e->mu);
-        while (!e->stop && !e->in_head && e->n_cancels == 0 && e->n_live == 0) {
-            if (!e->p.step_hook) {
+        while (!e->stop && !e->in_head && e->n_cancels == 0 && e->n_live == 0 && !e->dp_wake && !poll) {
+            if (!e->dp) {
                 pthread_cond_wait(&e->cv, &e->mu);
                 continue;
             }
-            /* Expert parallelism: the other processes wait on our heartbeat. */
+            /* Data-parallel: nothing anywhere; rank 0 makes a round at
+             * least every hook_idle_s (the others wait in it). */
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             double t = (double)until.tv_sec + until.tv_nsec * 1e-9 + e->p.hook_idle_s;
             until.tv_sec = (time_t)t;
             until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
-            if (pthread_cond_timedwait(&e->cv, &e->mu, &until) != 0) {
-                pthread_mutex_unlock(&e->mu);
-                e->p.step_hook(e->p.hook_ud, false);
-                pthread_mutex_lock(&e->mu);
-            }
+            if (pthread_cond_timedwait(&e->cv, &e->mu, &until) != 0)
+                break;
         }
+        e->dp_wake = false;
         request *in = e->in_head;
         e->in_head = e->in_tail = NULL;
         e->pub.n_waiting += e->n_inbox; /* they wait in the scheduler now */
@@ -435,8 +459,14 @@ static void *engine_main(void *arg)
             finish_request(e, r, TN_FINISH_CANCELLED, "timeout");
         }
         publish(e, false); /* running/waiting as planned, before callbacks run */
-        if (st.n_items > 0)
+        if (e->dp) {
+            int act = tn__dp_round(e->dp, e, st.n_items > 0);
+            poll = act != TN__DP_IDLE;
+            if (act == TN__DP_STEP)
+                run_step(e, &st);
+        } else if (st.n_items > 0) {
             run_step(e, &st);
+        }
         publish(e, true);
         if (e->p.moe_stats_path && e->moe_pub && tn_time_s() - e->moe_written_at >= e->p.moe_stats_every_s)
             write_moe_stats(e);
@@ -482,9 +512,14 @@ tn_status tn_engine_new(const tn_engine_params *p, tn_engine **out)
         e->p.moe_stats_every_s = 10.0;
     int32_t n_blocks = e->p.n_kv_slots / e->p.block_size;
     tn_status s = TN_OK;
+    if (p->link && (s = tn__dp_new(p->link, &e->dp)) != TN_OK) {
+        free(e);
+        return s;
+    }
     if ((int64_t)n_blocks * e->p.block_size < e->p.n_ctx) {
         s = tn__err(TN_ERR_INVALID, "engine: n_kv_slots %d (%d blocks of %d) cannot hold one sequence of n_ctx %d",
                     e->p.n_kv_slots, n_blocks, e->p.block_size, e->p.n_ctx);
+        tn__dp_free(e->dp);
         free(e);
         return s;
     }
@@ -557,6 +592,7 @@ void tn_engine_free(tn_engine *e)
         request_free(r);
         r = n;
     }
+    tn__dp_free(e->dp); /* rank 0: requests on other ranks get their final event */
     tn_sched_free(e->sched);
     tn_kv_free(e->kv);
     tn_forward_free(e->fwd);
@@ -608,6 +644,62 @@ static tn_status check_request(const tn_engine *e, const tn_request_params *r)
     return TN_OK;
 }
 
+/* Queues r here (returns TN_ERR_FULL, freeing r, when draining or full). */
+static tn_status enqueue(tn_engine *e, request *r, uint64_t *id)
+{
+    pthread_mutex_lock(&e->mu);
+    if (e->draining || e->stop) {
+        pthread_mutex_unlock(&e->mu);
+        request_free(r);
+        return tn__err(TN_ERR_FULL, "engine: draining, not accepting requests");
+    }
+    if (e->pub.n_waiting + e->n_inbox >= e->p.max_waiting) {
+        int32_t n = e->pub.n_waiting + e->n_inbox;
+        pthread_mutex_unlock(&e->mu);
+        request_free(r);
+        return tn__err(TN_ERR_FULL, "engine: %d requests waiting (max_waiting %d)", n, e->p.max_waiting);
+    }
+    r->id = e->next_id++;
+    if (e->in_tail)
+        e->in_tail->next = r;
+    else
+        e->in_head = r;
+    e->in_tail = r;
+    e->n_inbox++;
+    if (id)
+        *id = r->id;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    return TN_OK;
+}
+
+/* Rank 0 of a data-parallel group: r (checked and built, so that a bad
+ * request fails here as in one process) runs here or, as rp, on the rank
+ * tn__dp_pick chooses. */
+static tn_status submit_routed(tn_engine *e, request *r, const tn_request_params *rp, tn_engine_cb cb, void *user,
+                               uint64_t *id)
+{
+    pthread_mutex_lock(&e->mu);
+    int32_t live = e->pub_live + e->n_inbox;
+    int32_t free_blocks = e->pub.kv_blocks_total - e->pub.kv_blocks_used;
+    bool closed = e->draining || e->stop;
+    pthread_mutex_unlock(&e->mu);
+    if (closed) {
+        request_free(r);
+        return tn__err(TN_ERR_FULL, "engine: draining, not accepting requests");
+    }
+    int32_t rank = tn__dp_pick(e->dp, live, free_blocks);
+    if (rank == 0)
+        return enqueue(e, r, id);
+    request_free(r);
+    pthread_mutex_lock(&e->mu);
+    uint64_t rid = e->next_id++;
+    pthread_mutex_unlock(&e->mu);
+    if (id)
+        *id = rid;
+    return tn__dp_submit(e->dp, e, rank, rid, rp, cb, user);
+}
+
 /* Contract in engine.h. Allocates the request (prompt copy, sampler) on the
  * caller's thread, then queues it under the lock. */
 tn_status tn_engine_submit(tn_engine *e, const tn_request_params *rp, tn_engine_cb cb, void *user, uint64_t *id)
@@ -650,36 +742,17 @@ tn_status tn_engine_submit(tn_engine *e, const tn_request_params *rp, tn_engine_
         tn_sampler_accept(r->sampler, rp->prompt[i]);
     r->deadline = rp->timeout_s > 0 ? tn_time_s() + rp->timeout_s : 0;
 
-    pthread_mutex_lock(&e->mu);
-    if (e->draining || e->stop) {
-        pthread_mutex_unlock(&e->mu);
-        request_free(r);
-        return tn__err(TN_ERR_FULL, "engine: draining, not accepting requests");
-    }
-    if (e->pub.n_waiting + e->n_inbox >= e->p.max_waiting) {
-        int32_t n = e->pub.n_waiting + e->n_inbox;
-        pthread_mutex_unlock(&e->mu);
-        request_free(r);
-        return tn__err(TN_ERR_FULL, "engine: %d requests waiting (max_waiting %d)", n, e->p.max_waiting);
-    }
-    r->id = e->next_id++;
-    if (e->in_tail)
-        e->in_tail->next = r;
-    else
-        e->in_head = r;
-    e->in_tail = r;
-    e->n_inbox++;
-    if (id)
-        *id = r->id;
-    pthread_cond_signal(&e->cv);
-    pthread_mutex_unlock(&e->mu);
-    return TN_OK;
+    if (e->dp && tn__dp_rank(e->dp) == 0)
+        return submit_routed(e, r, rp, cb, user, id);
+    return enqueue(e, r, id);
 }
 
 /* Contract in engine.h. If the cancel list cannot grow, the id is dropped
  * with a log line (the request still ends by itself). */
 void tn_engine_cancel(tn_engine *e, uint64_t id)
 {
+    if (e->dp && tn__dp_cancel(e->dp, e, id))
+        return;
     pthread_mutex_lock(&e->mu);
     if (e->n_cancels == e->cancel_cap) {
         uint64_t *c = realloc(e->cancels, (size_t)e->cancel_cap * 2 * sizeof(uint64_t));
@@ -716,10 +789,10 @@ bool tn_engine_wait_idle(tn_engine *e, double timeout_s)
     }
     pthread_mutex_lock(&e->mu);
     bool idle;
-    while (!(idle = e->pub_live == 0 && e->n_inbox == 0)) {
+    while (!(idle = e->pub_live == 0 && e->n_inbox == 0 && (!e->dp || tn__dp_remote_live(e->dp) == 0))) {
         if (timeout_s > 0) {
             if (pthread_cond_timedwait(&e->idle_cv, &e->mu, &until) != 0) {
-                idle = e->pub_live == 0 && e->n_inbox == 0;
+                idle = e->pub_live == 0 && e->n_inbox == 0 && (!e->dp || tn__dp_remote_live(e->dp) == 0);
                 break;
             }
         } else {
@@ -736,6 +809,74 @@ void tn_engine_get_stats(tn_engine *e, tn_engine_stats *out)
     pthread_mutex_lock(&e->mu);
     *out = e->pub;
     out->n_waiting += e->n_inbox;
+    pthread_mutex_unlock(&e->mu);
+    if (!e->dp || tn__dp_rank(e->dp) != 0)
+        return;
+    /* Rank 0 of a data-parallel group: the sum over the ranks. */
+    tn_engine_rank_stats rs[64];
+    int32_t n = tn_engine_get_rank_stats(e, rs, 64);
+    for (int32_t r = 1; r < TN_MIN(n, 64); r++) {
+        const tn_engine_stats *o = &rs[r].st;
+        out->n_running += o->n_running;
+        out->n_waiting += o->n_waiting;
+        out->kv_blocks_total += o->kv_blocks_total;
+        out->kv_blocks_used += o->kv_blocks_used;
+        out->prefix_queries += o->prefix_queries;
+        out->prefix_hits += o->prefix_hits;
+        out->n_preemptions += o->n_preemptions;
+        out->prompt_tokens += o->prompt_tokens;
+        out->generated_tokens += o->generated_tokens;
+        out->n_steps += o->n_steps;
+        out->n_empty_steps += o->n_empty_steps;
+    }
+}
+
+/* Contract in engine.h. */
+int32_t tn_engine_get_rank_stats(tn_engine *e, tn_engine_rank_stats *out, int32_t max)
+{
+    tn_engine_stats st;
+    int32_t live;
+    tn__engine_local(e, &st, &live);
+    if (!e->dp) {
+        if (max > 0)
+            out[0] = (tn_engine_rank_stats){.st = st, .n_live = live, .n_routed = 0};
+        return 1;
+    }
+    return tn__dp_rank_stats(e->dp, &st, live, out, max);
+}
+
+/* Contract in engine.h. */
+void tn_engine_wait_done(tn_engine *e)
+{
+    if (e->dp && tn__dp_rank(e->dp) > 0)
+        tn__dp_wait_done(e->dp);
+}
+
+/* Contract in engine_int.h. */
+void tn__engine_wake(tn_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    e->dp_wake = true;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Contract in engine_int.h. */
+void tn__engine_local(tn_engine *e, tn_engine_stats *st, int32_t *n_live)
+{
+    pthread_mutex_lock(&e->mu);
+    *st = e->pub;
+    st->n_waiting += e->n_inbox;
+    *n_live = e->pub_live + e->n_inbox;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Contract in engine_int.h. */
+void tn__engine_stop(tn_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    e->stop = true;
+    pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
 }
 

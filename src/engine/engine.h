@@ -46,18 +46,17 @@ typedef struct tn_engine_params {
                                     (tn_moe_stats_write: .csv or JSON); NULL: none */
     double moe_stats_every_s;
     tn_kv_type kv_type;          /* KV-cache storage (0: F32; F16 or Q8 halve / quarter it) */
-    /* Expert parallelism (tools/ep_tool.c); all NULL: one process. With
-     * step_hook set the forward pass is collective over other processes:
-     * on_forward(hook_ud, fwd) runs once in tn_engine_new (it routes fwd's
-     * experts; its error fails tn_engine_new), step_hook(hook_ud, true) on
-     * the engine thread before each forward call, and step_hook(hook_ud,
-     * false) at least every hook_idle_s seconds (0: 1 s) while the engine
-     * idles, a heartbeat. step_hook cannot fail: on an error it ends the
-     * process (it lives in tools/, which may exit). */
+    /* Expert parallelism (tools/ep_tool.c); NULL: one process. on_forward(hook_ud, fwd) runs once in
+     * tn_engine_new (it routes fwd's experts over the other processes, making every forward call
+     * collective; its error fails tn_engine_new). */
     tn_status (*on_forward)(void *hook_ud, tn_forward *fwd);
-    void (*step_hook)(void *hook_ud, bool step);
     void *hook_ud;
-    double hook_idle_s;
+    /* Data-parallel engines (engine_dp.c); NULL: one process. One engine per rank of the link, each
+     * with its own KV cache and scheduler; rank 0's submit/cancel/stats cover them all. See
+     * tn_engine_link below. */
+    const struct tn_engine_link *link;
+    double hook_idle_s;          /* rank 0's heartbeat while the whole group idles (0: 1 s); it must
+                                    come well within the link's timeout */
 } tn_engine_params;
 
 typedef enum tn_finish {
@@ -150,7 +149,8 @@ typedef struct tn_engine_stats {
     uint64_t prefix_queries, prefix_hits;   /* in tokens */
     uint64_t n_preemptions;
     uint64_t prompt_tokens, generated_tokens; /* totals */
-    uint64_t n_steps;
+    uint64_t n_steps;            /* forward calls with tokens of this engine */
+    uint64_t n_empty_steps;      /* data-parallel: forward calls with none (another rank stepped) */
 } tn_engine_stats;
 
 /* A snapshot of the counters (any thread). */
@@ -160,5 +160,69 @@ void tn_engine_get_stats(tn_engine *e, tn_engine_stats *out);
  * thread): *out is a new tn_moe_stats the caller frees with
  * tn_moe_stats_free, or NULL for a dense model. TN_ERR_NOMEM on failure. */
 tn_status tn_engine_moe_stats(tn_engine *e, tn_moe_stats **out) TN_MUST_CHECK;
+
+/* ==========================================================================
+ * Data-parallel engines over several processes (engine_dp.c)
+ *
+ * Each rank of a group (e.g. the processes of `mpirun -np N tern serve
+ * --ep N`) runs its own engine: its own KV cache, block tables, scheduler.
+ * Rank 0's engine is the front: tn_engine_submit there picks a rank for
+ * the request (the fewest live requests, then the most free KV blocks, then
+ * round robin) and tn_engine_cancel / tn_engine_get_stats / wait_idle cover
+ * the requests of every rank; the events of a request on rank r come back
+ * to rank 0 and reach the callback there, on rank 0's engine thread, as if
+ * the request had run locally. The engines of ranks > 0 take requests only
+ * from rank 0.
+ *
+ * All ranks step together: before each forward call every engine makes one
+ * round over the link (an all-gather of a small header: its state, load
+ * and byte counts; then, if any rank has bytes for another, one
+ * all-to-all-v of requests, cancels and events). If any rank has tokens to
+ * run, every rank runs one forward call, with an empty batch if it has
+ * none, so the collective exchanges inside the forward pass (expert
+ * parallelism) stay matched. Rank 0 paces the idle group: it makes a round
+ * at least every hook_idle_s seconds (a heartbeat); ranks > 0 wait inside
+ * the round.
+ *
+ * The link is the transport, given as functions so that the engine does not
+ * depend on an MPI library (tools/ep_tool.c wraps tn_comm). Every rank must
+ * run the same tern binary (the messages are the engine's structs).
+ * ======================================================================== */
+
+typedef struct tn_engine_link {
+    int32_t rank, size;          /* this process's rank in [0, size) and the group's size (>= 1) */
+    void *ud;
+    /* Collective: recv ((size, bytes)) gets every rank's `bytes` of send, in rank order. */
+    tn_status (*allgather)(void *ud, const void *send, size_t bytes, void *recv);
+    /* Collective, in bytes: this rank sends send[send_displs[r] ..+ send_counts[r]] to each rank r
+     * and receives r's message into recv[recv_displs[r] ..+ recv_counts[r]] (as tn_comm_alltoallv). */
+    tn_status (*alltoallv)(void *ud, const void *send, const size_t *send_counts, const size_t *send_displs,
+                           void *recv, const size_t *recv_counts, const size_t *recv_displs);
+    /* Called with the reason when a round fails (a lost or hung rank, a malformed message); it must
+     * not return (tools/ exit). */
+    void (*fail)(void *ud, const char *why);
+} tn_engine_link;
+
+/* Rank 0, after its engine is freed: the last round, which stops the
+ * engines of every other rank (their tn_engine_wait_done returns). Returns
+ * the link's error (then the job has lost a rank anyway). Main thread. */
+tn_status tn_engine_link_done(const tn_engine_link *l) TN_MUST_CHECK;
+
+/* Ranks > 0: blocks until rank 0 ends the group (tn_engine_link_done);
+ * the engine has then stopped (every request it held got a CANCELLED
+ * event) and is ready for tn_engine_free. Returns at once without a link
+ * or on rank 0. Not from the engine thread. */
+void tn_engine_wait_done(tn_engine *e);
+
+typedef struct tn_engine_rank_stats {
+    tn_engine_stats st;          /* rank 0: now; others: as of the last round */
+    int32_t n_live;              /* requests routed to the rank and not finished */
+    uint64_t n_routed;           /* requests routed to the rank in all */
+} tn_engine_rank_stats;
+
+/* Rank 0: fills out[0 .. min(max, size)) with each rank's snapshot and
+ * returns the group's size (1 without a link: out[0] is this engine's).
+ * On ranks > 0 only its own. Any thread. */
+int32_t tn_engine_get_rank_stats(tn_engine *e, tn_engine_rank_stats *out, int32_t max);
 
 #endif /* TERN_ENGINE_ENGINE_H */
