@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# test_ep_serve.sh — `mpirun -np 2 tern serve --ep 2` against one `tern
-# serve` process, through the official openai client: the same greedy
-# completions and chat answers (streamed and not, and four at once), after
-# an idle pause longer than the exchange timeout (rank 0's heartbeat keeps
-# rank 1 waiting, not failing); then SIGTERM to rank 0 shuts the job down
-# cleanly (exit 0, rank 1 reports the steps it took part in).
+# test_ep_serve.sh — `mpirun -np 2 tern serve --ep 2` (data-parallel
+# attention: each rank runs its own engine and KV cache, rank 0 spreads the
+# requests) against one `tern serve` process, through the official openai
+# client: the same greedy completions and chat answers (streamed and not,
+# eight at once), after an idle pause longer than the exchange timeout
+# (rank 0's heartbeat keeps rank 1 waiting, not failing); /metrics shows
+# requests routed to and tokens generated on both ranks; a stream the
+# client drops is cancelled on the rank that runs it; then SIGTERM to rank
+# 0 shuts the job down cleanly (exit 0, rank 1 reports its steps). A second
+# job: SIGKILL of rank 1 while it serves a stream ends the job with a
+# non-zero status and a message naming rank 1, within seconds.
 #
 # Networking (../shared/DESIGN.md): inside a fresh network namespace with
 # only lo up (unshare -n, as root); both servers bind 127.0.0.1 there.
@@ -60,7 +65,7 @@ mpipid=$!
 pids+=($mpipid)
 
 python3 - <<'EOF' || fail=1
-import concurrent.futures, sys, time
+import concurrent.futures, re, sys, time
 import openai, requests
 
 def up(port):
@@ -99,15 +104,75 @@ for p, r in zip(prompts, ref):
     check(f"completion {p!r}", r, comp(ep, p))
 check("streamed completion", ref[0], comp(ep, prompts[0], stream=True))
 check("chat", chat(one, prompts[1]), chat(ep, prompts[1]))
-with concurrent.futures.ThreadPoolExecutor(4) as ex:
-    got = list(ex.map(lambda p: comp(ep, p), prompts))
-for p, r, g in zip(prompts, ref, got):
-    check(f"concurrent completion {p!r}", r, g)
+# Eight at once, half streamed: they spread over both ranks' engines.
+jobs = [(p, i % 2 == 1) for i, p in enumerate(prompts * 2)]
+with concurrent.futures.ThreadPoolExecutor(8) as ex:
+    got = list(ex.map(lambda j: comp(ep, j[0], stream=j[1]), jobs))
+for (p, st), g in zip(jobs, got):
+    check(f"concurrent completion {p!r} (stream={st})", ref[prompts.index(p)], g)
 time.sleep(5)  # idle longer than --ep-timeout 3: the heartbeat keeps rank 1 waiting
 check("completion after an idle pause", ref[2], comp(ep, prompts[2]))
+
+def metrics():
+    text = requests.get("http://127.0.0.1:18402/metrics", timeout=5).text
+    v = {}
+    for line in text.splitlines():
+        m = re.match(r'tern:(dp_rank_\w+)\{.*rank="(\d+)"\} (\S+)$', line)
+        if m:
+            v[(m.group(1), int(m.group(2)))] = float(m.group(3))
+        m = re.match(r'tern:(\w+)\{model_name="m"\} (\S+)$', line)
+        if m:
+            v[m.group(1)] = float(m.group(2))
+    return v
+
+v = metrics()
+for r in (0, 1):
+    routed, gen = v.get(("dp_rank_requests_routed_total", r), 0), v.get(("dp_rank_generation_tokens_total", r), 0)
+    if routed < 3 or gen < 3 * 10 or v.get(("dp_rank_kv_cache_blocks_total", r), 0) <= 0:
+        print(f"FAIL: rank {r}: {routed:g} requests routed, {gen:g} tokens generated (want >= 3 and >= 30)")
+        failed = True
+    else:
+        print(f"ok: rank {r}: {routed:g} requests routed, {gen:g} tokens generated")
+if v.get("generation_tokens_total") != sum(v.get(("dp_rank_generation_tokens_total", r), 0) for r in (0, 1)):
+    print(f"FAIL: generation_tokens_total {v.get('generation_tokens_total')} is not the sum over the ranks")
+    failed = True
+if v.get(("dp_rank_engine_empty_steps_total", 1), 0) <= 0 and v.get(("dp_rank_engine_empty_steps_total", 0), 0) <= 0:
+    print("FAIL: no rank ever ran an empty step (a rank without work must step along)")
+    failed = True
+
+# A dropped stream is cancelled where it runs: two long streams (one per
+# rank: the least loaded rank takes the second), both dropped after a few
+# tokens; every rank is idle again soon, long before 2 x 200 tokens.
+before = v.get("generation_tokens_total", 0)
+def drop(p):
+    r = requests.post("http://127.0.0.1:18402/v1/completions", stream=True, timeout=30,
+                      json={"model": "m", "prompt": p, "max_tokens": 200, "temperature": 0, "ignore_eos": True, "stream": True})
+    n = 0
+    for line in r.iter_lines():
+        if line.startswith(b"data: {"):
+            n += 1
+            if n == 3:
+                break
+    r.close()
+    return n
+with concurrent.futures.ThreadPoolExecutor(2) as ex:
+    ns = list(ex.map(drop, prompts[:2]))
+deadline = time.time() + 10
+while time.time() < deadline:
+    v = metrics()
+    if all(v.get(("dp_rank_requests_live", r), 1) == 0 and v.get(("dp_rank_requests_running", r), 1) == 0 for r in (0, 1)):
+        break
+    time.sleep(0.2)
+extra = v.get("generation_tokens_total", 0) - before
+live = [v.get(("dp_rank_requests_live", r)) for r in (0, 1)]
+if ns != [3, 3] or live != [0, 0] or extra >= 2 * 200:
+    print(f"FAIL: dropped streams: got {ns} chunks, live per rank {live}, {extra:g} tokens generated after")
+    failed = True
+else:
+    print(f"ok: two dropped streams were cancelled on their ranks ({extra:g} tokens generated of 400 asked)")
 if failed:
     sys.exit(1)
-print(f"ok: --ep 2 serves the same greedy text as one process ({len(prompts)} completions, streamed, chat, 4 concurrent, after a 5 s idle pause)")
+print(f"ok: --ep 2 serves the same greedy text as one process ({len(prompts)} completions, streamed, chat, 8 concurrent, after a 5 s idle pause)")
 EOF
 
 kill -TERM "${pids[0]}"; wait "${pids[0]}" 2>/dev/null
@@ -123,4 +188,48 @@ else
     bad "SIGTERM to rank 0: status $st, rank 1: ${steps:-no report}"; cat "$tmp/ep.err"
 fi
 [ "$fail" -eq 0 ] || { echo "--- ep server log:"; cat "$tmp/ep.err"; }
+
+# A second job: rank 1 killed while it runs a stream. The job must end by
+# itself, non-zero, with a message that names rank 1.
+rm -f "$tmp/pid.0" "$tmp/pid.1"
+timeout -k 5 60 mpirun --allow-run-as-root --oversubscribe -np 2 bash "$tmp/rank.sh" \
+    serve -m "$model" --name m --port 18403 -t 1 -c 256 --ep 2 --ep-timeout 3 >"$tmp/kill.out" 2>"$tmp/kill.err" &
+mpipid=$!
+pids+=($mpipid)
+python3 - <<'EOF' || fail=1
+import sys, threading, time, requests
+deadline = time.time() + 60
+while time.time() < deadline:
+    try:
+        if requests.get("http://127.0.0.1:18403/health", timeout=1).status_code == 200:
+            break
+    except requests.RequestException:
+        pass
+    time.sleep(0.1)
+else:
+    sys.exit("FAIL: the second --ep 2 server did not come up")
+# Two long streams, read in the background: the second lands on rank 1 (the least loaded).
+def read(p):
+    try:
+        r = requests.post("http://127.0.0.1:18403/v1/completions", stream=True, timeout=30,
+                          json={"model": "m", "prompt": p, "max_tokens": 200, "temperature": 0, "ignore_eos": True, "stream": True})
+        for _ in r.iter_lines():
+            pass
+    except requests.RequestException:
+        pass
+for p in ("Once upon a time", "The little dog"):
+    threading.Thread(target=read, args=(p,), daemon=True).start()
+time.sleep(1)
+EOF
+for _ in $(seq 100); do [ -f "$tmp/pid.1" ] && break; sleep 0.1; done
+t0=$(date +%s)
+kill -KILL "$(cat "$tmp/pid.1")"
+wait "$mpipid"; st=$?
+dt=$(( $(date +%s) - t0 ))
+if [ "$st" -ne 0 ] && [ "$st" -ne 124 ] && [ "$dt" -le 20 ] &&
+    grep -q -E 'rank 1' "$tmp/kill.err" && grep -q -E 'lost a rank|exited on signal 9' "$tmp/kill.err"; then
+    ok "SIGKILL of rank 1: job exit $st after ${dt} s: $(grep -E 'lost a rank|exited on signal' "$tmp/kill.err" | head -1 | cut -c1-240)"
+else
+    bad "SIGKILL of rank 1: status $st after ${dt} s"; cat "$tmp/kill.err"
+fi
 exit $fail
