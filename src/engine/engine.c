@@ -399,7 +399,11 @@ static void write_moe_stats(tn_engine *e)
 static void *engine_main(void *arg)
 {
     tn_engine *e = arg;
-    bool poll = false; /* the last round asked for another at once */
+    /* poll: make the next round at once. Ranks > 0 of a data-parallel
+     * group never wait here: they wait inside the round for rank 0, which
+     * paces the group (if they slept, rank 0's first round would wait for
+     * them). */
+    bool poll = e->dp && tn__dp_rank(e->dp) > 0;
     for (;;) {
         pthread_mutex_lock(&e->mu);
         while (!e->stop && !e->in_head && e->n_cancels == 0 && e->n_live == 0 && !e->dp_wake && !poll) {
