@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # ep-serve.sh — `tern serve --ep N` with data-parallel attention, on one
 # machine: for EP = 1, 2, 4 starts `mpirun -np EP tern serve --ep EP` with
-# the same KV cache per rank (--kv-size KV tokens), sends NUM streamed
-# completions at once (tern loadgen: PLEN prompt tokens, OLEN generated,
-# ignore_eos), samples /metrics every 0.25 s, and prints one markdown row
-# per EP: the KV cache per rank, the most requests running at once (all
-# ranks, and the largest rank), wall time and output tokens/s, resident
-# memory of the largest rank, and the time the ranks' MoE layers spent in
-# the exchanges (counts, dispatch, combine) against the experts' compute
-# (sums over the run, largest rank), read from each rank's report at exit.
+# the same KV cache per rank (--kv-size KV tokens), sends PER_RANK x EP
+# streamed completions at once (tern loadgen: PLEN prompt tokens, OLEN
+# generated, ignore_eos; NUM overrides the count), samples /metrics every
+# 0.25 s, and prints one markdown row per EP: the KV cache per rank,
+# requests sent and succeeded, the most running at once (all ranks, and the
+# largest rank), wall time and output tokens/s, resident memory of the
+# largest rank at the end of the load (VmRSS), and the time the ranks' MoE
+# layers spent in the exchanges (counts, dispatch, combine) against the
+# experts' compute (sums over the run, largest rank), from each rank's
+# report at exit. Keep PLEN + OLEN within one KV block (16) and PLEN under
+# 16, so that no two requests share a cached prefix block: then KV / 16
+# requests fit a rank at once.
 #
 # EP 1 also runs under mpirun (--ep 1: one rank, exchanges with itself), so
 # every row goes through the same code. Runs itself in a private network
@@ -17,18 +21,19 @@
 # what this machine does, not what EP does on four machines.
 #
 # Usage: bench/ep-serve.sh MODEL.gguf
-#   env: TERN (build/tern), EPS ("1 2 4"), KV (256 tokens per rank), CTX (128),
-#        NUM (20), PLEN (32), OLEN (8), THREADS (2: split among the ranks),
+#   env: TERN (build/tern), EPS ("1 2 4"), KV (64 tokens per rank), CTX (32),
+#        PER_RANK (4), NUM (PER_RANK x EP), PLEN (10), OLEN (4), THREADS (2:
+#        split among the ranks), LOGS (a folder to keep each run's logs in),
 #        PORT (18480), TIMEOUT (1800 s per run), EP_TIMEOUT (900 s: --ep-timeout)
 set -euo pipefail
 MODEL=$(realpath "${1:?usage: $0 MODEL.gguf}")
 TERN=$(realpath "${TERN:-build/tern}")
 EPS=${EPS:-1 2 4}
-KV=${KV:-256}
-CTX=${CTX:-128}
-NUM=${NUM:-20}
-PLEN=${PLEN:-32}
-OLEN=${OLEN:-8}
+KV=${KV:-64}
+CTX=${CTX:-32}
+PER_RANK=${PER_RANK:-4}
+PLEN=${PLEN:-10}
+OLEN=${OLEN:-4}
 THREADS=${THREADS:-2}
 PORT=${PORT:-18480}
 TIMEOUT=${TIMEOUT:-1800}
@@ -44,7 +49,7 @@ mpipid=
 cleanup() {
     [ -n "$mpipid" ] && kill -KILL "$mpipid" 2>/dev/null
     for f in "$OUT"/pid.*; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null; done
-    [ -n "${KEEP:-}" ] && cp -r "$OUT" "$KEEP"; rm -rf "$OUT"
+    rm -rf "$OUT"
 }
 trap cleanup EXIT
 cat >"$OUT/rank.sh" <<EOF
@@ -53,24 +58,25 @@ echo \$\$ >"$OUT/pid.\$OMPI_COMM_WORLD_RANK"
 exec "$TERN" "\$@"
 EOF
 
-echo "model: $MODEL; $NUM requests at once, prompt $PLEN + $OLEN generated tokens, KV $KV tokens per rank, -c $CTX"
+echo "model: $MODEL; requests at once: prompt $PLEN + $OLEN generated tokens; KV $KV tokens per rank, -c $CTX"
 echo
-echo "| EP | KV/rank | running at once (all ranks) | running at once (largest rank) | wall s | output t/s | resident/rank (max) | MoE exchanges s | MoE experts s |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| EP | KV/rank | requests (ok) | running at once (all ranks) | running at once (largest rank) | wall s | output t/s | resident/rank (max) | MoE exchanges s | MoE experts s |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for ep in $EPS; do
+    num=${NUM:-$(( PER_RANK * ep ))}
     rm -f "$OUT"/pid.*
     t=$(( THREADS / ep )); [ "$t" -ge 1 ] || t=1
     timeout -k 5 "$TIMEOUT" mpirun --allow-run-as-root --oversubscribe -np "$ep" bash "$OUT/rank.sh" \
-        serve -m "$MODEL" --name m --port "$PORT" -t "$t" -c "$CTX" --kv-size "$KV" -np 64 \
+        serve -m "$MODEL" --name m --port "$PORT" -t "$t" -c "$CTX" --kv-size "$KV" -np 64 --http-timeout 3600 \
         --ep "$ep" --ep-timeout "${EP_TIMEOUT:-900}" >"$OUT/out" 2>"$OUT/err" &
     mpipid=$!
     until curl -sf "http://127.0.0.1:$PORT/health" >/dev/null; do
         kill -0 "$mpipid" 2>/dev/null || { echo "EP $ep: the server did not start:" >&2; tail -5 "$OUT/err" >&2; exit 1; }
         sleep 1
     done
-    python3 - "$PORT" "$ep" "$TERN" "$NUM" "$PLEN" "$OLEN" >"$OUT/row" <<'EOF'
+    python3 - "$PORT" "$ep" "$TERN" "$num" "$PLEN" "$OLEN" "$OUT/loadgen.json" >"$OUT/row" <<'EOF'
 import json, re, subprocess, sys, threading, time, urllib.request
-port, ep, tern, num, plen, olen = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+port, ep, tern, num, plen, olen, keep = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
 base = f"http://127.0.0.1:{port}"
 def scrape():
     v = {}
@@ -94,20 +100,26 @@ th = threading.Thread(target=sample)
 th.start()
 t0 = time.time()
 r = subprocess.run([tern, "loadgen", "--url", base, "--concurrency", num, "--num", num, "--prompt-len", plen,
-                    "--output-len", olen, "--model", "m", "-o", "json"], capture_output=True, text=True)
+                    "--output-len", olen, "--model", "m", "--timeout", "3600", "-o", "json"], capture_output=True, text=True)
 wall = time.time() - t0
 stop = True
 th.join()
+open(keep, "w").write(r.stdout + r.stderr)
 j = json.loads(r.stdout or "{}")
-print(f"{peak_all:.0f} {peak_rank:.0f} {wall:.1f} {j.get('output_token_throughput', 0):.2f} {j.get('ok', j.get('completed', '?'))}")
+print(f"{peak_all:.0f} {peak_rank:.0f} {wall:.1f} {j.get('output_token_throughput', 0):.2f} {j.get('succeeded', 0)}")
 EOF
+    rss=$(for f in "$OUT"/pid.*; do awk '/^VmRSS:/ { print $2 }' "/proc/$(cat "$f")/status"; done |
+        awk '{ if ($1 > m) m = $1 } END { printf "%.0f", m / 1024 }')
     kill -TERM "$(cat "$OUT/pid.0")"
     wait "$mpipid" || true
     mpipid=
-    read -r peak_all peak_rank wall tps _ <"$OUT/row"
-    rss=$(grep -o 'resident [0-9.]* MiB' "$OUT/err" | awk '{ if ($2 > m) m = $2 } END { printf "%.0f", m }')
+    read -r peak_all peak_rank wall tps ok <"$OUT/row"
     read -r xs cs < <(grep -o 'exchanges [0-9.]* s, experts [0-9.]* s' "$OUT/err" |
         awk '{ if ($2 > x) x = $2; if ($5 > c) c = $5 } END { printf "%.1f %.1f\n", x, c }')
-    echo "| $ep | $KV | $peak_all | $peak_rank | $wall | $tps | $rss MiB | $xs | $cs |"
-    grep -E 'rank [0-9]+: [0-9]+ steps with tokens' "$OUT/err" | sed 's/^/    /' >&2 || true
+    echo "| $ep | $KV | $num ($ok) | $peak_all | $peak_rank | $wall | $tps | $rss MiB | $xs | $cs |"
+    if [ -n "${LOGS:-}" ]; then
+        mkdir -p "$LOGS"
+        cp "$OUT/err" "$LOGS/ep$ep.err"
+        cp "$OUT/loadgen.json" "$LOGS/ep$ep.loadgen"
+    fi
 done

@@ -46,6 +46,8 @@ static void usage(FILE *out)
             "      --max-body BYTES   request body limit (default 1048576)\n"
             "      --max-queue N      waiting requests before 429 (default 256)\n"
             "      --timeout S        cancel a request generating longer than S seconds (default: none)\n"
+            "      --http-timeout S   close a connection idle for S seconds, also a stream\n"
+            "                         waiting for its first token (default 60)\n"
             "      --ep N             expert parallelism under `mpirun -np N`: each rank holds\n"
             "                         1/N of the routed experts and runs its own sequences\n"
             "                         and KV cache (--kv-size and -np are per rank); rank 0\n"
@@ -203,6 +205,10 @@ int tn_cmd_serve(int argc, char **argv)
             ok = tn_arg_long(v, 1, 1 << 20, &x);
             p.max_queue = (int32_t)x;
             want = "an integer in [1, 1048576]";
+        } else if (!strcmp(a, "--http-timeout")) {
+            ok = tn_arg_long(v, 1, 1L << 30, &x);
+            p.http_timeout_s = (int32_t)x;
+            want = "seconds >= 1";
         } else if (!strcmp(a, "--timeout")) {
             ok = tn_arg_long(v, 1, 1L << 30, &x);
             p.timeout_s = (double)x;
