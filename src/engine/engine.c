@@ -816,23 +816,7 @@ void tn_engine_get_stats(tn_engine *e, tn_engine_stats *out)
     pthread_mutex_unlock(&e->mu);
     if (!e->dp || tn__dp_rank(e->dp) != 0)
         return;
-    /* Rank 0 of a data-parallel group: the sum over the ranks. */
-    tn_engine_rank_stats rs[64];
-    int32_t n = tn_engine_get_rank_stats(e, rs, 64);
-    for (int32_t r = 1; r < TN_MIN(n, 64); r++) {
-        const tn_engine_stats *o = &rs[r].st;
-        out->n_running += o->n_running;
-        out->n_waiting += o->n_waiting;
-        out->kv_blocks_total += o->kv_blocks_total;
-        out->kv_blocks_used += o->kv_blocks_used;
-        out->prefix_queries += o->prefix_queries;
-        out->prefix_hits += o->prefix_hits;
-        out->n_preemptions += o->n_preemptions;
-        out->prompt_tokens += o->prompt_tokens;
-        out->generated_tokens += o->generated_tokens;
-        out->n_steps += o->n_steps;
-        out->n_empty_steps += o->n_empty_steps;
-    }
+    tn__dp_add_stats(e->dp, out); /* rank 0 of a data-parallel group: the sum over the ranks */
 }
 
 /* Contract in engine.h. */

@@ -785,6 +785,26 @@ int32_t tn__dp_rank_stats(tn__dp *dp, const tn_engine_stats *local, int32_t loca
     return n;
 }
 
+void tn__dp_add_stats(tn__dp *dp, tn_engine_stats *out)
+{
+    pthread_mutex_lock(&dp->mu);
+    for (int32_t r = 1; r < dp->l.size; r++) {
+        const tn_engine_stats *o = &dp->rst[r];
+        out->n_running += o->n_running;
+        out->n_waiting += o->n_waiting;
+        out->kv_blocks_total += o->kv_blocks_total;
+        out->kv_blocks_used += o->kv_blocks_used;
+        out->prefix_queries += o->prefix_queries;
+        out->prefix_hits += o->prefix_hits;
+        out->n_preemptions += o->n_preemptions;
+        out->prompt_tokens += o->prompt_tokens;
+        out->generated_tokens += o->generated_tokens;
+        out->n_steps += o->n_steps;
+        out->n_empty_steps += o->n_empty_steps;
+    }
+    pthread_mutex_unlock(&dp->mu);
+}
+
 void tn__dp_wait_done(tn__dp *dp)
 {
     pthread_mutex_lock(&dp->mu);

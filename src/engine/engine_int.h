@@ -54,6 +54,9 @@ int32_t tn__dp_rank(const tn__dp *dp);
 int32_t tn__dp_rank_stats(tn__dp *dp, const tn_engine_stats *local, int32_t local_live, tn_engine_rank_stats *out,
                           int32_t max);
 
+/* Rank 0: adds the other ranks' counters (as of the last round) to *st. */
+void tn__dp_add_stats(tn__dp *dp, tn_engine_stats *st);
+
 /* Ranks > 0: waits for the DONE round (then e is stopping). */
 void tn__dp_wait_done(tn__dp *dp);
 
