@@ -175,10 +175,10 @@ void ep_report(const char *cmd, const ep_ctx *ctx)
     }
     tn_ep_timing t = tn_ep_get_timing(ctx->ep);
     tn_log(TN_LOG_INFO,
-           "%s: rank %d/%d: resident %.1f MiB (file-backed %.1f MiB); %lld MoE-layer calls: exchanges %.3f s, "
-           "experts %.3f s\n",
-           cmd, ctx->rank, ctx->size, rss / 1048576.0, rss_file / 1048576.0, (long long)t.n_calls, t.comm_s,
-           t.compute_s);
+           "%s: rank %d/%d: resident %.1f MiB (file-backed %.1f MiB, peak %.1f MiB); %lld MoE-layer calls: "
+           "exchanges %.3f s, experts %.3f s\n",
+           cmd, ctx->rank, ctx->size, rss / 1048576.0, rss_file / 1048576.0, tn_ep_resident_peak() / 1048576.0,
+           (long long)t.n_calls, t.comm_s, t.compute_s);
 }
 
 static const char *link_cmd = "tern";

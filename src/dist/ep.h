@@ -106,5 +106,9 @@ tn_comm *tn_ep_comm(const tn_ep *ep);
  * and the part of it that is file-backed (RssFile: mapped weights); -1
  * where the platform does not say. */
 void tn_ep_resident(int64_t *rss, int64_t *rss_file);
+/* The most resident memory this process has had (VmHWM), bytes; -1 where
+ * the platform does not say. A report at exit, after the model is
+ * unmapped, still shows what the run needed. */
+int64_t tn_ep_resident_peak(void);
 
 #endif /* TERN_DIST_EP_H */

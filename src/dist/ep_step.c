@@ -74,16 +74,30 @@ static int64_t status_kb(const char *text, const char *key)
     return (int64_t)kb * 1024;
 }
 
+/* Reads /proc/self/status into buf (NUL-terminated); false if absent. */
+static bool read_status(char *buf, size_t cap)
+{
+    FILE *fp = fopen("/proc/self/status", "r");
+    if (!fp)
+        return false;
+    size_t n = fread(buf, 1, cap - 1, fp);
+    fclose(fp);
+    buf[n] = 0;
+    return true;
+}
+
 void tn_ep_resident(int64_t *rss, int64_t *rss_file)
 {
     *rss = *rss_file = -1;
-    FILE *fp = fopen("/proc/self/status", "r");
-    if (!fp)
-        return;
     char buf[8192];
-    size_t n = fread(buf, 1, sizeof buf - 1, fp);
-    fclose(fp);
-    buf[n] = 0;
+    if (!read_status(buf, sizeof buf))
+        return;
     *rss = status_kb(buf, "VmRSS:");
     *rss_file = status_kb(buf, "RssFile:");
+}
+
+int64_t tn_ep_resident_peak(void)
+{
+    char buf[8192];
+    return read_status(buf, sizeof buf) ? status_kb(buf, "VmHWM:") : -1;
 }
