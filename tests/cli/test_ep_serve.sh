@@ -60,7 +60,7 @@ echo \$\$ >"$tmp/pid.\$OMPI_COMM_WORLD_RANK"
 exec "$TERN" "\$@"
 EOF
 timeout -k 5 180 mpirun --allow-run-as-root --oversubscribe -np 2 bash "$tmp/rank.sh" \
-    serve -m "$model" --name m --port 18402 -t 1 -c 256 --ep 2 --ep-timeout 3 >"$tmp/ep.out" 2>"$tmp/ep.err" &
+    serve -m "$model" --name m --port 18402 -t 1 -c 256 --ep 2 --ep-timeout 2 >"$tmp/ep.out" 2>"$tmp/ep.err" &
 mpipid=$!
 pids+=($mpipid)
 
@@ -110,7 +110,7 @@ with concurrent.futures.ThreadPoolExecutor(8) as ex:
     got = list(ex.map(lambda j: comp(ep, j[0], stream=j[1]), jobs))
 for (p, st), g in zip(jobs, got):
     check(f"concurrent completion {p!r} (stream={st})", ref[prompts.index(p)], g)
-time.sleep(5)  # idle longer than --ep-timeout 3: the heartbeat keeps rank 1 waiting
+time.sleep(3)  # idle longer than --ep-timeout 2: the heartbeat keeps rank 1 waiting
 check("completion after an idle pause", ref[2], comp(ep, prompts[2]))
 
 def metrics():
@@ -172,7 +172,7 @@ else:
     print(f"ok: two dropped streams were cancelled on their ranks ({extra:g} tokens generated of 400 asked)")
 if failed:
     sys.exit(1)
-print(f"ok: --ep 2 serves the same greedy text as one process ({len(prompts)} completions, streamed, chat, 8 concurrent, after a 5 s idle pause)")
+print(f"ok: --ep 2 serves the same greedy text as one process ({len(prompts)} completions, streamed, chat, 8 concurrent, after a 3 s idle pause)")
 EOF
 
 kill -TERM "${pids[0]}"; wait "${pids[0]}" 2>/dev/null
@@ -193,7 +193,7 @@ fi
 # itself, non-zero, with a message that names rank 1.
 rm -f "$tmp/pid.0" "$tmp/pid.1"
 timeout -k 5 60 mpirun --allow-run-as-root --oversubscribe -np 2 bash "$tmp/rank.sh" \
-    serve -m "$model" --name m --port 18403 -t 1 -c 256 --ep 2 --ep-timeout 3 >"$tmp/kill.out" 2>"$tmp/kill.err" &
+    serve -m "$model" --name m --port 18403 -t 1 -c 256 --ep 2 --ep-timeout 2 >"$tmp/kill.out" 2>"$tmp/kill.err" &
 mpipid=$!
 pids+=($mpipid)
 python3 - <<'EOF' || fail=1
