@@ -17,6 +17,8 @@
  *     cancels -> tn_sched_finish + CANCELLED event  (blocks freed before the event)
  *     tn_sched_schedule(now)                        (expired ones -> CANCELLED "timeout")
  *     for each item: tn_kv_seq_set_slots(lane, seq->slots, pos0 + n), batch rows
+ *     data-parallel group: one round (engine_dp.c)  (requests, cancels, events between the ranks;
+ *                                                    STEP: forward even without items)
  *     tn_forward_run                                (one call for the whole step)
  *     tn_sched_commit; per sampled item: sample, stop checks, event, maybe finish
  *     publish stats                                 (locked)

@@ -118,7 +118,10 @@ typedef struct tn_request_params {
 
 tn_status tn_engine_new(const tn_engine_params *p, tn_engine **out) TN_MUST_CHECK;
 /* Cancels everything still queued or running (each gets its final
- * CANCELLED event), stops and joins the engine thread, frees. */
+ * CANCELLED event), stops and joins the engine thread, frees. On rank 0 of
+ * a data-parallel group the requests running on other ranks get their
+ * final event here too, on the calling thread (the engine thread has
+ * stopped); then call tn_engine_link_done. */
 void tn_engine_free(tn_engine *e);
 
 /* Queues a request; *id identifies it in events. Errors: TN_ERR_INVALID for
