@@ -16,9 +16,9 @@
  *     new requests -> tn_sched_add                  (prompt copied again, as tokens of the sequence)
  *     cancels -> tn_sched_finish + CANCELLED event  (blocks freed before the event)
  *     tn_sched_schedule(now)                        (expired ones -> CANCELLED "timeout")
- *     for each item: tn_kv_seq_set_slots(lane, seq->slots, pos0 + n), batch rows
  *     data-parallel group: one round (engine_dp.c)  (requests, cancels, events between the ranks;
  *                                                    STEP: forward even without items)
+ *     for each item: tn_kv_seq_set_slots(lane, seq->slots, pos0 + n), batch rows
  *     tn_forward_run                                (one call for the whole step)
  *     tn_sched_commit; per sampled item: sample, stop checks, event, maybe finish
  *     publish stats                                 (locked)
