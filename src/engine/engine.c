@@ -314,13 +314,13 @@ static void prompt_logprob(tn_engine *e, request *r, int32_t pos, const float *r
 
 /* A forward call without tokens: another rank of the data-parallel group
  * steps, and the collective exchanges inside the forward pass need every
- * rank. An error here is the link's (a lost rank): the next round reports
- * it. */
+ * rank. An error here is the group's (a lost rank): the link's fail ends
+ * the process with it. */
 static void run_empty_step(tn_engine *e)
 {
     tn_batch b = {0};
     if (tn_forward_run(e->fwd, e->kv, e->pool, &b, NULL) != TN_OK)
-        tn_log(TN_LOG_ERROR, "engine: empty step: %s\n", tn_last_error());
+        tn__dp_fail(e->dp, tn_last_error());
     e->n_empty_steps++;
 }
 
@@ -369,6 +369,8 @@ static void run_step(tn_engine *e, const tn_sched_step *st)
         e->n_steps++;
     else
         e->n_empty_steps++;
+    if (s != TN_OK && e->dp)
+        tn__dp_fail(e->dp, tn_last_error()); /* the group is out of step: a lost rank */
     if (s != TN_OK) {
         /* A malformed batch is a bug of ours; fail what was in it. */
         const char *msg = tn_last_error();

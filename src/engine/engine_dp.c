@@ -785,6 +785,13 @@ int32_t tn__dp_rank_stats(tn__dp *dp, const tn_engine_stats *local, int32_t loca
     return n;
 }
 
+void tn__dp_fail(tn__dp *dp, const char *why)
+{
+    char msg[700];
+    snprintf(msg, sizeof msg, "forward step: %s", why);
+    dp->l.fail(dp->l.ud, msg);
+}
+
 void tn__dp_add_stats(tn__dp *dp, tn_engine_stats *out)
 {
     pthread_mutex_lock(&dp->mu);

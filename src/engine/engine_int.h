@@ -54,6 +54,11 @@ int32_t tn__dp_rank(const tn__dp *dp);
 int32_t tn__dp_rank_stats(tn__dp *dp, const tn_engine_stats *local, int32_t local_live, tn_engine_rank_stats *out,
                           int32_t max);
 
+/* Ends the process through the link's fail(), with "forward step: why":
+ * a forward call failed, and in a group that means a lost rank (or a
+ * bug that has already put the ranks out of step). */
+void tn__dp_fail(tn__dp *dp, const char *why);
+
 /* Rank 0: adds the other ranks' counters (as of the last round) to *st. */
 void tn__dp_add_stats(tn__dp *dp, tn_engine_stats *st);
 

@@ -7,9 +7,9 @@
 # (rank 0's heartbeat keeps rank 1 waiting, not failing); /metrics shows
 # requests routed to and tokens generated on both ranks; a stream the
 # client drops is cancelled on the rank that runs it; then SIGTERM to rank
-# 0 shuts the job down cleanly (exit 0, rank 1 reports its steps). A second
-# job: SIGKILL of rank 1 while it serves a stream ends the job with a
-# non-zero status and a message naming rank 1, within seconds.
+# 0 shuts the job down cleanly (exit 0, rank 1 reports its steps). Two
+# more jobs: SIGKILL and SIGSTOP of rank 1 while it serves a stream end the
+# job with a non-zero status and a message naming rank 1, within seconds.
 #
 # Networking (../shared/DESIGN.md): inside a fresh network namespace with
 # only lo up (unshare -n, as root); both servers bind 127.0.0.1 there.
@@ -189,29 +189,33 @@ else
 fi
 [ "$fail" -eq 0 ] || { echo "--- ep server log:"; cat "$tmp/ep.err"; }
 
-# A second job: rank 1 killed while it runs a stream. The job must end by
-# itself, non-zero, with a message that names rank 1.
-rm -f "$tmp/pid.0" "$tmp/pid.1"
-timeout -k 5 60 mpirun --allow-run-as-root --oversubscribe -np 2 bash "$tmp/rank.sh" \
-    serve -m "$model" --name m --port 18403 -t 1 -c 256 --ep 2 --ep-timeout 2 >"$tmp/kill.out" 2>"$tmp/kill.err" &
-mpipid=$!
-pids+=($mpipid)
-python3 - <<'EOF' || fail=1
+# Faults, each in a job of its own while rank 1 runs a stream: SIGKILL of
+# rank 1 (mpirun ends the job) and SIGSTOP of rank 1 (rank 0's round times
+# out after --ep-timeout 2 naming rank 1, and it exits 1). Either way the
+# job ends by itself, non-zero, with a message that names rank 1.
+fault() { # SIGNAL PORT PATTERN
+    rm -f "$tmp/pid.0" "$tmp/pid.1"
+    timeout -k 5 60 mpirun --allow-run-as-root --oversubscribe -np 2 bash "$tmp/rank.sh" \
+        serve -m "$model" --name m --port "$2" -t 1 -c 256 --ep 2 --ep-timeout 2 >"$tmp/fault.out" 2>"$tmp/fault.err" &
+    mpipid=$!
+    pids+=($mpipid)
+    python3 - "$2" <<'EOF' || fail=1
 import sys, threading, time, requests
+base = f"http://127.0.0.1:{sys.argv[1]}"
 deadline = time.time() + 60
 while time.time() < deadline:
     try:
-        if requests.get("http://127.0.0.1:18403/health", timeout=1).status_code == 200:
+        if requests.get(base + "/health", timeout=1).status_code == 200:
             break
     except requests.RequestException:
         pass
     time.sleep(0.1)
 else:
-    sys.exit("FAIL: the second --ep 2 server did not come up")
+    sys.exit("FAIL: the --ep 2 server for the fault did not come up")
 # Two long streams, read in the background: the second lands on rank 1 (the least loaded).
 def read(p):
     try:
-        r = requests.post("http://127.0.0.1:18403/v1/completions", stream=True, timeout=30,
+        r = requests.post(base + "/v1/completions", stream=True, timeout=30,
                           json={"model": "m", "prompt": p, "max_tokens": 200, "temperature": 0, "ignore_eos": True, "stream": True})
         for _ in r.iter_lines():
             pass
@@ -219,17 +223,20 @@ def read(p):
         pass
 for p in ("Once upon a time", "The little dog"):
     threading.Thread(target=read, args=(p,), daemon=True).start()
-time.sleep(1)
+time.sleep(0.5)
 EOF
-for _ in $(seq 100); do [ -f "$tmp/pid.1" ] && break; sleep 0.1; done
-t0=$(date +%s)
-kill -KILL "$(cat "$tmp/pid.1")"
-wait "$mpipid"; st=$?
-dt=$(( $(date +%s) - t0 ))
-if [ "$st" -ne 0 ] && [ "$st" -ne 124 ] && [ "$dt" -le 20 ] &&
-    grep -q -E 'rank 1' "$tmp/kill.err" && grep -q -E 'lost a rank|exited on signal 9' "$tmp/kill.err"; then
-    ok "SIGKILL of rank 1: job exit $st after ${dt} s: $(grep -E 'lost a rank|exited on signal' "$tmp/kill.err" | head -1 | cut -c1-240)"
-else
-    bad "SIGKILL of rank 1: status $st after ${dt} s"; cat "$tmp/kill.err"
-fi
+    for _ in $(seq 100); do [ -f "$tmp/pid.1" ] && break; sleep 0.1; done
+    local t0; t0=$(date +%s)
+    kill -"$1" "$(cat "$tmp/pid.1")"
+    wait "$mpipid"; local st=$?
+    local dt=$(( $(date +%s) - t0 ))
+    kill -KILL "$(cat "$tmp/pid.1")" 2>/dev/null
+    if [ "$st" -ne 0 ] && [ "$st" -ne 124 ] && [ "$dt" -le 20 ] && grep -q -E "$3" "$tmp/fault.err"; then
+        ok "SIG$1 of rank 1: job exit $st after ${dt} s: $(grep -o -E "$3" "$tmp/fault.err" | head -1 | cut -c1-240)"
+    else
+        bad "SIG$1 of rank 1: status $st after ${dt} s"; cat "$tmp/fault.err"
+    fi
+}
+fault KILL 18403 'process rank 1 .* exited on signal 9.*|rank 0: the expert-parallel job lost a rank: .*rank 1.*'
+fault STOP 18404 'rank 0: the expert-parallel job lost a rank: .*timed out after 2\.[0-9] s waiting for rank 1'
 exit $fail
