@@ -123,7 +123,6 @@ typedef struct origin {
     uint64_t id;       /* rank 0's id */
     uint64_t local_id; /* this engine's */
     tn__dp *dp;
-    bool live;
 } origin;
 
 struct tn__dp {
