@@ -689,6 +689,7 @@ static tn_status submit_routed(tn_engine *e, request *r, const tn_request_params
 {
     pthread_mutex_lock(&e->mu);
     int32_t live = e->pub_live + e->n_inbox;
+    int32_t waiting = e->pub.n_waiting + e->n_inbox;
     int32_t free_blocks = e->pub.kv_blocks_total - e->pub.kv_blocks_used;
     bool closed = e->draining || e->stop;
     pthread_mutex_unlock(&e->mu);
@@ -696,7 +697,14 @@ static tn_status submit_routed(tn_engine *e, request *r, const tn_request_params
         request_free(r);
         return tn__err(TN_ERR_FULL, "engine: draining, not accepting requests");
     }
-    int32_t rank = tn__dp_pick(e->dp, live, free_blocks);
+    /* Every rank runs the same parameters, so the front refuses (429) when
+     * every queue is full, as one process would, rather than sending the
+     * request to a rank that would fail it later. */
+    int32_t rank = tn__dp_pick(e->dp, live, waiting, free_blocks, e->p.max_waiting);
+    if (rank < 0) {
+        request_free(r);
+        return tn__err(TN_ERR_FULL, "engine: every rank has %d requests waiting (max_waiting)", e->p.max_waiting);
+    }
     if (rank == 0)
         return enqueue(e, r, id);
     request_free(r);

@@ -668,7 +668,8 @@ tn_status tn_engine_link_done(const tn_engine_link *l)
  * Rank 0: routing
  * ======================================================================== */
 
-int32_t tn__dp_pick(tn__dp *dp, int32_t local_live, int32_t local_free_blocks)
+int32_t tn__dp_pick(tn__dp *dp, int32_t local_live, int32_t local_waiting, int32_t local_free_blocks,
+                    int32_t max_waiting)
 {
     if (dp->l.rank != 0)
         return 0;
@@ -679,11 +680,20 @@ int32_t tn__dp_pick(tn__dp *dp, int32_t local_live, int32_t local_free_blocks)
         int32_t r = (dp->rr + k) % S;
         int32_t load = r == 0 ? local_live : dp->live[r];
         int32_t free_b = r == 0 ? local_free_blocks : dp->rst[r].kv_blocks_total - dp->rst[r].kv_blocks_used;
+        /* Queued there, as far as rank 0 knows: what it routed and has not
+         * seen finish, less what was running at the last round. */
+        int32_t waiting = r == 0 ? local_waiting : load - dp->rst[r].n_running;
+        if (waiting >= max_waiting)
+            continue;
         if (best < 0 || load < best_load || (load == best_load && free_b > best_free)) {
             best = r;
             best_load = load;
             best_free = free_b;
         }
+    }
+    if (best < 0) { /* every rank's queue is full */
+        pthread_mutex_unlock(&dp->mu);
+        return -1;
     }
     dp->rr = (best + 1) % S;
     dp->routed[best]++;

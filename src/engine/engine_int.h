@@ -34,9 +34,11 @@ void tn__dp_free(tn__dp *dp);
 int tn__dp_round(tn__dp *dp, tn_engine *e, bool have_items);
 
 /* Rank 0, any thread: picks the rank for a new request given this
- * engine's live requests and free KV blocks, and counts it as routed there.
- * Returns 0 on other ranks. */
-int32_t tn__dp_pick(tn__dp *dp, int32_t local_live, int32_t local_free_blocks);
+ * engine's live and queued requests and free KV blocks, and counts it as
+ * routed there; -1 (nothing counted) when every rank's queue holds
+ * max_waiting requests, as far as rank 0 knows. Returns 0 on other ranks. */
+int32_t tn__dp_pick(tn__dp *dp, int32_t local_live, int32_t local_waiting, int32_t local_free_blocks,
+                    int32_t max_waiting);
 
 /* Rank 0: queues request id for rank (>= 1) and records its callback; the
  * engine is woken (tn__engine_wake) to make a round. TN_ERR_NOMEM. */

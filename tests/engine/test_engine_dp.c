@@ -16,6 +16,7 @@
 #include "testutil.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 
 static int32_t g_gold[N_GOLD]; /* BOS then 256 greedy tokens */
 static tn_model *g_model;
+static int32_t g_max_running, g_max_waiting; /* every rank's engine limits (0: defaults) */
 static tn_vocab *g_vocab;
 
 static int setup(void **state)
@@ -127,6 +129,8 @@ static tn_engine_params params(trank *t)
     p.prefix_cache = true;
     p.link = &t->link;
     p.hook_idle_s = 0.05;
+    p.max_running = g_max_running;
+    p.max_waiting = g_max_waiting;
     return p;
 }
 
@@ -193,6 +197,7 @@ typedef struct collect {
     tn_engine *e;
     int32_t cancel_at;    /* > 0: cancel itself after this many tokens */
     double sleep_first_s; /* > 0: sleep in the first token's callback (rank 0's engine thread) */
+    atomic_int *hold;     /* non-NULL: the first token's callback waits while *hold is set */
 } collect;
 
 static void on_event(void *user, const tn_engine_event *ev)
@@ -211,6 +216,10 @@ static void on_event(void *user, const tn_engine_event *ev)
     }
     if (c->cancel_at > 0 && c->n == c->cancel_at)
         tn_engine_cancel(c->e, ev->id);
+    while (c->hold && c->n == 1 && atomic_load(c->hold)) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
     if (c->sleep_first_s > 0 && c->n == 1) {
         struct timespec ts = {0, (long)(c->sleep_first_s * 1e9)};
         nanosleep(&ts, NULL);
@@ -344,6 +353,57 @@ static void test_cancel_timeout_errors(void **state)
     group_stop(&G);
 }
 
+/* max_running = max_waiting = 1 on every rank. With rank 0's engine thread
+ * held in the first request's callback (no rounds, so rank 0's picture of
+ * the other ranks stays as it was), rank 0 queues one request per rank and
+ * then refuses with TN_ERR_FULL at submit, as one process does (serve
+ * turns it into 429), instead of routing a request to a full rank that
+ * would fail it later. Every accepted request then runs to the end. */
+static void test_queue_full(void **state)
+{
+    g_max_running = 1;
+    g_max_waiting = 1;
+    group G;
+    tn_engine *e = group_start(&G);
+    enum { MAX = 8 };
+    collect c[MAX];
+    memset(c, 0, sizeof c);
+    tn_request_params r = greedy(5, 40);
+    atomic_int hold;
+    atomic_init(&hold, 1);
+    c[0].hold = &hold;
+    submit(e, &r, &c[0]);
+    for (int i = 0; i < 20000 && c[0].n == 0; i++) {
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(c[0].n, 1); /* its callback now waits on rank 0's engine thread */
+    int n = 1;
+    tn_status st = TN_OK;
+    while (n < MAX && (st = tn_engine_submit(e, &r, on_event, &c[n], NULL)) == TN_OK)
+        c[n++].e = e;
+    assert_int_equal(st, TN_ERR_FULL);
+    assert_non_null(strstr(tn_last_error(), "every rank"));
+    assert_int_equal(n, 1 + N_RANKS);
+    atomic_store(&hold, 0);
+    assert_true(tn_engine_wait_idle(e, 120.0));
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(c[i].finish, TN_FINISH_LENGTH);
+        assert_int_equal(c[i].n, 40);
+        assert_memory_equal(c[i].tok, g_gold + 5, 40 * sizeof(int32_t));
+    }
+    tn_engine_rank_stats rs[N_RANKS];
+    tn_engine_get_rank_stats(e, rs, N_RANKS);
+    uint64_t routed = 0;
+    for (int k = 0; k < N_RANKS; k++) {
+        assert_true(rs[k].n_routed >= 1);
+        routed += rs[k].n_routed;
+    }
+    assert_int_equal(routed, (uint64_t)n);
+    group_stop(&G);
+    g_max_running = g_max_waiting = 0;
+}
+
 /* Freeing rank 0 while requests run on every rank: each gets one final
  * CANCELLED event, and the other engines stop (their threads join). */
 static void test_shutdown(void **state)
@@ -378,6 +438,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_spread),
         cmocka_unit_test(test_cancel_timeout_errors),
+        cmocka_unit_test(test_queue_full),
         cmocka_unit_test(test_shutdown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
