@@ -31,12 +31,14 @@ static void usage(FILE *out)
             "  --ctx N           calibration window in tokens (default min(256, trained))\n"
             "  --chunks N        windows to run (default: all, at most 64)\n"
             "  --keep LIST       matrices left in their type, e.g. ffn_down (comma-separated)\n"
+            "  --rotate LIST     matrices whose input is rotated by a block Hadamard before\n"
+            "                    it is quantized (type w8a8_had; default ffn_down; 'none')\n"
             "  -t, --threads N   compute threads (default: all cores)\n");
 }
 
 int tn_cmd_quantize_w8a8(int argc, char **argv)
 {
-    tn_w8a8_opts o = {0};
+    tn_w8a8_opts o = {.rotate = "ffn_down"};
     const char *pos[3], *calib = NULL;
     int n_pos = 0;
     for (int i = 1; i < argc; i++) {
@@ -63,6 +65,8 @@ int tn_cmd_quantize_w8a8(int argc, char **argv)
             calib = v;
         else if (!strcmp(a, "--keep"))
             o.keep = v;
+        else if (!strcmp(a, "--rotate"))
+            o.rotate = strcmp(v, "none") ? v : NULL;
         else if (!strcmp(a, "--alpha"))
             ok = tn_arg_f32(v, 0.0f, 1.0f, &o.alpha) && o.alpha > 0.0f;
         else if (!strcmp(a, "--ctx"))
@@ -102,9 +106,9 @@ int tn_cmd_quantize_w8a8(int argc, char **argv)
         fprintf(stderr, "tern quantize: %s\n", tn_last_error());
         return 1;
     }
-    fprintf(stderr, "tern quantize: %d matrices to w8a8, %.2f -> %.2f MB, %s%s in %.1f s\n", (int)r.n_w8a8,
-            (double)r.bytes_in / 1e6, (double)r.bytes_out / 1e6, calib ? "smoothed" : "not smoothed", "",
-            tn_time_s() - t0);
+    fprintf(stderr, "tern quantize: %d matrices to w8a8 (%d with a rotated input), %.2f -> %.2f MB, %s in %.1f s\n",
+            (int)r.n_w8a8, (int)r.n_rotated, (double)r.bytes_in / 1e6, (double)r.bytes_out / 1e6,
+            calib ? "smoothed" : "not smoothed", tn_time_s() - t0);
     if (calib)
         fprintf(stderr, "tern quantize: %d calibration windows, alpha %.2f, scales in [%.3g, %.3g]\n",
                 (int)r.n_chunks, (double)(o.alpha > 0 ? o.alpha : 0.5f), r.min_s, r.max_s);

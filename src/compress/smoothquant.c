@@ -16,6 +16,7 @@
  *    at a time, so memory holds one dequantized row, not the model.
  */
 #include "compress/smoothquant.h"
+#include "kern/hadamard.h"
 #include "kern/w8a8.h"
 
 #include <math.h>
@@ -187,6 +188,7 @@ typedef struct fill_ctx {
     const tn_gguf_tensor *t;
     const float *col;  /* (n_in) column factors, or NULL */
     const float *row;  /* (n_out) row factors, or NULL (norms: divide by col) */
+    bool rotate;       /* written as W8A8_HAD: each scaled row r becomes H·r (= (W·H)'s row) */
 } fill_ctx;
 
 static tn_status fill_w8a8(void *ctx, void *dst, size_t nbytes)
@@ -205,6 +207,8 @@ static tn_status fill_w8a8(void *ctx, void *dst, size_t nbytes)
         const float rf = f->row ? f->row[r] : 1.0f;
         for (int64_t j = 0; j < n_in; j++)
             row[j] = row[j] * (f->col ? f->col[j] : 1.0f) * rf;
+        if (f->rotate)
+            tn_hadamard(row, n_in);
         tn_w8a8_quantize_row(row, (char *)dst + TN_W8A8_ROW(n_in) * (size_t)r, n_in);
     }
     free(row);
@@ -237,7 +241,7 @@ static bool in_list(const char *list, const char *name)
 }
 
 static kind classify(const tn_gguf_tensor *t, int64_t n_layer, const layer_scales *ls, const char *keep,
-                     fill_ctx *fc)
+                     const char *rotate, fill_ctx *fc)
 {
     char suffix[64];
     int len = 0, il = -1;
@@ -260,6 +264,7 @@ static kind classify(const tn_gguf_tensor *t, int64_t n_layer, const layer_scale
             fc->col = i < 3 ? l->s_attn : i == 3 ? l->s_o : i < 6 ? l->s_ffn : l->s_down;
             fc->row = i == 2 ? l->inv_v : i == 5 ? l->inv_up : NULL;
         }
+        fc->rotate = in_list(rotate, mats[i]) && tn_hadamard_block(t->ne[0]) >= TN_W8A8_MIN_ROTATION;
         return W8A8;
     }
     return COPY;
@@ -415,12 +420,14 @@ tn_status tn_quantize_w8a8(const tn_w8a8_opts *o, tn_w8a8_result *r)
     for (int64_t i = 0; i < n_t; i++) {
         const tn_gguf_tensor *t = tn_gguf_tensor_at(m->gguf, i);
         fc[i].t = t;
-        kind k = classify(t, L, ls, o->keep, &fc[i]);
+        kind k = classify(t, L, ls, o->keep, o->rotate, &fc[i]);
         r->bytes_in += t->nbytes;
         if (k == W8A8) {
             int64_t ne[2] = {t->ne[0] + 4, t->ne[1]};
-            st = tn_gguf_add_tensor_fn(w, t->name, TN_DTYPE_W8A8, 2, ne, fill_w8a8, &fc[i]);
+            st = tn_gguf_add_tensor_fn(w, t->name, fc[i].rotate ? TN_DTYPE_W8A8_HAD : TN_DTYPE_W8A8, 2, ne,
+                                       fill_w8a8, &fc[i]);
             r->n_w8a8++;
+            r->n_rotated += fc[i].rotate;
             r->bytes_out += (uint64_t)ne[0] * (uint64_t)ne[1];
         } else if (k == NORM) {
             st = tn_gguf_add_tensor_fn(w, t->name, TN_DTYPE_F32, t->n_dims, t->ne, fill_norm, &fc[i]);

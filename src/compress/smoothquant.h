@@ -28,6 +28,9 @@
 #include "model/model.h"
 #include "tok/tok.h"
 
+/* The smallest Hadamard block worth rotating by (kern/hadamard.h). */
+#define TN_W8A8_MIN_ROTATION 16
+
 typedef struct tn_w8a8_opts {
     const char *in_path;
     const char *out_path;
@@ -38,10 +41,13 @@ typedef struct tn_w8a8_opts {
     int32_t n_chunks;         /* windows to run (0: all that fit, at most 64) */
     int32_t n_threads;        /* 0: all cores */
     const char *keep;         /* comma-separated matrix names left in their type ("ffn_down"), or NULL */
+    const char *rotate;       /* matrix names written as W8A8_HAD ("ffn_down"), or NULL; a matrix
+                                 whose rows allow no Hadamard block of TN_W8A8_MIN_ROTATION stays W8A8 */
 } tn_w8a8_opts;
 
 typedef struct tn_w8a8_result {
-    int32_t n_w8a8;           /* matrices written as W8A8 */
+    int32_t n_w8a8;           /* matrices written as W8A8 or W8A8_HAD */
+    int32_t n_rotated;        /* of which W8A8_HAD */
     int32_t n_chunks;         /* calibration windows run */
     double max_s, min_s;      /* range of the migration scales */
     uint64_t bytes_in, bytes_out;

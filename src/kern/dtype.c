@@ -38,6 +38,7 @@ static const tn_dtype_traits traits[TN_DTYPE_COUNT] = {
     /* Bytes, as the file counts them (ne[0] = 4 + n_in per row); only the
      * model loader and tn_matmul know the layout (kern/w8a8.h). */
     [TN_DTYPE_W8A8] = {"w8a8", 1, 1, false},
+    [TN_DTYPE_W8A8_HAD] = {"w8a8_had", 1, 1, false},
 };
 
 const tn_dtype_traits *tn_dtype_traits_of(int type)

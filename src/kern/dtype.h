@@ -45,7 +45,8 @@ typedef enum tn_dtype {
     TN_DTYPE_F64 = 28,
     TN_DTYPE_BF16 = 30,
     TN_DTYPE_W8A8 = 64,   /* tern's own, not GGML's: int8 rows with an f32 scale each (kern/w8a8.h) */
-    TN_DTYPE_COUNT = 65
+    TN_DTYPE_W8A8_HAD = 65, /* tern's own: W8A8 of W·H, its input rotated by H at run time (kern/hadamard.h) */
+    TN_DTYPE_COUNT = 66
 } tn_dtype;
 
 typedef struct tn_dtype_traits {

@@ -190,6 +190,8 @@ size_t tn_matmul_wsize(tn_dtype wt, int64_t n_in, int64_t n_tokens)
         return 0;
     if (wt == TN_DTYPE_W8A8)
         return tn_w8a8_wsize(n_in, n_tokens);
+    if (wt == TN_DTYPE_W8A8_HAD)
+        return tn_w8a8_had_wsize(n_in, n_tokens);
     if (tn__kern_act_q8_K(wt))
         return tn_dtype_row_size(TN_DTYPE_Q8_K, n_in) * (size_t)n_tokens;
     if (!tn__kern_act_q8_0(wt))
@@ -206,6 +208,10 @@ void tn_matmul(tn_pool *pool, const void *w, tn_dtype wt, int64_t n_in, int64_t 
 {
     if (wt == TN_DTYPE_W8A8) { /* tern's own type: w8a8.c */
         tn_w8a8_matmul(pool, w, n_in, n_out, x, n_tokens, y, wdata);
+        return;
+    }
+    if (wt == TN_DTYPE_W8A8_HAD) {
+        tn_w8a8_had_matmul(pool, w, n_in, n_out, x, n_tokens, y, wdata);
         return;
     }
     const tn__kern_ops *ops = tn__kern_ops_cur();

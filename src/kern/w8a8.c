@@ -26,6 +26,7 @@
  * (SmoothQuant exists for that, src/compress/smoothquant.c).
  */
 #include "kern/w8a8.h"
+#include "kern/hadamard.h"
 #include "kern/kern_impl.h"
 
 #include <assert.h>
@@ -148,6 +149,7 @@ typedef struct job {
     size_t w_row;
     int64_t n_in, n_out, n_tokens;
     const float *x;
+    float *xr;  /* W8A8_HAD: (n_tokens, n_in) rotated rows; NULL for W8A8 */
     int8_t *xq; /* (n_tokens, act_row) */
     float *xd;  /* (n_tokens) */
     size_t xq_row;
@@ -161,8 +163,16 @@ typedef struct job {
 static void quant_fn(void *ctx, int ith, int nth)
 {
     job *j = ctx;
-    for (int64_t t = j->n_tokens * ith / nth; t < j->n_tokens * (ith + 1) / nth; t++)
-        j->xd[t] = j->k.quant(j->x + t * j->n_in, j->xq + (size_t)t * j->xq_row, j->n_in, j->offset);
+    for (int64_t t = j->n_tokens * ith / nth; t < j->n_tokens * (ith + 1) / nth; t++) {
+        const float *x = j->x + t * j->n_in;
+        if (j->xr) {
+            float *r = j->xr + t * j->n_in;
+            memcpy(r, x, (size_t)j->n_in * sizeof *r);
+            tn_hadamard(r, j->n_in);
+            x = r;
+        }
+        j->xd[t] = j->k.quant(x, j->xq + (size_t)t * j->xq_row, j->n_in, j->offset);
+    }
 }
 
 /* One token, rows [lo, hi), four at a time through idot. */
@@ -209,8 +219,8 @@ static void units_fn(void *ctx, int ith, int nth)
     }
 }
 
-void tn_w8a8_matmul(tn_pool *pool, const void *w, int64_t n_in, int64_t n_out, const float *x, int64_t n_tokens,
-                    float *y, void *wdata)
+static void matmul(tn_pool *pool, const void *w, int64_t n_in, int64_t n_out, const float *x, int64_t n_tokens,
+                   float *y, void *wdata, float *xr)
 {
     if (n_in <= 0 || n_out <= 0 || n_tokens <= 0)
         return;
@@ -221,6 +231,7 @@ void tn_w8a8_matmul(tn_pool *pool, const void *w, int64_t n_in, int64_t n_out, c
         .n_out = n_out,
         .n_tokens = n_tokens,
         .x = x,
+        .xr = xr,
         .xq = wdata,
         .xq_row = act_row(n_in),
         .y = y,
@@ -252,4 +263,28 @@ void tn_w8a8_matmul(tn_pool *pool, const void *w, int64_t n_in, int64_t n_out, c
     else
         for (int64_t c = 0; c < j.n_units; c++)
             unit(&j, c);
+}
+
+void tn_w8a8_matmul(tn_pool *pool, const void *w, int64_t n_in, int64_t n_out, const float *x, int64_t n_tokens,
+                    float *y, void *wdata)
+{
+    matmul(pool, w, n_in, n_out, x, n_tokens, y, wdata, NULL);
+}
+
+/* The rotated rows go after the quantized ones. */
+static size_t rot_offset(int64_t n_in, int64_t n_tokens) { return (tn_w8a8_wsize(n_in, n_tokens) + 63) / 64 * 64; }
+
+size_t tn_w8a8_had_wsize(int64_t n_in, int64_t n_tokens)
+{
+    if (n_in <= 0 || n_tokens <= 0)
+        return 0;
+    return rot_offset(n_in, n_tokens) + (size_t)n_in * (size_t)n_tokens * sizeof(float);
+}
+
+void tn_w8a8_had_matmul(tn_pool *pool, const void *w, int64_t n_in, int64_t n_out, const float *x, int64_t n_tokens,
+                        float *y, void *wdata)
+{
+    if (n_in <= 0 || n_out <= 0 || n_tokens <= 0)
+        return;
+    matmul(pool, w, n_in, n_out, x, n_tokens, y, wdata, (float *)((char *)wdata + rot_offset(n_in, n_tokens)));
 }

@@ -43,6 +43,13 @@ size_t tn_w8a8_wsize(int64_t n_in, int64_t n_tokens);
 void tn_w8a8_matmul(tn_pool *pool, const void *w, int64_t n_in, int64_t n_out, const float *x, int64_t n_tokens,
                     float *y, void *wdata);
 
+/* TN_DTYPE_W8A8_HAD: the same rows, holding W·H (kern/hadamard.h); each
+ * activation row is rotated (x -> H·x) into the scratch before it is
+ * quantized, so the product is still X·Wᵀ. */
+size_t tn_w8a8_had_wsize(int64_t n_in, int64_t n_tokens);
+void tn_w8a8_had_matmul(tn_pool *pool, const void *w, int64_t n_in, int64_t n_out, const float *x, int64_t n_tokens,
+                        float *y, void *wdata);
+
 /* The kernels of one ISA, for tests; w8a8.c picks them at run time.
  *
  * quant: one activation row x[n] to q[n] and its scale (returned); with

@@ -243,7 +243,7 @@ static tn_status take3(loader *L, const char *name, int64_t ne0, int64_t ne1, in
     int64_t ne[4] = {t->ne[0], t->ne[1], t->ne[2], t->ne[3]};
     /* W8A8 (kern/w8a8.h): rows of 4 + n_in bytes, for the plain matrices
      * tn_matmul multiplies (not embeddings, expert stacks or latent attention). */
-    const bool w8a8 = t->type == TN_DTYPE_W8A8;
+    const bool w8a8 = t->type == TN_DTYPE_W8A8 || t->type == TN_DTYPE_W8A8_HAD;
     if (w8a8) {
         if (ne1 == 0 || ne2 != 1 || !strncmp(name, "token_embd", 10) || L->m->hp.arch == TN_ARCH_DEEPSEEK2 ||
             ne[0] <= 4)

@@ -12,6 +12,7 @@
  */
 #include "compress/perplexity.h"
 #include "compress/smoothquant.h"
+#include "kern/hadamard.h"
 #include "kern/w8a8.h"
 #include "testutil.h"
 
@@ -40,13 +41,20 @@ static void test_scales_formula(void **state)
     assert_true(fabsf(s[0] - 4.0f) < 1e-6f);
 }
 
-static void quantize(const char *keep)
+static tn_w8a8_result quantize_rot(const char *keep, const char *rotate)
 {
     tn_w8a8_opts o = {.in_path = STORIES, .out_path = g_out, .calib_text = g_text, .calib_len = g_len,
-                      .alpha = 0.5f, .n_ctx = 64, .n_chunks = 4, .n_threads = 2, .keep = keep};
+                      .alpha = 0.5f, .n_ctx = 64, .n_chunks = 4, .n_threads = 2, .keep = keep, .rotate = rotate};
     tn_w8a8_result r;
     if (tn_quantize_w8a8(&o, &r) != TN_OK)
         fail_msg("w8a8: %s", tn_last_error());
+    return r;
+}
+
+static void quantize(const char *keep)
+{
+    tn_w8a8_result r = quantize_rot(keep, NULL);
+    assert_int_equal(r.n_rotated, 0);
     assert_int_equal(r.n_chunks, 4);
     assert_int_equal(r.n_w8a8, keep ? 30 : 35);
     assert_true(r.min_s > 0 && r.max_s > r.min_s);
@@ -90,26 +98,9 @@ static void check_columns(const tn_weight *orig, const tn_weight *q, const float
     free(b);
 }
 
-static void test_w8a8_model(void **state)
+/* Prefill of 40 tokens == token-by-token decode, bit for bit. */
+static void prefill_equals_decode(tn_model *m1)
 {
-    quantize(NULL);
-    tn_model *m0 = NULL, *m1 = NULL;
-    assert_int_equal(tn_model_load(STORIES, &m0), TN_OK);
-    if (tn_model_load(g_out, &m1) != TN_OK)
-        fail_msg("load w8a8: %s", tn_last_error());
-    for (int il = 0; il < m0->hp.n_layer; il++) {
-        const tn_layer *a = &m0->layers[il], *b = &m1->layers[il];
-        check_columns(&a->wq, &b->wq, a->attn_norm.data, b->attn_norm.data, false);
-        check_columns(&a->wk, &b->wk, a->attn_norm.data, b->attn_norm.data, false);
-        check_columns(&a->wv, &b->wv, a->attn_norm.data, b->attn_norm.data, true);
-        check_columns(&a->ffn_gate, &b->ffn_gate, a->ffn_norm.data, b->ffn_norm.data, false);
-        assert_int_equal(b->wo.type, TN_DTYPE_W8A8);
-        assert_int_equal(b->ffn_up.type, TN_DTYPE_W8A8);
-        assert_int_equal(b->ffn_down.type, TN_DTYPE_W8A8);
-        assert_int_equal(b->ffn_down.ne[0], m0->hp.n_ff);
-    }
-
-    /* Prefill of 40 tokens == token-by-token decode, bit for bit. */
     enum { N = 40 };
     int32_t tok[N], pos[N], seq[N] = {0};
     bool want[N];
@@ -136,6 +127,28 @@ static void test_w8a8_model(void **state)
     tn_pool_free(pool);
     tn_forward_free(f);
     tn_kv_free(kv);
+}
+
+static void test_w8a8_model(void **state)
+{
+    quantize(NULL);
+    tn_model *m0 = NULL, *m1 = NULL;
+    assert_int_equal(tn_model_load(STORIES, &m0), TN_OK);
+    if (tn_model_load(g_out, &m1) != TN_OK)
+        fail_msg("load w8a8: %s", tn_last_error());
+    for (int il = 0; il < m0->hp.n_layer; il++) {
+        const tn_layer *a = &m0->layers[il], *b = &m1->layers[il];
+        check_columns(&a->wq, &b->wq, a->attn_norm.data, b->attn_norm.data, false);
+        check_columns(&a->wk, &b->wk, a->attn_norm.data, b->attn_norm.data, false);
+        check_columns(&a->wv, &b->wv, a->attn_norm.data, b->attn_norm.data, true);
+        check_columns(&a->ffn_gate, &b->ffn_gate, a->ffn_norm.data, b->ffn_norm.data, false);
+        assert_int_equal(b->wo.type, TN_DTYPE_W8A8);
+        assert_int_equal(b->ffn_up.type, TN_DTYPE_W8A8);
+        assert_int_equal(b->ffn_down.type, TN_DTYPE_W8A8);
+        assert_int_equal(b->ffn_down.ne[0], m0->hp.n_ff);
+    }
+
+    prefill_equals_decode(m1);
 
     /* KL against F32 on held-out text (the calibration used the first windows). */
     tn_vocab *v;
@@ -149,6 +162,68 @@ static void test_w8a8_model(void **state)
     po.kl_base = base;
     assert_int_equal(tn_perplexity(m1, v, NULL, held, 30000, &po, &r1), TN_OK);
     printf("w8a8 stories260K: PPL %.4f vs %.4f, mean KL %.6f, top-1 %.4f\n", r1.ppl, r0.ppl, r1.kl_mean, r1.top1);
+    assert_true(r1.kl_mean > 0.0 && r1.kl_mean < 0.03);
+    assert_true(r1.top1 > 0.9);
+    unlink(base);
+    free(base);
+    tn_vocab_free(v);
+    tn_model_free(m0);
+    tn_model_free(m1);
+    unlink(g_out);
+}
+
+/* --rotate: attn_q (rows of 64: one Hadamard block of 64) becomes
+ * W8A8_HAD; ffn_down (rows of 172 = 4 · 43: a block of 4, below
+ * TN_W8A8_MIN_ROTATION) stays W8A8. attn_q's rows rotated back are the
+ * smoothed weights within the rotated rounding error; the model's prefill
+ * still equals its decode, and its KL against F32 stays small. */
+static void test_rotate(void **state)
+{
+    tn_w8a8_result r = quantize_rot(NULL, "attn_q,ffn_down");
+    tn_model *m0 = NULL, *m1 = NULL;
+    assert_int_equal(tn_model_load(STORIES, &m0), TN_OK);
+    if (tn_model_load(g_out, &m1) != TN_OK)
+        fail_msg("load w8a8_had: %s", tn_last_error());
+    assert_int_equal(r.n_rotated, m0->hp.n_layer);
+    const int64_t n = m0->hp.n_embd;
+    float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n);
+    for (int il = 0; il < m0->hp.n_layer; il++) {
+        const tn_layer *l0 = &m0->layers[il], *l1 = &m1->layers[il];
+        assert_int_equal(l1->wq.type, TN_DTYPE_W8A8_HAD);
+        assert_int_equal(l1->wk.type, TN_DTYPE_W8A8);
+        assert_int_equal(l1->ffn_down.type, TN_DTYPE_W8A8);
+        const float *g = l0->attn_norm.data, *g2 = l1->attn_norm.data;
+        for (int64_t row = 0; row < l0->wq.ne[1]; row++) {
+            assert_int_equal(tn_dequantize_row(l0->wq.type,
+                                               (const char *)l0->wq.data + tn_dtype_row_size(l0->wq.type, n) * row, a, n),
+                             TN_OK);
+            const char *q = (const char *)l1->wq.data + TN_W8A8_ROW(n) * (size_t)row;
+            tn_w8a8_dequantize_row(q, b, n);
+            tn_hadamard(b, n);
+            float d;
+            memcpy(&d, q, 4);
+            for (int64_t j = 0; j < n; j++) {
+                const float s = g[j] / g2[j]; /* |H·e| <= |e|_2 <= d/2 · √64 */
+                if (fabsf(b[j] / s - a[j]) > 4.0f * d / s + 1e-6f)
+                    fail_msg("layer %d row %lld col %lld: %g / %g vs %g", il, (long long)row, (long long)j,
+                             (double)b[j], (double)s, (double)a[j]);
+            }
+        }
+    }
+    free(a);
+    free(b);
+    prefill_equals_decode(m1);
+    tn_vocab *v;
+    assert_int_equal(tn_vocab_from_gguf(m0->gguf, &v), TN_OK);
+    char *base = tn_test_tmp_path(".logits");
+    tn_ppl_opts po = {.n_ctx = 128, .n_chunks = 4, .save_logits = base};
+    tn_ppl_result r0, r1;
+    const char *held = g_text + 200000;
+    assert_int_equal(tn_perplexity(m0, v, NULL, held, 30000, &po, &r0), TN_OK);
+    po.save_logits = NULL;
+    po.kl_base = base;
+    assert_int_equal(tn_perplexity(m1, v, NULL, held, 30000, &po, &r1), TN_OK);
+    printf("w8a8 rotated attn_q stories260K: mean KL %.6f, top-1 %.4f\n", r1.kl_mean, r1.top1);
     assert_true(r1.kl_mean > 0.0 && r1.kl_mean < 0.03);
     assert_true(r1.top1 > 0.9);
     unlink(base);
@@ -206,6 +281,7 @@ int main(void)
         cmocka_unit_test(test_scales_formula),
         cmocka_unit_test(test_w8a8_model),
         cmocka_unit_test(test_keep),
+        cmocka_unit_test(test_rotate),
         cmocka_unit_test(test_errors),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,6 +6,7 @@
  * quantization bounds.
  */
 #include "kern/kern.h"
+#include "kern/hadamard.h"
 #include "kern/w8a8.h"
 #include "testutil.h"
 
@@ -244,6 +245,104 @@ static void test_matmul(void **state)
     tn_pool_free(pool);
 }
 
+/* Sylvester's H_b (entries ±1) by its definition, (-1)^popcount(i & j). */
+static int sylvester(int64_t i, int64_t j) { return __builtin_popcountll((unsigned long long)(i & j)) % 2 ? -1 : 1; }
+
+/* tn_hadamard is H_b·x/√b per block (b the largest power of two dividing
+ * n, capped at 512) and its own inverse. */
+static void test_hadamard(void **state)
+{
+    const int64_t cases[][2] = {{172, 4}, {768, 256}, {5632, 512}, {96, 32}, {40, 8}, {7, 1}, {1024, 512}};
+    for (size_t c = 0; c < TN_ARRAY_LEN(cases); c++) {
+        const int64_t n = cases[c][0], b = cases[c][1];
+        assert_int_equal(tn_hadamard_block(n), b);
+        float *x = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)n);
+        for (int64_t i = 0; i < n; i++)
+            x[i] = y[i] = frand() * (i % 17 == 3 ? 40.0f : 1.0f); /* with outliers */
+        tn_hadamard(y, n);
+        for (int64_t o = 0; o < n; o += b)
+            for (int64_t i = 0; i < b; i++) {
+                double ref = 0;
+                for (int64_t j = 0; j < b; j++)
+                    ref += sylvester(i, j) * (double)x[o + j];
+                ref /= sqrt((double)b);
+                assert_true(fabs(y[o + i] - ref) <= 1e-5 * (fabs(ref) + 1.0));
+            }
+        tn_hadamard(y, n);
+        for (int64_t i = 0; i < n; i++)
+            assert_true(fabsf(y[i] - x[i]) <= 1e-5f * (fabsf(x[i]) + 1.0f));
+        free(x);
+        free(y);
+    }
+}
+
+/* W8A8_HAD: rows that hold W·H against rotated activations. The product
+ * equals W8A8's on activations rotated beforehand, bit for bit, whatever the
+ * token count, thread count and ISA; and it approximates X·Wᵀ of the
+ * original W better than plain W8A8 does when a few channels carry outliers
+ * that move from token to token. */
+static void test_matmul_had(void **state)
+{
+    const int64_t n_in = 512, n_out = 37, nt = 23;
+    tn_pool *pool;
+    assert_int_equal(tn_pool_new(2, &pool), TN_OK);
+    unsigned char *wh = malloc(TN_W8A8_ROW(n_in) * (size_t)n_out), *wp = malloc(TN_W8A8_ROW(n_in) * (size_t)n_out);
+    float *wf = malloc(sizeof(float) * (size_t)(n_in * n_out)), *row = malloc(sizeof(float) * (size_t)n_in);
+    float *x = malloc(sizeof(float) * (size_t)(n_in * nt)), *xr = malloc(sizeof(float) * (size_t)(n_in * nt));
+    float *y = malloc(sizeof(float) * (size_t)(n_out * nt)), *yr = malloc(sizeof(float) * (size_t)(n_out * nt));
+    float *yp = malloc(sizeof(float) * (size_t)(n_out * nt)), *y1 = malloc(sizeof(float) * (size_t)n_out);
+    for (int64_t r = 0; r < n_out; r++) {
+        for (int64_t j = 0; j < n_in; j++)
+            row[j] = wf[r * n_in + j] = frand();
+        tn_w8a8_quantize_row(row, wp + (size_t)r * TN_W8A8_ROW(n_in), n_in);
+        tn_hadamard(row, n_in);
+        tn_w8a8_quantize_row(row, wh + (size_t)r * TN_W8A8_ROW(n_in), n_in);
+    }
+    for (int64_t t = 0; t < nt; t++)
+        for (int64_t j = 0; j < n_in; j++)
+            x[t * n_in + j] = frand() * ((j * 7 + t * 13) % 101 == 0 ? 60.0f : 1.0f);
+    memcpy(xr, x, sizeof(float) * (size_t)(n_in * nt));
+    for (int64_t t = 0; t < nt; t++)
+        tn_hadamard(xr + t * n_in, n_in);
+    void *wd = malloc(tn_w8a8_had_wsize(n_in, nt));
+    assert_true(tn_w8a8_had_wsize(n_in, nt) >= tn_w8a8_wsize(n_in, nt));
+    assert_int_equal(tn_matmul_wsize(TN_DTYPE_W8A8_HAD, n_in, nt), tn_w8a8_had_wsize(n_in, nt));
+    tn_matmul(pool, wh, TN_DTYPE_W8A8_HAD, n_in, n_out, x, nt, y, wd);
+    tn_matmul(pool, wh, TN_DTYPE_W8A8, n_in, n_out, xr, nt, yr, wd);
+    assert_memory_equal(y, yr, sizeof(float) * (size_t)(n_out * nt));
+    tn_matmul(pool, wp, TN_DTYPE_W8A8, n_in, n_out, x, nt, yp, wd);
+    double err_h = 0, err_p = 0;
+    for (int64_t t = 0; t < nt; t++) {
+        for (int64_t r = 0; r < n_out; r++) {
+            double ref = 0;
+            for (int64_t j = 0; j < n_in; j++)
+                ref += (double)wf[r * n_in + j] * x[t * n_in + j];
+            err_h += (y[t * n_out + r] - ref) * (y[t * n_out + r] - ref);
+            err_p += (yp[t * n_out + r] - ref) * (yp[t * n_out + r] - ref);
+        }
+        for (int isa = 0; isa <= 2; isa++) {
+            if (!tn_kern_set_isa((tn_isa)isa))
+                continue;
+            tn_matmul(NULL, wh, TN_DTYPE_W8A8_HAD, n_in, n_out, x + t * n_in, 1, y1, wd);
+            assert_memory_equal(y1, y + t * n_out, sizeof(float) * (size_t)n_out);
+        }
+        tn_kern_set_isa(tn_kern_init());
+    }
+    assert_true(err_h < 0.5 * err_p); /* the outliers no longer set the step */
+    free(wd);
+    free(wh);
+    free(wp);
+    free(wf);
+    free(row);
+    free(x);
+    free(xr);
+    free(y);
+    free(yr);
+    free(yp);
+    free(y1);
+    tn_pool_free(pool);
+}
+
 int main(void)
 {
     tn_kern_init();
@@ -253,6 +352,8 @@ int main(void)
         cmocka_unit_test(test_gemm_variants),
         cmocka_unit_test(test_quantize_rows),
         cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_hadamard),
+        cmocka_unit_test(test_matmul_had),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
