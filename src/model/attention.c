@@ -10,7 +10,7 @@
  * decode steps.
  */
 #include "model/model_int.h"
-#include "kern/kvrows.h"
+#include "kern/attn.h"
 
 #include <math.h>
 #include <string.h>
@@ -118,26 +118,33 @@ void tn__rope_apply(float *x, int n_heads, int head_dim, int n_rot, tn_rope_type
  * (grouped-query attention: consecutive query heads share a K/V head).
  *
  *     s_j = (q · k_j) / sqrt(head_dim)        j over visible cells in order
- *     p   = softmax(s)
- *     out = sum_j p_j v_j                     accumulated in the same order
+ *     out = softmax(s) · V
  *
- * Every reduction runs over the cells in position order with fixed-order
- * kernels (tn_dot_f32, tn_softmax, tn_axpy_f32), so the result is bitwise
- * independent of slot choice and batch composition.
+ * computed by kern/attn.h's tiled online softmax: one work item is one
+ * (token, K/V head) pair, whose group of n_head / n_head_kv query heads
+ * walks the visible cells once, tile by tile, so each K/V row is read and
+ * widened (F16, Q8) once per group rather than once per query head, and no
+ * scores are materialized beyond a tile. The tiles start at the token's
+ * first visible cell, so the result is bitwise independent of slot choice,
+ * of batch composition, of prefill chunking and of the thread count.
  *
- * PARALLELISM: the (token, head) pairs are dealt round-robin over the pool's
- * threads; thread t keeps its scores in row t of kv->scores (n_slots floats,
- * enough for any visible run). Each pair writes its own head_dim outputs.
+ * PARALLELISM: an even split by cost. Item (i, kv head) costs vis_n[i] +
+ * ITEM_OVERHEAD cell visits; the items, in (token, K/V head) order, are cut
+ * into nth contiguous runs of nearly equal total cost (thread t takes the
+ * items whose cost midpoint falls in [t, t+1) * total / nth), so a causal
+ * prefill, whose later tokens see more cells, still ends together on all
+ * threads. Each thread uses its own row of kv->scores as the kernel's
+ * scratch. Each item writes its own outputs.
  *
- * CACHE TYPES: F16 and Q8 cells are widened row by row inside the two
- * loops (kern/kvrows.h); queries, scores and sums stay F32.
- *
- * LIMITATIONS: scores are materialized (n visible floats per pair) rather
- * than computed with an online softmax.
+ * LIMITATIONS: a decode step with fewer (token, K/V head) items than
+ * threads leaves threads idle (one item's cells are not split over
+ * threads).
  */
 
 /* Multiply-adds (per q·k plus per p·v) below which attention stays on the caller. */
 #define MIN_PARALLEL_FLOPS (1 << 15)
+/* Cost of an item beyond its cell visits (query load, output, rescaling), in cell visits. */
+#define ITEM_OVERHEAD 8
 
 typedef struct attn_job {
     tn_kv_cache *kv;
@@ -147,6 +154,7 @@ typedef struct attn_job {
     const float *q;         /* (n_tokens, n_head*head_dim) roped queries */
     const int32_t *vis_off; /* (n_tokens) */
     const int32_t *vis_n;   /* (n_tokens) */
+    int64_t total;          /* sum over items of their cost */
     float *out;             /* (n_tokens, n_head*head_dim) */
 } attn_job;
 
@@ -157,40 +165,48 @@ static void attn_run(void *ctx, int ith, int nth)
     int nw = TN_MIN(nth, kv->n_score_rows);
     if (ith >= nw)
         return;
-    float *sc = kv->scores + (size_t)ith * (size_t)kv->n_slots; /* (n_slots) */
+    float *scratch = kv->scores + (size_t)ith * kv->score_row; /* (score_row) */
     const int hd = a->head_dim, group = a->n_head / a->n_head_kv;
-    const size_t q_dim = (size_t)a->n_head * hd, kv_dim = (size_t)kv->kv_dim;
+    const size_t q_dim = (size_t)a->n_head * hd, kv_dim = (size_t)kv->kv_dim, nh = kv_dim / hd;
     const size_t layer_rows = (size_t)a->layer * kv->n_slots; /* first cell of the layer */
-    const float *kl = kv->k ? kv->k + layer_rows * kv_dim : NULL; /* F32: (n_slots, kv_dim) */
-    const float *vl = kv->v ? kv->v + layer_rows * kv_dim : NULL;
     const float scale = 1.0f / sqrtf((float)hd);
-    const int64_t n_items = (int64_t)a->n_tokens * a->n_head;
+    /* This thread's items: cost midpoints in [lo, hi), in units of 2 * nw
+     * so that the bounds are integers. */
+    const int64_t lo = (int64_t)ith * 2 * a->total, hi = (int64_t)(ith + 1) * 2 * a->total;
+    int64_t before = 0; /* cost of the items before the current one */
 
-    for (int64_t item = ith; item < n_items; item += nw) {
-        int32_t i = (int32_t)(item / a->n_head);
-        int h = (int)(item % a->n_head);
-        size_t kv_off = (size_t)(h / group) * hd;
-        const float *q = a->q + i * q_dim + (size_t)h * hd; /* (head_dim) */
-        const int32_t *cells = kv->order_slot + a->vis_off[i];
-        int32_t n = a->vis_n[i];
-        float *out = a->out + i * q_dim + (size_t)h * hd; /* (head_dim) */
-        if (kv->type == TN_KV_F32) {
-            tn_dot_f32_rows(q, kl + kv_off, cells, kv_dim, n, hd, scale, sc);
-            tn_softmax(sc, n);
-            tn_axpy_f32_rows(out, sc, vl + kv_off, cells, kv_dim, n, hd);
-        } else if (kv->type == TN_KV_F16) {
-            const uint16_t *kx = (const uint16_t *)kv->kx + layer_rows * kv_dim + kv_off;
-            const uint16_t *vx = (const uint16_t *)kv->vx + layer_rows * kv_dim + kv_off;
-            tn_dot_f16_rows(q, kx, cells, kv_dim, n, hd, scale, sc);
-            tn_softmax(sc, n);
-            tn_axpy_f16_rows(out, sc, vx, cells, kv_dim, n, hd);
-        } else { /* Q8: rows of head_dim int8, one scale per (cell, K/V head) */
-            const size_t nh = kv_dim / hd, hk = kv_off / hd;
-            const int8_t *kx = (const int8_t *)kv->kx + layer_rows * kv_dim + kv_off;
-            const int8_t *vx = (const int8_t *)kv->vx + layer_rows * kv_dim + kv_off;
-            tn_dot_q8_rows(q, kx, kv->ks + layer_rows * nh + hk, cells, kv_dim, nh, n, hd, scale, sc);
-            tn_softmax(sc, n);
-            tn_axpy_q8_rows(out, sc, vx, kv->vs + layer_rows * nh + hk, cells, kv_dim, nh, n, hd);
+    for (int32_t i = 0; i < a->n_tokens; i++) {
+        const int64_t c = (int64_t)a->vis_n[i] + ITEM_OVERHEAD;
+        if ((before + (int64_t)nh * c) * 2 * nw <= lo) { /* all of token i's items lie before this thread's run */
+            before += (int64_t)nh * c;
+            continue;
+        }
+        for (size_t hk = 0; hk < nh; hk++, before += c) {
+            const int64_t mid = (2 * before + c) * nw;
+            if (mid < lo)
+                continue;
+            if (mid >= hi)
+                return;
+            tn_attn_kv rows = {.stride = kv_dim, .sstride = nh, .hd_k = hd, .hd_v = hd};
+            const size_t off = layer_rows * kv_dim + hk * hd; /* the K/V head's first element */
+            if (kv->type == TN_KV_F32) {
+                rows.type = TN_DTYPE_F32;
+                rows.k = kv->k + off;
+                rows.v = kv->v + off;
+            } else if (kv->type == TN_KV_F16) {
+                rows.type = TN_DTYPE_F16;
+                rows.k = (const uint16_t *)kv->kx + off;
+                rows.v = (const uint16_t *)kv->vx + off;
+            } else { /* Q8: rows of head_dim int8, one scale per (cell, K/V head) */
+                rows.type = TN_DTYPE_I8;
+                rows.k = (const int8_t *)kv->kx + off;
+                rows.v = (const int8_t *)kv->vx + off;
+                rows.ks = kv->ks + layer_rows * nh + hk;
+                rows.vs = kv->vs + layer_rows * nh + hk;
+            }
+            const size_t qo = (size_t)i * q_dim + hk * group * (size_t)hd; /* the group's first query head */
+            tn_attn_group(&rows, kv->order_slot + a->vis_off[i], a->vis_n[i], a->q + qo, (size_t)hd, group, scale,
+                          a->out + qo, (size_t)hd, scratch);
         }
     }
 }
@@ -213,6 +229,7 @@ void tn__attention(tn_pool *pool, tn_kv_cache *kv, int32_t layer, const tn_hpara
         .q = q,
         .vis_off = vis_off,
         .vis_n = vis_n,
+        .total = (n_visible + (int64_t)n_tokens * ITEM_OVERHEAD) * hp->n_head_kv,
         .out = out,
     };
     if (n_visible * hp->n_head * hp->head_dim < MIN_PARALLEL_FLOPS)

@@ -61,6 +61,7 @@
  * costs a walk over the cells after it.
  */
 #include "model/model_int.h"
+#include "kern/attn.h"
 #include "kern/kvrows.h"
 
 #include <ctype.h>
@@ -185,7 +186,9 @@ tn_status tn_kv_new_typed(const tn_model *m, int32_t n_slots, int32_t n_seq_max,
     kv->order_cap = n_slots;
     kv->tab = calloc(nq, sizeof(const int32_t *));
     kv->tab_n = calloc(nq, sizeof(int32_t));
-    kv->scores = tn_alloc_aligned((size_t)kv->n_score_rows * ns * sizeof(float), 64);
+    /* attention's per-thread scratch: kern/attn.h's tiles, rows <= kv_dim wide */
+    kv->score_row = (tn_attn_scratch_floats(kv->kv_dim, kv->kv_dim) + 15) & ~(size_t)15;
+    kv->scores = tn_alloc_aligned((size_t)kv->n_score_rows * kv->score_row * sizeof(float), 64);
     if ((type == TN_KV_F32 ? !kv->k || !kv->v : !typed_ok) || !kv->cell_seq || !kv->cell_pos || !kv->cell_prev || !kv->cell_next ||
         !kv->seq_head || !kv->seq_tail || !kv->seq_n || !kv->slot_mark || !kv->seq_mark || !kv->keys ||
         !kv->seq_off || !kv->order_slot || !kv->order_pos || !kv->tab || !kv->tab_n || !kv->scores) {

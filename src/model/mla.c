@@ -10,6 +10,7 @@
  * into the query and the value up-projection applied after the weighted sum.
  */
 #include "model/model_int.h"
+#include "kern/attn.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -55,9 +56,15 @@
  * HF's DeepseekV2Attention (the cos/sin are not rescaled: DeepSeek's
  * mscale equals mscale_all_dim).
  *
- * LIMITATIONS: scores are materialized per (token, head) as in attention.c;
- * the cache is F32; each head reads every visible cache row on its own (the
- * H heads of a token could share one pass over the rows).
+ * ATTENTION runs kern/attn.h's tiled online softmax per (token, head), with
+ * K = the cached row [c, kpe] and V = its first kv_lora_rank values (the
+ * same memory), so no scores are materialized beyond a tile.
+ *
+ * LIMITATIONS: the cache is F32; each head reads every visible cache row on
+ * its own: the H heads of a token could share one pass over the rows
+ * (tn_attn_group takes a group of heads) if the absorption ran for all
+ * heads before attention, which needs (chunk, H, kvr + n_rot) of scratch
+ * per thread instead of (chunk, kvr + n_rot).
  */
 
 struct tn__mla {
@@ -253,13 +260,15 @@ static void mla_heads(void *ctx, int ith, int nth)
     const tn_layer *ly = &a->m->layers[j->layer];
     const int32_t H = a->H, kvr = a->kvr, kvw = kvr + a->n_rot, nope = a->nope, dv = a->dv, hd = a->hd, n = j->n;
     const size_t C = (size_t)a->chunk;
-    float *sc = kv->scores + (size_t)ith * (size_t)kv->n_slots; /* (n_slots) */
+    float *sc = kv->scores + (size_t)ith * kv->score_row;       /* attention scratch */
     float *qn = a->qn + (size_t)ith * C * nope;                 /* (n, nope) */
     float *tq = a->tq + (size_t)ith * C * kvw;                  /* (n, kvr + n_rot) */
     float *lat = a->lat + (size_t)ith * C * kvr;                /* (n, kvr) */
     float *vo = a->vo + (size_t)ith * C * dv;                   /* (n, dv) */
     void *wd = (char *)a->hwdata + (size_t)ith * a->hws;
     const float *cl = kv->k + (size_t)j->layer * kv->n_slots * (size_t)kv->kv_dim; /* (n_slots, kvr + n_rot) */
+    /* K = the whole cached row [c, kpe], V = its first kvr values c */
+    const tn_attn_kv rows = {.type = TN_DTYPE_F32, .k = cl, .v = cl, .stride = (size_t)kvw, .hd_k = kvw, .hd_v = kvr};
     for (int32_t h = ith; h < H; h += nw) {
         for (int32_t i = 0; i < n; i++)
             memcpy(qn + (size_t)i * nope, a->q + ((size_t)(j->t0 + i) * H + h) * hd, (size_t)nope * sizeof(float));
@@ -273,9 +282,8 @@ static void mla_heads(void *ctx, int ith, int nth)
         for (int32_t i = 0; i < n; i++) {
             const int32_t *cells = kv->order_slot + j->vis_off[j->t0 + i];
             const int32_t nv = j->vis_n[j->t0 + i];
-            tn_dot_f32_rows(tq + (size_t)i * kvw, cl, cells, (size_t)kvw, nv, kvw, a->scale, sc);
-            tn_softmax(sc, nv);
-            tn_axpy_f32_rows(lat + (size_t)i * kvr, sc, cl, cells, (size_t)kvw, nv, kvr);
+            tn_attn_group(&rows, cells, nv, tq + (size_t)i * kvw, (size_t)kvw, 1, a->scale, lat + (size_t)i * kvr,
+                          (size_t)kvr, sc);
         }
         tn_matmul(NULL, head_mat(&ly->wv_b, kvr, h), ly->wv_b.type, kvr, dv, lat, n, vo, wd);
         for (int32_t i = 0; i < n; i++)

@@ -59,9 +59,10 @@ struct tn_kv_cache {
     int32_t *tab_n;        /* (n_seq_max) */
     int64_t tab_total;     /* sum of tab_n */
 
-    /* Attention scores: one row per compute thread. */
+    /* Attention's scratch (kern/attn.h tiles): one row per compute thread. */
     int32_t n_score_rows;  /* tn_n_cores() at creation: a pool never has more threads */
-    float *scores;         /* (n_score_rows, n_slots) */
+    size_t score_row;      /* floats per row: tn_attn_scratch_floats(kv_dim, kv_dim), a multiple of 16 */
+    float *scores;         /* (n_score_rows, score_row) */
 };
 
 /* Checks the sequence, position and slot fields of a batch against the

@@ -1,0 +1,139 @@
+/*
+ * attn_avx512.c — attn.c's inner loops with AVX-512F/BW/VL (attn_impl.h).
+ *
+ * HOW IT WORKS: vectors of 16 floats along head_dim; a partial last vector
+ * is loaded and stored with masks, so any head_dim works. Scores: four
+ * heads at a time against one K row (the row's vectors loaded once), each
+ * head's 16 lanes summed by _mm512_reduce_add_ps (one fixed tree). p·V:
+ * head_dim in chunks of 64 held in four registers while the tile's rows
+ * stream through. The exponential is the polynomial of kern_avx512.c's
+ * softmax (within 2 ulp).
+ */
+#include "kern/attn_impl.h"
+
+#include <immintrin.h>
+#include <math.h>
+
+#define AI static inline __attribute__((always_inline))
+
+/* Lanes [0, rem) of a vector, rem clamped to [0, 16]. */
+AI __mmask16 lanes(int64_t rem)
+{
+    return rem >= 16 ? (__mmask16)0xffff : rem <= 0 ? (__mmask16)0 : (__mmask16)((1u << rem) - 1);
+}
+
+/* e^v lane by lane: v = k ln2 + r, |r| <= ln2/2, e^r by its Taylor
+ * polynomial of degree 7, scaled by 2^k; v clamped to [-104, 88.7]. */
+AI __m512 exp_ps(__m512 v)
+{
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(88.7f));
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), v);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, k);
+}
+
+static void cvt_f16(const uint16_t *src, float *dst, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = lanes(n - i);
+        _mm512_mask_storeu_ps(dst + i, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, src + i)));
+    }
+}
+
+static void cvt_i8(const int8_t *src, float d, float *dst, int64_t n)
+{
+    const __m512 vd = _mm512_set1_ps(d);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = lanes(n - i);
+        const __m512i w = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, src + i));
+        _mm512_mask_storeu_ps(dst + i, m, _mm512_mul_ps(_mm512_cvtepi32_ps(w), vd));
+    }
+}
+
+/* Heads [g, g + NG) against row k: NG independent chains, so a head's sum
+ * is the same whichever block it is computed in. */
+AI void scores_rows(const float *q, size_t q_stride, const int NG, const float *k, int hd, __m512 *acc)
+{
+    for (int i = 0; i < NG; i++)
+        acc[i] = _mm512_setzero_ps();
+    for (int d = 0; d < hd; d += 16) {
+        const __mmask16 m = lanes(hd - d);
+        const __m512 kv = _mm512_maskz_loadu_ps(m, k + d);
+        for (int i = 0; i < NG; i++)
+            acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + (size_t)i * q_stride + d), kv, acc[i]);
+    }
+}
+
+static void scores(const float *q, size_t q_stride, int G, const float *const *k, int nt, int hd, float scale,
+                   float *s, int ld)
+{
+    for (int j = 0; j < nt; j++) {
+        int g = 0;
+        __m512 acc[4];
+        for (; g + 4 <= G; g += 4) {
+            scores_rows(q + (size_t)g * q_stride, q_stride, 4, k[j], hd, acc);
+            for (int i = 0; i < 4; i++)
+                s[(size_t)(g + i) * ld + j] = _mm512_reduce_add_ps(acc[i]) * scale;
+        }
+        for (; g < G; g++) {
+            scores_rows(q + (size_t)g * q_stride, q_stride, 1, k[j], hd, acc);
+            s[(size_t)g * ld + j] = _mm512_reduce_add_ps(acc[0]) * scale;
+        }
+    }
+}
+
+static float exp_tile(float *s, int nt, float m)
+{
+    const __m512 vm = _mm512_set1_ps(m);
+    __m512 sum = _mm512_setzero_ps();
+    for (int j = 0; j < nt; j += 16) {
+        const __mmask16 k = lanes(nt - j);
+        const __m512 e = _mm512_maskz_mov_ps(k, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), vm)));
+        _mm512_mask_storeu_ps(s + j, k, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    return _mm512_reduce_add_ps(sum);
+}
+
+static void pv(float *acc, float alpha, const float *p, const float *const *v, int nt, int hd)
+{
+    const __m512 va = _mm512_set1_ps(alpha);
+    for (int d = 0; d < hd; d += 64) {
+        const __mmask16 m0 = lanes(hd - d), m1 = lanes(hd - d - 16), m2 = lanes(hd - d - 32),
+                        m3 = lanes(hd - d - 48);
+        __m512 a0 = _mm512_mul_ps(_mm512_maskz_loadu_ps(m0, acc + d), va);
+        __m512 a1 = _mm512_mul_ps(_mm512_maskz_loadu_ps(m1, acc + d + 16), va);
+        __m512 a2 = _mm512_mul_ps(_mm512_maskz_loadu_ps(m2, acc + d + 32), va);
+        __m512 a3 = _mm512_mul_ps(_mm512_maskz_loadu_ps(m3, acc + d + 48), va);
+        for (int j = 0; j < nt; j++) {
+            const __m512 pj = _mm512_set1_ps(p[j]);
+            const float *r = v[j] + d;
+            a0 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m0, r), a0);
+            a1 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m1, r + 16), a1);
+            a2 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m2, r + 32), a2);
+            a3 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m3, r + 48), a3);
+        }
+        _mm512_mask_storeu_ps(acc + d, m0, a0);
+        _mm512_mask_storeu_ps(acc + d + 16, m1, a1);
+        _mm512_mask_storeu_ps(acc + d + 32, m2, a2);
+        _mm512_mask_storeu_ps(acc + d + 48, m3, a3);
+    }
+}
+
+const tn__attn_ops tn__attn_ops_avx512 = {
+    .cvt_f16 = cvt_f16,
+    .cvt_i8 = cvt_i8,
+    .scores = scores,
+    .exp_tile = exp_tile,
+    .pv = pv,
+};
