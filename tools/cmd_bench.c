@@ -11,6 +11,12 @@
  *   tg N  N forward calls of one token each, from an empty cache:
  *         bound by memory bandwidth (every weight is read once per token).
  *
+ * With -d D (llama-bench's -d) both tests start from a cache that already
+ * holds D tokens of the sequence (pp D+1.., tg at positions D..): attention
+ * at long context. The D tokens are prefilled untimed once per test, and
+ * each run rewinds the cache to them (tn_kv_seq_truncate). The test is
+ * then named e.g. "pp512 @ d2048", as llama-bench names it.
+ *
  * Each test runs once untimed (warm-up: page cache, the pool's threads, the
  * CPU's clocks), then -r times; the table shows mean ± sample standard
  * deviation of tokens/s over the runs. Token ids are drawn from a fixed
@@ -44,6 +50,7 @@ typedef struct bench_opts {
     tn_kv_type kv_type; /* --kv-type (default F32) */
     bool json;
     int32_t n_seqs;    /* tg: sequences decoded together (per rank under --ep) */
+    int32_t depth;     /* -d: tokens already in the cache when a test starts */
     ep_opts ep;
 } bench_opts;
 
@@ -60,6 +67,8 @@ static void usage(FILE *out)
             "  -p, --n-prompt P      prompt tokens (default 512; 0: skip pp)\n"
             "  -n, --n-gen N         generated tokens (default 128; 0: skip tg)\n"
             "  -r, --repetitions R   timed runs per test (default 5)\n"
+            "  -d, --n-depth D       tokens already in the cache (context) when each\n"
+            "                        test starts (default 0; prefilled untimed)\n"
             "  -t, --threads T       compute threads (default: all cores)\n"
             "      --kv-type T       KV-cache storage: f32 (default), f16, q8\n"
             "  -o, --output FMT      md (default) or json\n"
@@ -121,6 +130,9 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         } else if (FLAG("-n", "--n-gen")) {
             ok = tn_arg_i32(v, 0, 1 << 16, &o->n_gen);
             want = "an integer in [0, 65536]";
+        } else if (FLAG("-d", "--n-depth")) {
+            ok = tn_arg_i32(v, 0, 1 << 20, &o->depth);
+            want = "an integer in [0, 1048576]";
         } else if (FLAG("-r", "--repetitions")) {
             ok = tn_arg_i32(v, 1, 1000, &o->n_reps);
             want = "an integer in [1, 1000]";
@@ -164,12 +176,14 @@ typedef struct bench_model {
     tn_pool *pool;
     tn_kv_cache *kv;
     tn_forward *fwd;
-    int32_t *tok, *pos, *seq; /* (n_batch) */
+    int32_t *tok;             /* (n_ctx) */
+    int32_t *pos, *seq, *kslot; /* (n_batch) */
     int32_t *slot;            /* (n_seqs) */
     bool *want;               /* (n_batch) */
     float *logits;            /* (n_seqs, n_vocab) */
     int32_t n_batch;
-    int32_t n_ctx;            /* cache slots per sequence */
+    int32_t n_ctx;            /* cache slots per sequence (depth + the longer test) */
+    int32_t depth;            /* tokens of each sequence prefilled before a test */
     int32_t n_seqs;           /* tg sequences */
     ep_ctx ep;
 } bench_model;
@@ -184,6 +198,7 @@ static void bench_model_free(bench_model *b)
     free(b->tok);
     free(b->pos);
     free(b->seq);
+    free(b->kslot);
     free(b->slot);
     free(b->want);
     free(b->logits);
@@ -191,12 +206,14 @@ static void bench_model_free(bench_model *b)
 }
 
 /* One forward call of tokens [start, start + n) of b->tok at positions
- * start.., last token's logits only. */
-static tn_status step(bench_model *b, int32_t start, int32_t n)
+ * start.. of sequence seq (cache slots seq * n_ctx + pos), last token's
+ * logits only. */
+static tn_status step_seq(bench_model *b, int32_t seq, int32_t start, int32_t n)
 {
     for (int32_t i = 0; i < n; i++) {
         b->pos[i] = start + i;
-        b->seq[i] = 0;
+        b->seq[i] = seq;
+        b->kslot[i] = seq * b->n_ctx + start + i;
         b->want[i] = i == n - 1;
     }
     tn_batch batch = {
@@ -204,7 +221,7 @@ static tn_status step(bench_model *b, int32_t start, int32_t n)
         .token = b->tok + start,
         .pos = b->pos,
         .seq_id = b->seq,
-        .kv_slot = b->pos,
+        .kv_slot = b->kslot,
         .want_logits = b->want,
     };
     return tn_forward_run(b->fwd, b->kv, b->pool, &batch, b->logits);
@@ -236,19 +253,35 @@ static tn_status step_seqs(bench_model *b, int32_t pos)
  * tn_last_error). Under --ep the ranks start together (a barrier). */
 static double run_test(bench_model *b, bool gen, int32_t n)
 {
-    tn_kv_clear(b->kv);
+    const int32_t d = b->depth;
+    for (int32_t s = 0; s < b->n_seqs; s++)
+        tn_kv_seq_truncate(b->kv, s, d); /* back to the prefilled depth (an empty cache without -d) */
     if (b->ep.comm && tn_comm_barrier(b->ep.comm) != TN_OK)
         return -1;
     double t0 = tn_time_s();
     if (!gen) {
-        if (step(b, 0, n) != TN_OK)
+        if (step_seq(b, 0, d, n) != TN_OK)
             return -1;
     } else {
         for (int32_t i = 0; i < n; i++)
-            if ((b->n_seqs > 1 ? step_seqs(b, i) : step(b, i, 1)) != TN_OK)
+            if ((b->n_seqs > 1 ? step_seqs(b, d + i) : step_seq(b, 0, d + i, 1)) != TN_OK)
                 return -1;
     }
     return tn_time_s() - t0;
+}
+
+/* Fills sequence 0 (pp) or all n_seqs sequences (tg) with the first depth
+ * tokens, n_batch at a time, untimed. */
+static tn_status prefill_depth(bench_model *b, bool gen)
+{
+    tn_kv_clear(b->kv);
+    for (int32_t s = 0; s < (gen ? b->n_seqs : 1); s++)
+        for (int32_t at = 0; at < b->depth; at += b->n_batch) {
+            tn_status st = step_seq(b, s, at, TN_MIN(b->n_batch, b->depth - at));
+            if (st != TN_OK)
+                return st;
+        }
+    return TN_OK;
 }
 
 /* Model description for the table: "llama 1.1B q4_0", size, params. */
@@ -278,7 +311,8 @@ typedef struct result {
     double gib, params;
     const char *isa;
     int threads;
-    char test[16];
+    char test[32];
+    int32_t depth;
     int32_t n_tokens;
     double mean, sd; /* tokens/s */
     double *samples; /* (n_reps) tokens/s */
@@ -313,9 +347,9 @@ static void print_json_row(const result *r, int n_reps, bool first)
         putchar(*p);
     }
     printf("\", \"size_bytes\": %.0f, \"params\": %.0f, \"backend\": \"CPU\", \"isa\": \"%s\", \"threads\": %d, "
-           "\"test\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, \"avg_ts\": %.4f, \"stddev_ts\": %.4f, \"samples_ts\": [",
+           "\"test\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, \"avg_ts\": %.4f, \"stddev_ts\": %.4f, \"samples_ts\": [",
            r->gib * 1024 * 1024 * 1024, r->params, r->isa, r->threads, r->test, r->test[0] == 'p' ? r->n_tokens : 0,
-           r->test[0] == 't' ? r->n_tokens : 0, r->mean, r->sd);
+           r->test[0] == 't' ? r->n_tokens : 0, r->depth, r->mean, r->sd);
     for (int i = 0; i < n_reps; i++)
         printf("%s%.4f", i ? ", " : "", r->samples[i]);
     printf("]}");
@@ -337,9 +371,11 @@ static int bench_one(const bench_opts *o, const char *path, bool *first)
         goto out;
     }
     const tn_hparams *hp = &b.model->hp;
-    int32_t n_ctx = o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen;
-    b.n_batch = TN_MAX(TN_MAX(o->n_prompt, 1), o->n_seqs);
+    int32_t n_ctx = o->depth + (o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen);
+    /* the depth prefill goes in batches of up to 512 tokens even for tg */
+    b.n_batch = TN_MAX(TN_MAX(TN_MAX(o->n_prompt, 1), o->n_seqs), TN_MIN(o->depth, 512));
     b.n_ctx = n_ctx;
+    b.depth = o->depth;
     b.n_seqs = o->n_seqs;
     if (ep_join("tern bench", &o->ep, b.model, b.n_batch, &b.ep) != 0)
         goto out;
@@ -354,10 +390,11 @@ static int bench_one(const bench_opts *o, const char *path, bool *first)
     b.tok = malloc((size_t)n_ctx * sizeof *b.tok);
     b.pos = malloc((size_t)b.n_batch * sizeof *b.pos);
     b.seq = malloc((size_t)b.n_batch * sizeof *b.seq);
+    b.kslot = malloc((size_t)b.n_batch * sizeof *b.kslot);
     b.slot = malloc((size_t)o->n_seqs * sizeof *b.slot);
     b.want = malloc((size_t)b.n_batch * sizeof *b.want);
     b.logits = malloc((size_t)o->n_seqs * (size_t)hp->n_vocab * sizeof *b.logits);
-    if (!b.tok || !b.pos || !b.seq || !b.slot || !b.want || !b.logits) {
+    if (!b.tok || !b.pos || !b.seq || !b.kslot || !b.slot || !b.want || !b.logits) {
         fprintf(stderr, "tern bench: out of memory\n");
         goto out;
     }
@@ -367,7 +404,11 @@ static int bench_one(const bench_opts *o, const char *path, bool *first)
         b.tok[i] = (int32_t)((s >> 8) % (uint32_t)hp->n_vocab);
     }
 
-    result r = {.path = path, .isa = tn_isa_name(tn_kern_isa()), .threads = tn_pool_size(b.pool), .samples = samples};
+    result r = {.path = path,
+                .isa = tn_isa_name(tn_kern_isa()),
+                .threads = tn_pool_size(b.pool),
+                .samples = samples,
+                .depth = o->depth};
     describe(b.model, r.model, sizeof r.model, &r.gib, &r.params);
     for (int test = 0; test < 2; test++) {
         const bool gen = test == 1;
@@ -378,10 +419,18 @@ static int bench_one(const bench_opts *o, const char *path, bool *first)
             snprintf(r.test, sizeof r.test, "tg%dx%d", (int)n, (int)o->n_seqs);
         else
             snprintf(r.test, sizeof r.test, "%s%d", gen ? "tg" : "pp", (int)n);
+        if (o->depth > 0) {
+            const size_t at = strlen(r.test);
+            snprintf(r.test + at, sizeof r.test - at, " @ d%d", (int)o->depth);
+        }
         r.n_tokens = n;
         /* tokens per run over all ranks: the ranks run the same test in lockstep */
         const double n_all = (double)n * (gen ? o->n_seqs : 1) * b.ep.size;
         fprintf(stderr, "tern bench: %s %s ...\n", r.model, r.test);
+        if (prefill_depth(&b, gen) != TN_OK) {
+            fprintf(stderr, "tern bench: %s %s: depth prefill: %s\n", path, r.test, tn_last_error());
+            goto out;
+        }
         if (run_test(&b, gen, n) < 0) { /* warm-up */
             fprintf(stderr, "tern bench: %s %s: %s\n", path, r.test, tn_last_error());
             goto out;
