@@ -109,9 +109,7 @@ void tn_attn_group(const tn_attn_kv *kv, const int32_t *idx, int64_t n, const fl
             ops->scores(q + (size_t)g0 * q_stride, q_stride, gb, krows, nt, hk, scale, s, T);
             for (int g = 0; g < gb; g++) {
                 float *sg = s + (size_t)g * T;
-                float mt = m[g];
-                for (int j = 0; j < nt; j++)
-                    mt = fmaxf(mt, sg[j]);
+                const float mt = ops->tile_max(sg, nt, m[g]);
                 if (mt == -INFINITY)
                     continue; /* nothing visible yet: p = 0, acc and l unchanged */
                 const float alpha = m[g] == -INFINITY ? 0.0f : expf(m[g] - mt);
@@ -162,6 +160,13 @@ static void scores_ref(const float *q, size_t q_stride, int G, const float *cons
     }
 }
 
+static float tile_max_ref(const float *s, int nt, float m)
+{
+    for (int j = 0; j < nt; j++)
+        m = s[j] > m ? s[j] : m; /* not fmaxf: a libm call without -ffast-math */
+    return m;
+}
+
 static float exp_tile_ref(float *s, int nt, float m)
 {
     float sum = 0.0f;
@@ -185,6 +190,7 @@ const tn__attn_ops tn__attn_ops_scalar = {
     .cvt_f16 = cvt_f16_ref,
     .cvt_i8 = cvt_i8_ref,
     .scores = scores_ref,
+    .tile_max = tile_max_ref,
     .exp_tile = exp_tile_ref,
     .pv = pv_ref,
 };

@@ -4,8 +4,8 @@
  *
  * HOW IT WORKS: vectors of 8 floats along head_dim; a partial last vector
  * goes through maskload/maskstore (F32) or a scalar tail (conversions), so
- * any head_dim works. Scores: four heads at a time against one K row, each
- * head's 8 lanes summed in one fixed tree. p·V: head_dim in chunks of 32
+ * any head_dim works. Scores: per head, 8 rows at a time, one accumulator
+ * per row, the 8 lane sums done together in one transposing tree. p·V: head_dim in chunks of 32
  * held in four registers while the tile's rows stream through. The
  * exponential: the same range reduction and degree-7 polynomial as the
  * AVX-512 file, 2^k built in the exponent field; arguments below -87.3
@@ -81,35 +81,62 @@ static void cvt_i8(const int8_t *src, float d, float *dst, int64_t n)
         dst[i] = (float)src[i] * d;
 }
 
-/* Heads [g, g + NG) against row k: independent chains per head. */
-AI void scores_rows(const float *q, size_t q_stride, const int NG, const float *k, int hd, __m256 *acc)
+/* Lane sums of a[0..8) as one vector: result lane r = sum of a[r]'s
+ * lanes, in one fixed tree. Lane r depends only on a[r]. */
+AI __m256 reduce8(__m256 *a)
 {
-    for (int i = 0; i < NG; i++)
-        acc[i] = _mm256_setzero_ps();
-    for (int d = 0; d < hd; d += 8) {
-        const __m256i m = lanes(hd - d);
-        const __m256 kv = _mm256_maskload_ps(k + d, m);
-        for (int i = 0; i < NG; i++)
-            acc[i] = _mm256_fmadd_ps(_mm256_maskload_ps(q + (size_t)i * q_stride + d, m), kv, acc[i]);
+    __m256 b[4], c[2];
+    for (int i = 0; i < 4; i++)
+        b[i] = _mm256_add_ps(_mm256_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm256_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+    for (int i = 0; i < 2; i++) {
+        const __m256d x = _mm256_castps_pd(b[2 * i]), y = _mm256_castps_pd(b[2 * i + 1]);
+        c[i] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(x, y)), _mm256_castpd_ps(_mm256_unpackhi_pd(x, y)));
     }
+    return _mm256_add_ps(_mm256_permute2f128_ps(c[0], c[1], 0x20), _mm256_permute2f128_ps(c[0], c[1], 0x31));
 }
 
+/* Blocks of 8 rows: per head, one accumulator per row along head_dim, then
+ * reduce8. */
 static void scores(const float *q, size_t q_stride, int G, const float *const *k, int nt, int hd, float scale,
                    float *s, int ld)
 {
-    for (int j = 0; j < nt; j++) {
-        int g = 0;
-        __m256 acc[4];
-        for (; g + 4 <= G; g += 4) {
-            scores_rows(q + (size_t)g * q_stride, q_stride, 4, k[j], hd, acc);
-            for (int i = 0; i < 4; i++)
-                s[(size_t)(g + i) * ld + j] = hsum(acc[i]) * scale;
-        }
-        for (; g < G; g++) {
-            scores_rows(q + (size_t)g * q_stride, q_stride, 1, k[j], hd, acc);
-            s[(size_t)g * ld + j] = hsum(acc[0]) * scale;
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (int j0 = 0; j0 < nt; j0 += 8) {
+        const int nb = nt - j0 < 8 ? nt - j0 : 8;
+        /* a full block always (the accumulators stay in registers): rows
+         * past the end repeat the last one, and their lanes are not stored */
+        const float *kr[8];
+        for (int r = 0; r < 8; r++)
+            kr[r] = k[j0 + (r < nb ? r : nb - 1)];
+        for (int g = 0; g < G; g++) {
+            const float *qg = q + (size_t)g * q_stride;
+            __m256 acc[8];
+            for (int r = 0; r < 8; r++)
+                acc[r] = _mm256_setzero_ps();
+            for (int d = 0; d < hd; d += 8) {
+                const __m256i m = lanes(hd - d);
+                const __m256 qv = _mm256_maskload_ps(qg + d, m);
+                for (int r = 0; r < 8; r++)
+                    acc[r] = _mm256_fmadd_ps(qv, _mm256_maskload_ps(kr[r] + d, m), acc[r]);
+            }
+            _mm256_maskstore_ps(s + (size_t)g * ld + j0, lanes(nb), _mm256_mul_ps(reduce8(acc), vs));
         }
     }
+}
+
+static float tile_max(const float *s, int nt, float m)
+{
+    __m256 v = _mm256_set1_ps(m);
+    int j = 0;
+    for (; j + 8 <= nt; j += 8)
+        v = _mm256_max_ps(v, _mm256_loadu_ps(s + j));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float r = _mm_cvtss_f32(h);
+    for (; j < nt; j++)
+        r = s[j] > r ? s[j] : r;
+    return r;
 }
 
 static float exp_tile(float *s, int nt, float m)
@@ -154,6 +181,7 @@ const tn__attn_ops tn__attn_ops_avx2 = {
     .cvt_f16 = cvt_f16,
     .cvt_i8 = cvt_i8,
     .scores = scores,
+    .tile_max = tile_max,
     .exp_tile = exp_tile,
     .pv = pv,
 };

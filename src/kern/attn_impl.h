@@ -27,6 +27,9 @@ typedef struct tn__attn_ops {
      * q_stride), j < nt, over hd floats. */
     void (*scores)(const float *q, size_t q_stride, int G, const float *const *k, int nt, int hd, float scale,
                    float *s, int ld);
+    /* max(m, s[0], ..., s[nt-1]) (exact, so the same on every ISA; NaNs
+     * may or may not be skipped: they reach the output through exp_tile). */
+    float (*tile_max)(const float *s, int nt, float m);
     /* s[j] = e^(s[j] - m) for j < nt; returns their sum. m is finite. */
     float (*exp_tile)(float *s, int nt, float m);
     /* acc[d] = acc[d] * alpha, then acc[d] += p[j] * v[j][d] for j = 0,
