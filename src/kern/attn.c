@@ -30,10 +30,15 @@
  * EDGE CASES: n == 0 or a head whose every score is -inf (l = 0) gives
  * zeros, as tn_softmax does for an all -inf row. NaN scores propagate.
  *
- * LIMITATIONS: one query token per call: the queries of a prefill that see
- * the same tiles do not share the widened K/V (each converts its own), and
- * a decode step with fewer (token, K/V head) pairs than threads leaves
- * threads idle (no split of one query's rows over threads).
+ * QUERY BLOCKS (tn_attn_block): up to TN_ATTN_QBLOCK tokens of one
+ * sequence (their visible rows are prefixes of the same run) go through the
+ * tiles together: each tile is widened once for the longest of them, then
+ * every query that reaches the tile runs exactly the steps above on its own
+ * part of it, with its own m, l, acc. So the block shares the widening and
+ * the cache traffic, and each query's bits equal what it gets alone.
+ *
+ * LIMITATIONS: a decode step with fewer (token, K/V head) pairs than
+ * threads leaves threads idle (no split of one query's rows over threads).
  */
 #include "kern/attn_impl.h"
 
@@ -44,9 +49,9 @@ static size_t up16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 size_t tn_attn_scratch_floats(int32_t hd_k, int32_t hd_v)
 {
+    const size_t qg = (size_t)TN_ATTN_QBLOCK * TN_ATTN_GBLOCK;
     return up16((size_t)TN_ATTN_TILE * (size_t)hd_k) + up16((size_t)TN_ATTN_TILE * (size_t)hd_v) +
-           up16((size_t)TN_ATTN_GBLOCK * TN_ATTN_TILE) + up16((size_t)TN_ATTN_GBLOCK * (size_t)hd_v) +
-           2 * up16(TN_ATTN_GBLOCK);
+           up16((size_t)TN_ATTN_GBLOCK * TN_ATTN_TILE) + up16(qg * (size_t)hd_v) + 2 * up16(qg);
 }
 
 static const tn__attn_ops *ops_cur(void)
@@ -82,54 +87,70 @@ static void tile_rows(const tn__attn_ops *ops, const tn_attn_kv *kv, bool is_v, 
     }
 }
 
+void tn_attn_block(const tn_attn_kv *kv, const int32_t *idx, const int64_t *n, int nq, const float *q, size_t q_tok,
+                   size_t q_stride, int G, float scale, float *out, size_t out_tok, size_t out_stride, float *scratch)
+{
+    const tn__attn_ops *ops = ops_cur();
+    const int hk = kv->hd_k, hv = kv->hd_v, T = TN_ATTN_TILE, GB = TN_ATTN_GBLOCK;
+    float *kt = scratch;                                        /* (T, hd_k) widened K tile */
+    float *vt = kt + up16((size_t)T * hk);                      /* (T, hd_v) widened V tile */
+    float *s = vt + up16((size_t)T * hv);                       /* (GBLOCK, T) one query's scores, then p */
+    float *acc = s + up16((size_t)GB * T);                      /* (QBLOCK, GBLOCK, hd_v) */
+    float *m = acc + up16((size_t)TN_ATTN_QBLOCK * GB * hv);    /* (QBLOCK, GBLOCK) running max */
+    float *l = m + up16((size_t)TN_ATTN_QBLOCK * GB);           /* (QBLOCK, GBLOCK) running sum */
+    const float *krows[TN_ATTN_TILE], *vrows[TN_ATTN_TILE];
+    int64_t n_max = 0;
+    for (int i = 0; i < nq; i++)
+        n_max = TN_MAX(n_max, n[i]);
+
+    for (int g0 = 0; g0 < G; g0 += GB) {
+        const int gb = TN_MIN(GB, G - g0);
+        memset(acc, 0, (size_t)nq * GB * hv * sizeof(float));
+        for (int k = 0; k < nq * GB; k++) {
+            m[k] = -INFINITY;
+            l[k] = 0.0f;
+        }
+        for (int64_t t0 = 0; t0 < n_max; t0 += T) {
+            const int ntw = (int)TN_MIN((int64_t)T, n_max - t0); /* rows any query of the block needs */
+            tile_rows(ops, kv, false, idx + t0, ntw, kt, krows);
+            tile_rows(ops, kv, true, idx + t0, ntw, vt, vrows);
+            for (int i = 0; i < nq; i++) {
+                if (n[i] <= t0)
+                    continue;
+                const int nt = (int)TN_MIN((int64_t)T, n[i] - t0); /* this query's part of the tile */
+                ops->scores(q + i * q_tok + (size_t)g0 * q_stride, q_stride, gb, krows, nt, hk, scale, s, T);
+                for (int g = 0; g < gb; g++) {
+                    float *sg = s + (size_t)g * T, *mg = m + i * GB + g, *lg = l + i * GB + g;
+                    const float mt = ops->tile_max(sg, nt, *mg);
+                    if (mt == -INFINITY)
+                        continue; /* nothing visible yet: p = 0, acc and l unchanged */
+                    const float alpha = *mg == -INFINITY ? 0.0f : expf(*mg - mt);
+                    *lg = *lg * alpha + ops->exp_tile(sg, nt, mt);
+                    *mg = mt;
+                    ops->pv(acc + ((size_t)i * GB + g) * hv, alpha, sg, vrows, nt, hv);
+                }
+            }
+        }
+        for (int i = 0; i < nq; i++)
+            for (int g = 0; g < gb; g++) {
+                float *o = out + i * out_tok + (size_t)(g0 + g) * out_stride;
+                const float *a = acc + ((size_t)i * GB + g) * hv;
+                const float lg = l[i * GB + g];
+                if (lg > 0.0f) {
+                    const float inv = 1.0f / lg;
+                    for (int d = 0; d < hv; d++)
+                        o[d] = a[d] * inv;
+                } else {
+                    memset(o, 0, (size_t)hv * sizeof(float));
+                }
+            }
+    }
+}
+
 void tn_attn_group(const tn_attn_kv *kv, const int32_t *idx, int64_t n, const float *q, size_t q_stride, int G,
                    float scale, float *out, size_t out_stride, float *scratch)
 {
-    const tn__attn_ops *ops = ops_cur();
-    const int hk = kv->hd_k, hv = kv->hd_v, T = TN_ATTN_TILE;
-    float *kt = scratch;                                 /* (T, hd_k) widened K tile */
-    float *vt = kt + up16((size_t)T * hk);               /* (T, hd_v) widened V tile */
-    float *s = vt + up16((size_t)T * hv);                /* (GBLOCK, T) scores, then p */
-    float *acc = s + up16((size_t)TN_ATTN_GBLOCK * T);   /* (GBLOCK, hd_v) */
-    float *m = acc + up16((size_t)TN_ATTN_GBLOCK * hv);  /* (GBLOCK) running max */
-    float *l = m + up16(TN_ATTN_GBLOCK);                 /* (GBLOCK) running sum */
-    const float *krows[TN_ATTN_TILE], *vrows[TN_ATTN_TILE];
-
-    for (int g0 = 0; g0 < G; g0 += TN_ATTN_GBLOCK) {
-        const int gb = TN_MIN(TN_ATTN_GBLOCK, G - g0);
-        memset(acc, 0, (size_t)gb * hv * sizeof(float));
-        for (int g = 0; g < gb; g++) {
-            m[g] = -INFINITY;
-            l[g] = 0.0f;
-        }
-        for (int64_t t0 = 0; t0 < n; t0 += T) {
-            const int nt = (int)TN_MIN((int64_t)T, n - t0);
-            tile_rows(ops, kv, false, idx + t0, nt, kt, krows);
-            tile_rows(ops, kv, true, idx + t0, nt, vt, vrows);
-            ops->scores(q + (size_t)g0 * q_stride, q_stride, gb, krows, nt, hk, scale, s, T);
-            for (int g = 0; g < gb; g++) {
-                float *sg = s + (size_t)g * T;
-                const float mt = ops->tile_max(sg, nt, m[g]);
-                if (mt == -INFINITY)
-                    continue; /* nothing visible yet: p = 0, acc and l unchanged */
-                const float alpha = m[g] == -INFINITY ? 0.0f : expf(m[g] - mt);
-                l[g] = l[g] * alpha + ops->exp_tile(sg, nt, mt);
-                m[g] = mt;
-                ops->pv(acc + (size_t)g * hv, alpha, sg, vrows, nt, hv);
-            }
-        }
-        for (int g = 0; g < gb; g++) {
-            float *o = out + (size_t)(g0 + g) * out_stride;
-            const float *a = acc + (size_t)g * hv;
-            if (l[g] > 0.0f) {
-                const float inv = 1.0f / l[g];
-                for (int d = 0; d < hv; d++)
-                    o[d] = a[d] * inv;
-            } else {
-                memset(o, 0, (size_t)hv * sizeof(float));
-            }
-        }
-    }
+    tn_attn_block(kv, idx, &n, 1, q, 0, q_stride, G, scale, out, 0, out_stride, scratch);
 }
 
 /* --- the scalar reference ------------------------------------------------- */

@@ -27,6 +27,8 @@
 /* Query heads processed together in one pass over the rows; larger groups
  * are done in blocks of this many. */
 #define TN_ATTN_GBLOCK 8
+/* Most query tokens tn_attn_block takes. */
+#define TN_ATTN_QBLOCK 8
 
 /* The K/V rows of one K/V head. Row c of K is hd_k elements at k + c *
  * stride (elements of `type`), row c of V is hd_v elements at v + c *
@@ -52,5 +54,14 @@ size_t tn_attn_scratch_floats(int32_t hd_k, int32_t hd_v);
  * does not allocate. Any thread. */
 void tn_attn_group(const tn_attn_kv *kv, const int32_t *idx, int64_t n, const float *q, size_t q_stride, int G,
                    float scale, float *out, size_t out_stride, float *scratch);
+
+/* tn_attn_group for nq <= TN_ATTN_QBLOCK query tokens whose visible rows
+ * are prefixes of the same idx (tokens of one sequence): query i sees
+ * idx[0..n[i]), its heads start at q + i * q_tok (head g at + g *
+ * q_stride), its outputs at out + i * out_tok (+ g * out_stride). The
+ * tokens share the widening of each tile; each token's output is
+ * bit-identical to tn_attn_group for it alone. Same scratch. */
+void tn_attn_block(const tn_attn_kv *kv, const int32_t *idx, const int64_t *n, int nq, const float *q, size_t q_tok,
+                   size_t q_stride, int G, float scale, float *out, size_t out_tok, size_t out_stride, float *scratch);
 
 #endif /* TERN_KERN_ATTN_H */

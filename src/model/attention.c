@@ -121,16 +121,20 @@ void tn__rope_apply(float *x, int n_heads, int head_dim, int n_rot, tn_rope_type
  *     out = softmax(s) · V
  *
  * computed by kern/attn.h's tiled online softmax: one work item is one
- * (token, K/V head) pair, whose group of n_head / n_head_kv query heads
- * walks the visible cells once, tile by tile, so each K/V row is read and
- * widened (F16, Q8) once per group rather than once per query head, and no
- * scores are materialized beyond a tile. The tiles start at the token's
- * first visible cell, so the result is bitwise independent of slot choice,
- * of batch composition, of prefill chunking and of the thread count.
+ * (block of up to TN_ATTN_QBLOCK consecutive tokens of one sequence, K/V
+ * head), whose tokens' groups of n_head / n_head_kv query heads walk the
+ * visible cells together, tile by tile, so each K/V row is read and
+ * widened (F16, Q8) once per block and group rather than once per token
+ * and query head, and no scores are materialized beyond a tile. The tiles
+ * start at each token's first visible cell and a token's arithmetic is the
+ * same in a block as alone, so the result is bitwise independent of slot
+ * choice, of batch composition, of prefill chunking and of the thread
+ * count.
  *
- * PARALLELISM: an even split by cost. Item (i, kv head) costs vis_n[i] +
- * ITEM_OVERHEAD cell visits; the items, in (token, K/V head) order, are cut
- * into nth contiguous runs of nearly equal total cost (thread t takes the
+ * PARALLELISM: an even split by cost. Item (block, kv head) costs the sum
+ * of vis_n[i] + ITEM_OVERHEAD cell visits over its tokens; the items, in
+ * (block, K/V head) order, are cut into nth contiguous runs of nearly
+ * equal total cost (thread t takes the
  * items whose cost midpoint falls in [t, t+1) * total / nth), so a causal
  * prefill, whose later tokens see more cells, still ends together on all
  * threads. Each thread uses its own row of kv->scores as the kernel's
@@ -175,9 +179,14 @@ static void attn_run(void *ctx, int ith, int nth)
     const int64_t lo = (int64_t)ith * 2 * a->total, hi = (int64_t)(ith + 1) * 2 * a->total;
     int64_t before = 0; /* cost of the items before the current one */
 
-    for (int32_t i = 0; i < a->n_tokens; i++) {
-        const int64_t c = (int64_t)a->vis_n[i] + ITEM_OVERHEAD;
-        if ((before + (int64_t)nh * c) * 2 * nw <= lo) { /* all of token i's items lie before this thread's run */
+    for (int32_t i = 0, e; i < a->n_tokens; i = e) {
+        /* the block of tokens i..e-1: one sequence's, at most TN_ATTN_QBLOCK */
+        int64_t c = 0, nv[TN_ATTN_QBLOCK];
+        for (e = i; e < a->n_tokens && e - i < TN_ATTN_QBLOCK && a->vis_off[e] == a->vis_off[i]; e++) {
+            nv[e - i] = a->vis_n[e];
+            c += (int64_t)a->vis_n[e] + ITEM_OVERHEAD;
+        }
+        if ((before + (int64_t)nh * c) * 2 * nw <= lo) { /* all of the block's items lie before this thread's run */
             before += (int64_t)nh * c;
             continue;
         }
@@ -205,8 +214,8 @@ static void attn_run(void *ctx, int ith, int nth)
                 rows.vs = kv->vs + layer_rows * nh + hk;
             }
             const size_t qo = (size_t)i * q_dim + hk * group * (size_t)hd; /* the group's first query head */
-            tn_attn_group(&rows, kv->order_slot + a->vis_off[i], a->vis_n[i], a->q + qo, (size_t)hd, group, scale,
-                          a->out + qo, (size_t)hd, scratch);
+            tn_attn_block(&rows, kv->order_slot + a->vis_off[i], nv, e - i, a->q + qo, q_dim, (size_t)hd, group,
+                          scale, a->out + qo, q_dim, (size_t)hd, scratch);
         }
     }
 }

@@ -11,9 +11,10 @@
  *     scores of tn_dot_*_rows, tn_softmax, tn_axpy_*_rows);
  *   - batch invariance at the kernel level, bit for bit, on every ISA: a
  *     query's output is the same whether its rows sit in other slots,
- *     whether its heads run in one group or one by one, whatever the
- *     scratch held before, and whether it runs alone or among many
- *     queries on 2 threads;
+ *     whether its heads run in one group or one by one, whether it runs
+ *     alone or in a block of queries sharing the tiles (tn_attn_block),
+ *     whatever the scratch held before, and whether it runs alone or among
+ *     many queries on 2 threads;
  *   - a huge score range (every row but one underflows) stays finite and
  *     picks the one row.
  */
@@ -316,6 +317,18 @@ static void test_invariance(void **state)
         tn_pool_run(pool, many_run, &j);
         if (memcmp(alone, many, (size_t)NQ * G * hd * sizeof(float)) != 0)
             fail_msg("%s type %d: grouped, threaded queries differ from single-head ones", tn_isa_name(it / 3), t);
+        /* blocks of 7 queries (the last one of 5) sharing the tiles: the same bits */
+        memset(many, 0, (size_t)NQ * G * hd * sizeof(float));
+        for (int i0 = 0; i0 < NQ; i0 += 7) {
+            const int nq = NQ - i0 < 7 ? NQ - i0 : 7;
+            int64_t nv[7];
+            for (int i = 0; i < nq; i++)
+                nv[i] = (i0 + i) * 5 + 1;
+            const size_t o = (size_t)i0 * G * hd;
+            tn_attn_block(&kv, idx, nv, nq, q + o, (size_t)G * hd, hd, G, 0.1f, many + o, (size_t)G * hd, hd, scratch);
+        }
+        if (memcmp(alone, many, (size_t)NQ * G * hd * sizeof(float)) != 0)
+            fail_msg("%s type %d: queries in blocks differ from single ones", tn_isa_name(it / 3), t);
         /* the same rows copied to other slots: the same bits */
         tn_attn_kv moved = kv;
         cache k2, v2;
