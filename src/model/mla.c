@@ -56,9 +56,10 @@
  * HF's DeepseekV2Attention (the cos/sin are not rescaled: DeepSeek's
  * mscale equals mscale_all_dim).
  *
- * ATTENTION runs kern/attn.h's tiled online softmax per (token, head), with
- * K = the cached row [c, kpe] and V = its first kv_lora_rank values (the
- * same memory), so no scores are materialized beyond a tile.
+ * ATTENTION runs kern/attn.h's tiled online softmax per head for blocks of
+ * up to TN_ATTN_QBLOCK consecutive tokens of one sequence (tn_attn_block),
+ * with K = the cached row [c, kpe] and V = its first kv_lora_rank values
+ * (the same memory), so no scores are materialized beyond a tile.
  *
  * LIMITATIONS: the cache is F32; each head reads every visible cache row on
  * its own: the H heads of a token could share one pass over the rows
@@ -279,11 +280,13 @@ static void mla_heads(void *ctx, int ith, int nth)
             memcpy(t, lat + (size_t)i * kvr, (size_t)kvr * sizeof(float));
             memcpy(t + kvr, a->q + ((size_t)(j->t0 + i) * H + h) * hd + nope, (size_t)a->n_rot * sizeof(float));
         }
-        for (int32_t i = 0; i < n; i++) {
-            const int32_t *cells = kv->order_slot + j->vis_off[j->t0 + i];
-            const int32_t nv = j->vis_n[j->t0 + i];
-            tn_attn_group(&rows, cells, nv, tq + (size_t)i * kvw, (size_t)kvw, 1, a->scale, lat + (size_t)i * kvr,
-                          (size_t)kvr, sc);
+        for (int32_t i = 0, e; i < n; i = e) { /* blocks of one sequence's consecutive tokens share the tiles */
+            const int32_t off = j->vis_off[j->t0 + i];
+            int64_t nv[TN_ATTN_QBLOCK];
+            for (e = i; e < n && e - i < TN_ATTN_QBLOCK && j->vis_off[j->t0 + e] == off; e++)
+                nv[e - i] = j->vis_n[j->t0 + e];
+            tn_attn_block(&rows, kv->order_slot + off, nv, e - i, tq + (size_t)i * kvw, (size_t)kvw, (size_t)kvw, 1,
+                          a->scale, lat + (size_t)i * kvr, (size_t)kvr, (size_t)kvr, sc);
         }
         tn_matmul(NULL, head_mat(&ly->wv_b, kvr, h), ly->wv_b.type, kvr, dv, lat, n, vo, wd);
         for (int32_t i = 0; i < n; i++)
