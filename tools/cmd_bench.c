@@ -176,7 +176,7 @@ typedef struct bench_model {
     tn_pool *pool;
     tn_kv_cache *kv;
     tn_forward *fwd;
-    int32_t *tok;             /* (n_ctx) */
+    int32_t *tok;             /* (n_ctx + n_seqs) */
     int32_t *pos, *seq, *kslot; /* (n_batch) */
     int32_t *slot;            /* (n_seqs) */
     bool *want;               /* (n_batch) */
@@ -387,7 +387,9 @@ static int bench_one(const bench_opts *o, const char *path, bool *first)
         fprintf(stderr, "tern bench: %s: %s\n", path, tn_last_error());
         goto out;
     }
-    b.tok = malloc((size_t)n_ctx * sizeof *b.tok);
+    /* step_seqs reads n_seqs tokens from the last position on */
+    const int32_t n_tok = n_ctx + o->n_seqs;
+    b.tok = malloc((size_t)n_tok * sizeof *b.tok);
     b.pos = malloc((size_t)b.n_batch * sizeof *b.pos);
     b.seq = malloc((size_t)b.n_batch * sizeof *b.seq);
     b.kslot = malloc((size_t)b.n_batch * sizeof *b.kslot);
@@ -399,7 +401,7 @@ static int bench_one(const bench_opts *o, const char *path, bool *first)
         goto out;
     }
     uint32_t s = 12345;
-    for (int32_t i = 0; i < n_ctx; i++) {
+    for (int32_t i = 0; i < n_tok; i++) {
         s = s * 1664525u + 1013904223u;
         b.tok[i] = (int32_t)((s >> 8) % (uint32_t)hp->n_vocab);
     }
