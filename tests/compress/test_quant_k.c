@@ -9,9 +9,12 @@
  * never does worse than plain "scale to the maximum" rounding; importance
  * weights lower the weighted error of the columns they favour; zero,
  * constant, tiny and huge rows give finite blocks; without importance the
- * 32-element types are tn_quantize_row's bytes; bad lengths are errors.
+ * 32-element types are tn_quantize_row's bytes; bad lengths are errors;
+ * no Q4_K or Q6_K sub-block scale (or minimum) one step away from the
+ * stored one gives that sub-block a lower weighted error.
  */
 #include "compress/quant_k.h"
+#include "kern/quants.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -201,6 +204,80 @@ static void test_plain_types_unchanged(void **state)
     }
 }
 
+/* Weighted error of one sub-block (n values, element range [qlo, qhi])
+ * rounded to nearest against D = d·sc and M = dmin·mn, as the dequantizer
+ * reads it back (x ≈ D·q − M). */
+static double sub_error(const float *x, const float *w, int n, int qlo, int qhi, float d, int sc, float dmin, int mn)
+{
+    const float D = d * (float)sc, M = dmin * (float)mn;
+    double e = 0;
+    for (int i = 0; i < n; i++) {
+        float q = D != 0.0f ? roundf((x[i] + M) / D) : 0.0f;
+        q = fminf((float)qhi, fmaxf((float)qlo, q));
+        const double r = (double)D * q - M - x[i];
+        e += w[i] * r * r;
+    }
+    return e;
+}
+
+/* The fit's last step moves each sub-block's integer scale (and minimum)
+ * by ±1 while that lowers the sub-block's weighted error (w = √(σ² + x²),
+ * σ² twice the super-block's mean square, as quant_k.c weights without an
+ * importance matrix): so no neighbour of a stored scale may do better, and
+ * the stored elements must be the nearest rounding (the dequantized error
+ * equals the recomputed one). The plain "fit the scales to the float
+ * sub-block scales" step alone leaves many sub-blocks with a better
+ * neighbour. */
+static void test_scales_locally_optimal(void **state)
+{
+    enum { NB = 16 };
+    float x[NB * 256], y[NB * 256], w[256];
+    fill(x, NB * 256, true);
+    tn_block_q4_K q4[NB];
+    tn_block_q6_K q6[NB];
+    assert_int_equal(tn_quant_row(TN_DTYPE_Q4_K, x, q4, NB * 256, NULL), TN_OK);
+    assert_int_equal(tn_quant_row(TN_DTYPE_Q6_K, x, q6, NB * 256, NULL), TN_OK);
+    for (int t = 0; t < 2; t++) {
+        assert_int_equal(tn_dequantize_row(t ? TN_DTYPE_Q6_K : TN_DTYPE_Q4_K, t ? (void *)q6 : (void *)q4, y, NB * 256),
+                         TN_OK);
+        int checked = 0;
+        for (int b = 0; b < NB; b++) {
+            const float *xb = x + 256 * b;
+            double sx2 = 0;
+            for (int i = 0; i < 256; i++)
+                sx2 += (double)xb[i] * xb[i];
+            for (int i = 0; i < 256; i++)
+                w[i] = sqrtf((float)(2.0 * sx2 / 256) + xb[i] * xb[i]);
+            const int sub = t ? 16 : 32, qlo = t ? -32 : 0, qhi = t ? 31 : 15, slo = t ? -128 : 0, shi = t ? 127 : 63;
+            const float d = tn_fp16_to_fp32(t ? q6[b].d : q4[b].d), dmin = t ? 0.0f : tn_fp16_to_fp32(q4[b].dmin);
+            for (int j = 0; j < 256 / sub; j++) {
+                int sc, mn = 0;
+                if (t)
+                    sc = q6[b].scales[j];
+                else
+                    tn__q4_K_scale_min(q4[b].scales, j, &sc, &mn);
+                const float *xj = xb + j * sub, *wj = w + j * sub;
+                const double e = sub_error(xj, wj, sub, qlo, qhi, d, sc, dmin, mn);
+                double ey = 0;
+                for (int i = 0; i < sub; i++) {
+                    const double r = (double)y[256 * b + j * sub + i] - xj[i];
+                    ey += wj[i] * r * r;
+                }
+                assert_true(fabs(ey - e) <= 1e-4 * e + 1e-20);
+                for (int ds = -1; ds <= 1; ds++)
+                    for (int dm = t ? 0 : -1; dm <= (t ? 0 : 1); dm++) {
+                        const int s2 = sc + ds, m2 = mn + dm;
+                        if ((ds == 0 && dm == 0) || s2 < slo || s2 > shi || m2 < 0 || m2 > 63)
+                            continue;
+                        assert_true(sub_error(xj, wj, sub, qlo, qhi, d, s2, dmin, m2) >= e * (1 - 1e-6));
+                        checked++;
+                    }
+            }
+        }
+        assert_true(checked > NB * 16);
+    }
+}
+
 static void test_errors(void **state)
 {
     float x[300] = {0};
@@ -220,7 +297,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_bounds), cmocka_unit_test(test_better_than_naive),
         cmocka_unit_test(test_importance),   cmocka_unit_test(test_edges),
-        cmocka_unit_test(test_plain_types_unchanged), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_plain_types_unchanged), cmocka_unit_test(test_scales_locally_optimal),
+        cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
