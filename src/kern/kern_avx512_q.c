@@ -43,6 +43,15 @@
  * Prefill: tiles of up to 4 rows × 4 tokens; the caller (matmul.c) keeps a
  * chunk of rows in L2 while all tokens go by. Decode: the 1-token tile,
  * with every row prefetched PREFETCH_BYTES ahead.
+ *
+ * PREFETCH DISTANCE: a decode call spends about as long unpacking as
+ * waiting for memory, and the two only overlap if the prefetches run far
+ * enough ahead. 16 KiB (well past the 4-row group: the lines of later
+ * groups, or of the next matrix at the end) measured best: one thread
+ * streaming 256 MiB of Q4_K rows went from 6.0 to 10.4 GB/s (n = 2048;
+ * 8.1 → 10.0 at n = 5632; Q6_K 9.4 → 12.0 at 8 KiB) and TinyLlama Q4_K_M
+ * tg32 at 2 threads from 3.0 to 3.9-4.7 t/s against 512 bytes (a machine
+ * loaded ~12 by other jobs; docs/performance.md).
  */
 #include "kern/kern_impl.h"
 
@@ -53,7 +62,7 @@
 #define AI static inline __attribute__((always_inline))
 
 #ifndef PREFETCH_BYTES
-#define PREFETCH_BYTES 512
+#define PREFETCH_BYTES 16384 /* see PREFETCH DISTANCE */
 #endif
 
 enum { K4, K5, K6 };
