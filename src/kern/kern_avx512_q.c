@@ -1,8 +1,8 @@
 /*
  * kern_avx512_q.c — AVX-512 (BW, VL, DQ, VNNI) kernels of the K-quants
- * Q4_K, Q5_K and Q6_K against Q8_K activations: the one-token dot kernels
- * and a register-tiled GEMM for prefill (compiled with the flags of
- * kern_avx512.c; cpu.c selects them with it).
+ * Q2_K, Q3_K, Q4_K, Q5_K and Q6_K against Q8_K activations: the one-token
+ * dot kernels and a register-tiled GEMM for prefill (compiled with the
+ * flags of kern_avx512.c; cpu.c selects them with it).
  *
  * HOW IT WORKS
  *
@@ -11,7 +11,9 @@
  *
  *   q[c], c < 4   64 unsigned bytes: the quants of elements 64c .. 64c+63 in
  *                 element order (Q4_K: nibbles; Q5_K: nibble | high bit << 4;
- *                 Q6_K: q + 32 in 0..63). Q4_K's 32 bytes qs[32c'..] hold
+ *                 Q6_K: q + 32 in 0..63; Q2_K: q in 0..3; Q3_K: q + 4 in
+ *                 0..7, the 2-bit part like Q2_K's, the high bit from
+ *                 hmask moved to bit 2). Q4_K's 32 bytes qs[32c'..] hold
  *                 elements 64c'+l (low nibbles) and 64c'+32+l (high), so one
  *                 broadcast load of those 32 bytes into both halves, a per-half
  *                 shift (0 and 4) and a mask give elements 64c' .. 64c'+63;
@@ -20,11 +22,12 @@
  *                 are read in their natural Q8_K order: no packing.
  *   s[c]          32 int16: the sub-block scale of each word's pair of
  *                 elements (Q4_K/Q5_K: 32-element sub-blocks, 16 words each;
- *                 Q6_K: 16-element sub-blocks, 8 words each).
+ *                 Q2_K/Q3_K/Q6_K: 16-element sub-blocks, 8 words each).
  *   m             16 int16 against the activations' 16 bsums: Q4_K/Q5_K the
  *                 minimums m_j twice each (Σ_j m_j·(bsums 2j + 2j+1));
- *                 Q6_K -32·s_j (the offset of q + 32).
- *   dsc           16 f32: lanes 0..7 d, lanes 8..15 -dmin (Q6_K: d).
+ *                 Q2_K its 16 minimums; Q6_K -32·s_j (the offset of
+ *                 q + 32), Q3_K -4·s_j.
+ *   dsc           16 f32: lanes 0..7 d, lanes 8..15 -dmin (Q3_K/Q6_K: d).
  *
  * The step of one (row, token, super-block), the same in every tile:
  *
@@ -65,7 +68,7 @@
 #define PREFETCH_BYTES 16384 /* see PREFETCH DISTANCE */
 #endif
 
-enum { K4, K5, K6 };
+enum { K2, K3, K4, K5, K6 };
 
 static inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -93,7 +96,11 @@ static const alignas(64) uint16_t idx_s6[4][32] = {
 
 static size_t block_bytes(const int kind)
 {
-    return kind == K4 ? sizeof(tn_block_q4_K) : kind == K5 ? sizeof(tn_block_q5_K) : sizeof(tn_block_q6_K);
+    return kind == K2   ? sizeof(tn_block_q2_K)
+           : kind == K3 ? sizeof(tn_block_q3_K)
+           : kind == K4 ? sizeof(tn_block_q4_K)
+           : kind == K5 ? sizeof(tn_block_q5_K)
+                        : sizeof(tn_block_q6_K);
 }
 
 /* The 6-bit scales and mins of a Q4_K/Q5_K block as 16 int16 words
@@ -110,11 +117,66 @@ AI __m512i k45_scales(const uint8_t *b)
     return _mm512_castsi256_si512(_mm256_cvtepu8_epi16(v));
 }
 
+/* The 16 6-bit scales of a Q3_K block minus 32 as int16 words (the layout
+ * of quants.h, tn__q3_K_scale), four bytes at a time. */
+AI __m256i k3_scales(const uint8_t *b)
+{
+    uint32_t u[3];
+    memcpy(u, b, 12);
+    const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    const uint32_t s0 = (u[0] & m4) | (u[2] & m2) << 4, s1 = (u[1] & m4) | (u[2] >> 2 & m2) << 4;
+    const uint32_t s2 = (u[0] >> 4 & m4) | (u[2] >> 4 & m2) << 4, s3 = (u[1] >> 4 & m4) | (u[2] >> 6 & m2) << 4;
+    const __m128i v = _mm_set_epi32((int)s3, (int)s2, (int)s1, (int)s0);
+    return _mm256_sub_epi16(_mm256_cvtepu8_epi16(v), _mm256_set1_epi16(32));
+}
+
+/* Q2_K/Q3_K: the 2-bit quants of elements 64c .. 64c+63: bits 2k..2k+1 of
+ * qs[32h + l] hold element 128h + 32k + l, so for c = 2h + j the 32 bytes
+ * qs[32h..] broadcast into both halves, shifted by 2·(2j) and 2·(2j+1). */
+AI __m512i k23_low2(const uint8_t *qs, int c)
+{
+    const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * (c >> 1))));
+    const __m512i sh = _mm512_inserti64x4(_mm512_set1_epi16((short)(4 * (c & 1))),
+                                          _mm256_set1_epi16((short)(4 * (c & 1) + 2)), 1);
+    return _mm512_and_si512(_mm512_srlv_epi16(raw, sh), _mm512_set1_epi8(3));
+}
+
 /* Unpacks super-block b of a row (see the essay). */
 AI void load_krow(const int kind, const char *p, krow *k)
 {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
-    if (kind == K4 || kind == K5) {
+    if (kind == K2) {
+        /* q: 0..3; s: the 4-bit scales; m: the 4-bit mins against -dmin */
+        const tn_block_q2_K *w = (const tn_block_q2_K *)p;
+        for (int c = 0; c < 4; c++)
+            k->q[c] = k23_low2(w->qs, c);
+        const __m128i sc = _mm_loadu_si128((const __m128i *)w->scales);
+        const __m512i s512 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(sc, _mm_set1_epi8(15))));
+        for (int c = 0; c < 4; c++)
+            k->s[c] = _mm512_permutexvar_epi16(_mm512_load_si512(idx_s6[c]), s512);
+        k->m = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15)));
+        k->dsc = _mm512_insertf32x8(_mm512_set1_ps(f16(w->d)), _mm256_set1_ps(-f16(w->dmin)), 1);
+    } else if (kind == K3) {
+        /* q + 4 in 0..7: the high bit of element 64c + 32·half + l is bit
+         * 2c + half of hmask[l]; moved to bit 2. m: -4·s_j (the offset). */
+        const tn_block_q3_K *w = (const tn_block_q3_K *)p;
+        const __m512i hv = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)w->hmask));
+        const __m512i b2 = _mm512_set1_epi8(0x04);
+        const __m512i l0 = _mm512_inserti64x4(_mm512_set1_epi16(2), _mm256_set1_epi16(1), 1);
+        const __m512i r1 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(1), 1);
+        const __m512i r2 = _mm512_inserti64x4(_mm512_set1_epi16(2), _mm256_set1_epi16(3), 1);
+        const __m512i r3 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(5), 1);
+        k->q[0] = _mm512_ternarylogic_epi32(k23_low2(w->qs, 0), _mm512_sllv_epi16(hv, l0), b2, 0xf8); /* a | (b & c) */
+        k->q[1] = _mm512_ternarylogic_epi32(k23_low2(w->qs, 1), _mm512_srlv_epi16(hv, r1), b2, 0xf8);
+        k->q[2] = _mm512_ternarylogic_epi32(k23_low2(w->qs, 2), _mm512_srlv_epi16(hv, r2), b2, 0xf8);
+        k->q[3] = _mm512_ternarylogic_epi32(k23_low2(w->qs, 3), _mm512_srlv_epi16(hv, r3), b2, 0xf8);
+        const __m256i sc16 = k3_scales(w->scales);
+        const __m512i s512 = _mm512_castsi256_si512(sc16);
+        for (int c = 0; c < 4; c++)
+            k->s[c] = _mm512_permutexvar_epi16(_mm512_load_si512(idx_s6[c]), s512);
+        k->m = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 2));
+        k->dsc = _mm512_set1_ps(f16(w->d));
+    } else if (kind == K4 || kind == K5) {
         const uint8_t *scales, *qs;
         uint16_t d, dmin;
         if (kind == K4) {
@@ -201,11 +263,10 @@ AI void tile_k(const int kind, const int R, const int T, const char *w, size_t w
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const char *p = w + ws * (size_t)r + bsz * (size_t)b;
-            _mm_prefetch(p + PREFETCH_BYTES, _MM_HINT_T0);
-            _mm_prefetch(p + PREFETCH_BYTES + 64, _MM_HINT_T0);
-            _mm_prefetch(p + PREFETCH_BYTES + 128, _MM_HINT_T0);
-            if (kind != K4)
-                _mm_prefetch(p + PREFETCH_BYTES + 192, _MM_HINT_T0);
+            /* one prefetch per 64 bytes of block: consecutive blocks of
+             * the row then cover every line */
+            for (size_t o = 0; o < bsz; o += 64)
+                _mm_prefetch(p + PREFETCH_BYTES + o, _MM_HINT_T0);
             krow k;
             load_krow(kind, p, &k);
 #pragma GCC unroll 4
@@ -231,6 +292,8 @@ AI void tile_k(const int kind, const int R, const int T, const char *w, size_t w
             TILE_ROW(kind, 1) TILE_ROW(kind, 2) TILE_ROW(kind, 3) TILE_ROW(kind, 4)                              \
         }                                                                                                       \
     }
+TILE_FN(tile_q2_K, K2)
+TILE_FN(tile_q3_K, K3)
 TILE_FN(tile_q4_K, K4)
 TILE_FN(tile_q5_K, K5)
 TILE_FN(tile_q6_K, K6)
@@ -266,6 +329,8 @@ static void gemm_tiles(tile_fn tile, const void *w, size_t ws, int64_t nr, const
     {                                                                                                          \
         gemm_tiles(tile_##name, w, ws, nr, x, 0, 1, n, y, 0);                                                  \
     }
+ENTRIES(q2_K)
+ENTRIES(q3_K)
 ENTRIES(q4_K)
 ENTRIES(q5_K)
 ENTRIES(q6_K)
@@ -274,12 +339,16 @@ ENTRIES(q6_K)
 const tn__quant_ops tn__quant_ops_avx512 = {
     .dot =
         {
+            [TN_DTYPE_Q2_K] = dot_q2_K,
+            [TN_DTYPE_Q3_K] = dot_q3_K,
             [TN_DTYPE_Q4_K] = dot_q4_K,
             [TN_DTYPE_Q5_K] = dot_q5_K,
             [TN_DTYPE_Q6_K] = dot_q6_K,
         },
     .gemm =
         {
+            [TN_DTYPE_Q2_K] = gemm_q2_K,
+            [TN_DTYPE_Q3_K] = gemm_q3_K,
             [TN_DTYPE_Q4_K] = gemm_q4_K,
             [TN_DTYPE_Q5_K] = gemm_q5_K,
             [TN_DTYPE_Q6_K] = gemm_q6_K,
