@@ -2,7 +2,8 @@
  * kern_avx512_q.c — AVX-512 (BW, VL, DQ, VNNI) kernels of the K-quants
  * Q2_K, Q3_K, Q4_K, Q5_K and Q6_K against Q8_K activations: the one-token
  * dot kernels and a register-tiled GEMM for prefill (compiled with the
- * flags of kern_avx512.c; cpu.c selects them with it).
+ * flags of kern_avx512.c; cpu.c selects them with it). Its table also
+ * holds the 32-element formats' kernels of kern_avx512_q32.c.
  *
  * HOW IT WORKS
  *
@@ -56,6 +57,7 @@
  * tg32 at 2 threads from 3.0 to 3.9-4.7 t/s against 512 bytes (a machine
  * loaded ~12 by other jobs; docs/performance.md).
  */
+#include "kern/kern_avx512_q32.h"
 #include "kern/kern_impl.h"
 
 #include <immintrin.h>
@@ -339,6 +341,10 @@ ENTRIES(q6_K)
 const tn__quant_ops tn__quant_ops_avx512 = {
     .dot =
         {
+            [TN_DTYPE_Q4_1] = tn__dot_q4_1_avx512,
+            [TN_DTYPE_Q5_0] = tn__dot_q5_0_avx512,
+            [TN_DTYPE_Q5_1] = tn__dot_q5_1_avx512,
+            [TN_DTYPE_IQ4_NL] = tn__dot_iq4_nl_avx512,
             [TN_DTYPE_Q2_K] = dot_q2_K,
             [TN_DTYPE_Q3_K] = dot_q3_K,
             [TN_DTYPE_Q4_K] = dot_q4_K,
@@ -347,6 +353,10 @@ const tn__quant_ops tn__quant_ops_avx512 = {
         },
     .gemm =
         {
+            [TN_DTYPE_Q4_1] = tn__gemm_q4_1_avx512,
+            [TN_DTYPE_Q5_0] = tn__gemm_q5_0_avx512,
+            [TN_DTYPE_Q5_1] = tn__gemm_q5_1_avx512,
+            [TN_DTYPE_IQ4_NL] = tn__gemm_iq4_nl_avx512,
             [TN_DTYPE_Q2_K] = gemm_q2_K,
             [TN_DTYPE_Q3_K] = gemm_q3_K,
             [TN_DTYPE_Q4_K] = gemm_q4_K,
