@@ -107,16 +107,41 @@ static size_t block_bytes(const int kind)
 
 /* The 6-bit scales and mins of a Q4_K/Q5_K block as 16 int16 words
  * (sc0..7, m0..7) in the low half of a zmm; the layout of quants.h
- * (tn__q4_K_scale_min), four bytes at a time. */
+ * (tn__q4_K_scale_min) decoded in one ymm: with b the 12 bytes, lane L
+ * takes A = b[ia[L]], masked to 6 bits (j < 4) or shifted by 0 (sc) / 4
+ * (m) and masked to 4 bits (j >= 4), and for j >= 4 the top two bits of
+ * B = b[ib[L]] as bits 4-5. Reads 16 bytes (the 4 after the scales are
+ * the block's quants, ignored). */
 AI __m512i k45_scales(const uint8_t *b)
 {
-    uint32_t u[3];
-    memcpy(u, b, 12);
-    const uint32_t sc_lo = u[0] & 0x3f3f3f3fu, m_lo = u[1] & 0x3f3f3f3fu;
-    const uint32_t sc_hi = (u[2] & 0x0f0f0f0fu) | ((u[0] >> 6) & 0x03030303u) << 4;
-    const uint32_t m_hi = ((u[2] >> 4) & 0x0f0f0f0fu) | ((u[1] >> 6) & 0x03030303u) << 4;
-    const __m128i v = _mm_set_epi32((int)m_hi, (int)m_lo, (int)sc_hi, (int)sc_lo);
-    return _mm512_castsi256_si512(_mm256_cvtepu8_epi16(v));
+    static const alignas(32) uint16_t ia[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11};
+    static const alignas(32) uint16_t ib[16] = {0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 0, 0, 4, 5, 6, 7};
+    static const alignas(32) uint16_t sha[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4};
+    static const alignas(32) uint16_t msk[16] = {63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15};
+    const __m256i raw = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)b));
+    const __m256i a = _mm256_permutexvar_epi16(_mm256_load_si256((const __m256i *)ia), raw);
+    const __m256i hb = _mm256_maskz_permutexvar_epi16(0xf0f0, _mm256_load_si256((const __m256i *)ib), raw);
+    const __m256i lo = _mm256_and_si256(_mm256_srlv_epi16(a, _mm256_load_si256((const __m256i *)sha)),
+                                        _mm256_load_si256((const __m256i *)msk));
+    const __m256i v = _mm256_ternarylogic_epi32(lo, _mm256_srli_epi16(hb, 2), _mm256_set1_epi16(0x30), 0xf8); /* a | (b & c) */
+    return _mm512_castsi256_si512(v);
+}
+
+/* Lanes 0..7 the f16 value of bits 0-15 of h, lanes 8..15 that of bits 16-31. */
+AI __m512 spread_f16x2(uint32_t h)
+{
+    static const alignas(64) int32_t idx[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+    const __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
+    return _mm512_permutexvar_ps(_mm512_load_si512(idx), _mm512_castps128_ps512(f));
+}
+
+/* [d ×8 | -dmin ×8] from the f16 pair d, dmin at p (the sign of dmin flipped
+ * in its f16 bits: the same value as negating the f32). */
+AI __m512 d_negdmin(const void *p)
+{
+    uint32_t h;
+    memcpy(&h, p, 4);
+    return spread_f16x2(h ^ 0x80000000u);
 }
 
 /* The 16 6-bit scales of a Q3_K block minus 32 as int16 words (the layout
@@ -157,7 +182,7 @@ AI void load_krow(const int kind, const char *p, krow *k)
         for (int c = 0; c < 4; c++)
             k->s[c] = _mm512_permutexvar_epi16(_mm512_load_si512(idx_s6[c]), s512);
         k->m = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15)));
-        k->dsc = _mm512_insertf32x8(_mm512_set1_ps(f16(w->d)), _mm256_set1_ps(-f16(w->dmin)), 1);
+        k->dsc = d_negdmin(&w->d);
     } else if (kind == K3) {
         /* q + 4 in 0..7: the high bit of element 64c + 32·half + l is bit
          * 2c + half of hmask[l]; moved to bit 2. m: -4·s_j (the offset). */
@@ -180,13 +205,13 @@ AI void load_krow(const int kind, const char *p, krow *k)
         k->dsc = _mm512_set1_ps(f16(w->d));
     } else if (kind == K4 || kind == K5) {
         const uint8_t *scales, *qs;
-        uint16_t d, dmin;
+        const uint16_t *dd; /* d, dmin */
         if (kind == K4) {
             const tn_block_q4_K *w = (const tn_block_q4_K *)p;
-            scales = w->scales, qs = w->qs, d = w->d, dmin = w->dmin;
+            scales = w->scales, qs = w->qs, dd = &w->d;
         } else {
             const tn_block_q5_K *w = (const tn_block_q5_K *)p;
-            scales = w->scales, qs = w->qs, d = w->d, dmin = w->dmin;
+            scales = w->scales, qs = w->qs, dd = &w->d;
         }
         const __m512i sh = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
         for (int c = 0; c < 4; c++) {
@@ -211,7 +236,7 @@ AI void load_krow(const int kind, const char *p, krow *k)
         for (int c = 0; c < 4; c++)
             k->s[c] = _mm512_permutexvar_epi16(_mm512_load_si512(idx_s45[c]), sm);
         k->m = _mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_load_si512(idx_m45), sm));
-        k->dsc = _mm512_insertf32x8(_mm512_set1_ps(f16(d)), _mm256_set1_ps(-f16(dmin)), 1);
+        k->dsc = d_negdmin(dd);
     } else {
         const tn_block_q6_K *w = (const tn_block_q6_K *)p;
         const __m512i m30 = _mm512_set1_epi8(0x30);
