@@ -70,8 +70,8 @@ typedef struct mm_args {
 } mm_args;
 
 /* Row r of a matrix of type wt from src: quantized where tn_quantize_row
- * has a quantizer, else (the K-quants) random block bytes with small
- * finite f16 scales, which time the same as real ones. */
+ * has a quantizer, else (the K-quants, IQ4_NL) random block bytes with
+ * small finite f16 scales, which time the same as real ones. */
 static bool make_row(tn_dtype wt, const float *src, int64_t n_in, char *out, uint32_t *s)
 {
     if (tn_quantize_row(wt, src, out, n_in) == TN_OK)
@@ -82,6 +82,9 @@ static bool make_row(tn_dtype wt, const float *src, int64_t n_in, char *out, uin
     case TN_DTYPE_Q4_K:
     case TN_DTYPE_Q5_K: off[0] = 0, off[1] = 2; break;
     case TN_DTYPE_Q6_K: off[0] = 208; break;
+    case TN_DTYPE_Q2_K: off[0] = 80, off[1] = 82; break;
+    case TN_DTYPE_Q3_K: off[0] = 108; break;
+    case TN_DTYPE_IQ4_NL: off[0] = 0; break;
     default: return false;
     }
     const size_t row = tn_dtype_row_size(wt, n_in);
@@ -124,8 +127,9 @@ static double time_matmul(const mm_args *a)
 static void bench_matmul(void)
 {
     const int64_t n_in = 4096, n_out = 4096;
-    const tn_dtype types[] = {TN_DTYPE_Q4_0, TN_DTYPE_Q8_0, TN_DTYPE_Q4_K, TN_DTYPE_Q5_K, TN_DTYPE_Q6_K,
-                              TN_DTYPE_F16,  TN_DTYPE_BF16, TN_DTYPE_F32};
+    const tn_dtype types[] = {TN_DTYPE_Q4_0, TN_DTYPE_Q8_0, TN_DTYPE_Q4_1, TN_DTYPE_Q5_0, TN_DTYPE_Q5_1,
+                              TN_DTYPE_IQ4_NL, TN_DTYPE_Q2_K, TN_DTYPE_Q3_K, TN_DTYPE_Q4_K, TN_DTYPE_Q5_K,
+                              TN_DTYPE_Q6_K, TN_DTYPE_F16, TN_DTYPE_BF16, TN_DTYPE_F32};
     const size_t cold_bytes = (size_t)768 << 20; /* well above the 260 MiB L3 of the dev machine */
     tn_pool *pool;
     if (tn_pool_new(0, &pool) != TN_OK)
