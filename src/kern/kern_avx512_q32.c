@@ -134,8 +134,18 @@ AI wpair load_wpair(const int kind, const char *p, const bool two)
     }
     /* f16 d (and m, 2 bytes after it) of both blocks; a missing block's are 0 */
     w.u = u;
-    w.d = spread2((uint32_t)ld16(p) | (two ? (uint32_t)ld16(q) << 16 : 0));
-    w.m = has_min(kind) ? spread2((uint32_t)ld16(p + 2) | (two ? (uint32_t)ld16(q + 2) << 16 : 0)) : _mm512_setzero_ps();
+    if (has_min(kind)) {
+        /* d, m adjacent: one convert of [d(b), m(b), d(b+1), m(b+1)] */
+        static const int32_t id[16] = {0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2};
+        static const int32_t im[16] = {1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3};
+        const uint64_t h = (uint64_t)ld32(p) | (two ? (uint64_t)ld32(q) << 32 : 0);
+        const __m512 f = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128((long long)h)));
+        w.d = _mm512_permutexvar_ps(_mm512_loadu_si512(id), f);
+        w.m = _mm512_permutexvar_ps(_mm512_loadu_si512(im), f);
+    } else {
+        w.d = spread2((uint32_t)ld16(p) | (two ? (uint32_t)ld16(q) << 16 : 0));
+        w.m = _mm512_setzero_ps();
+    }
     return w;
 }
 
