@@ -132,8 +132,8 @@ AI wpair load_wpair(const int kind, const char *p, const bool two)
         const __m128i lv = _mm_add_epi8(_mm_loadu_si128((const __m128i *)tn__iq4nl_values), _mm_set1_epi8((char)0x80));
         u = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(lv), u); /* a missing block's meet zero activations */
     }
-    /* f16 d (and m, 2 bytes after it) of both blocks; a missing block's are 0 */
     w.u = u;
+    /* f16 d (and m, 2 bytes after it) of both blocks; a missing block's are 0 */
     if (has_min(kind)) {
         /* d, m adjacent: one convert of [d(b), m(b), d(b+1), m(b+1)] */
         static const int32_t id[16] = {0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2};
