@@ -46,6 +46,16 @@ static inline float ldf(const uint8_t *p)
     return v;
 }
 
+/* s += vpdpbusd(w, the int32 at p broadcast to all lanes), with the
+ * broadcast folded into the instruction ({1to16}: one fused load-op, where
+ * the compiler emits a separate vpbroadcastd and the front end, not the
+ * arithmetic, becomes the limit). */
+AI __m512i dpbusd_bcst(__m512i s, __m512i w, const uint8_t *p)
+{
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(s) : "v"(w), "m"(*(const int32_t *)p));
+    return s;
+}
+
 /* Rows [0, 16) of one group (gd) against the first T tokens of a packed
  * tile (xt); m masks the rows that exist. */
 AI void tile(const int q4, const int T, const uint8_t *gd, int64_t nb, const uint8_t *xt, float *y, size_t ys,
@@ -83,7 +93,7 @@ AI void tile(const int q4, const int T, const uint8_t *gd, int64_t nb, const uin
             __m512i s = _mm512_set1_epi32(ld32(xa + 4 * t));
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++)
-                s = _mm512_dpbusd_epi32(s, w[k], _mm512_set1_epi32(ld32(xb + 32 * t + 4 * k)));
+                s = dpbusd_bcst(s, w[k], xb + 32 * t + 4 * k);
             const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(ldf(xa + 64 * nb + 4 * t)));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
         }

@@ -62,6 +62,12 @@
 /* True for TN_DTYPE_Q4_0X16 and TN_DTYPE_Q8_0X16. */
 static inline bool tn__dtype_is_x16(tn_dtype t) { return t == TN_DTYPE_Q4_0X16 || t == TN_DTYPE_Q8_0X16; }
 
+/* The file dtype an x16 dtype was repacked from (other dtypes: themselves). */
+static inline tn_dtype tn__x16_file_dtype(tn_dtype t)
+{
+    return t == TN_DTYPE_Q4_0X16 ? TN_DTYPE_Q4_0 : t == TN_DTYPE_Q8_0X16 ? TN_DTYPE_Q8_0 : t;
+}
+
 /* The x16 dtype for a file dtype wt (Q4_0, Q8_0) when the running ISA has a
  * kernel for it; TN_DTYPE_COUNT (no repack) otherwise. */
 tn_dtype tn__x16_dtype_for(tn_dtype wt);
