@@ -268,6 +268,26 @@ static void bench_x16(void)
             printf("  %-5s  %8lld %8.1f %8.1f %8.2fx\n", tn_dtype_traits_of(wt)->name, (long long)toks[k], fl / ta,
                    fl / tb, ta / tb);
         }
+        /* decode from a working set far above the caches */
+        const size_t cold_bytes = (size_t)768 << 20, bw = row * (size_t)n_out,
+                     bx = tn__x16_matrix_bytes(xt, n_in, n_out);
+        const int nc = (int)(cold_bytes / bw) + 1;
+        char *cw = malloc(bw * (size_t)nc), *cx = tn_alloc_aligned(bx * (size_t)nc, 64);
+        for (int c = 0; c < nc; c++) {
+            memcpy(cw + bw * (size_t)c, w, bw);
+            memcpy(cx + bx * (size_t)c, wx, bx);
+        }
+        mm_args a = {pool, cw, bw, nc, wt, n_in, n_out, 1, x, y, wdata};
+        mm_args b = {pool, cx, bx, nc, xt, n_in, n_out, 1, x, y, wdata};
+        double ta = 1e30, tb = 1e30;
+        for (int rep = 0; rep < 3; rep++) {
+            ta = TN_MIN(ta, time_matmul(&a));
+            tb = TN_MIN(tb, time_matmul(&b));
+        }
+        printf("  %-5s  decode cold, GB/s of weights: block %.1f, x16 %.1f (%.2fx)\n", tn_dtype_traits_of(wt)->name,
+               (double)bw / ta * 1e-9, (double)bx / tb * 1e-9, ta / tb);
+        free(cw);
+        tn_free_aligned(cx);
         free(w);
         tn_free_aligned(wx);
     }

@@ -32,6 +32,13 @@
 
 #define AI static inline __attribute__((always_inline))
 
+/* How far ahead of the block being read its group's weights are
+ * prefetched (the hardware prefetchers alone leave decode, which streams
+ * each weight once, waiting on DRAM). */
+#ifndef X16_PREFETCH_BYTES
+#define X16_PREFETCH_BYTES 1024
+#endif
+
 static inline int32_t ld32(const uint8_t *p)
 {
     int32_t v;
@@ -71,6 +78,10 @@ AI void tile(const int q4, const int T, const uint8_t *gd, int64_t nb, const uin
         acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++, xb += 512, xa += 64) {
         const uint8_t *wb = gd + (size_t)b * qb;
+#pragma GCC unroll 8
+        for (size_t k = 0; k < qb / 64; k++)
+            _mm_prefetch((const char *)(wb + X16_PREFETCH_BYTES + 64 * k), _MM_HINT_T0);
+        _mm_prefetch((const char *)(sc + 32 * b + 256), _MM_HINT_T0);
         __m512i w[8];
         if (q4) {
 #pragma GCC unroll 4
