@@ -8,7 +8,11 @@
  *   cmake --build build-rel --target tern_kern
  *   gcc -O2 -std=c11 -D_GNU_SOURCE -Iinclude -Isrc bench/bench_matmul.c \
  *       build-rel/libtern_kern.a build-rel/libtern_base.a -lpthread -lm -o /tmp/bench_matmul
- *   /tmp/bench_matmul [seconds per measurement, default 0.3] [dtype|all] [isa|all]
+ *   /tmp/bench_matmul [seconds per measurement, default 0.3] [dtype|all] [isa|all] [x16]
+ *
+ * (x16: only the table of Q4_0/Q8_0 in the block format against the
+ * repacked x16 layout at n_tokens 1..512; x16cpu: the same on one thread,
+ * timed by the thread's CPU time, for a loaded machine.)
  *
  * Decode (n_tokens = 1) streams every weight byte once per call, so its
  * figure of merit is GB/s of weights. "hot" repeats one matrix (it may sit in
@@ -17,10 +21,12 @@
  * report GFLOP/s (2·n_in·n_out·n_tokens per call).
  */
 #include "kern/kern_impl.h"
+#include "kern/repack.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static double budget_s = 0.3;
 static const char *only_dtype; /* optional filters from the command line */
@@ -107,17 +113,30 @@ static int cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Seconds of wall clock, or with cpu_time of the calling thread's CPU (a
+ * one-thread pool: the figure then barely depends on what else the machine
+ * runs). */
+static bool cpu_time;
+static double now_s(void)
+{
+    if (!cpu_time)
+        return tn_time_s();
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static double time_matmul(const mm_args *a)
 {
     enum { MAX_SAMPLES = 4096 };
     static double t[MAX_SAMPLES];
     int n = 0, copy = 0;
     tn_matmul(a->pool, a->w, a->wt, a->n_in, a->n_out, a->x, a->n_tok, a->y, a->wdata); /* warm */
-    const double start = tn_time_s();
-    while (n < MAX_SAMPLES && (n < 3 || tn_time_s() - start < budget_s)) {
-        const double t0 = tn_time_s();
+    const double start = now_s();
+    while (n < MAX_SAMPLES && (n < 3 || now_s() - start < budget_s)) {
+        const double t0 = now_s();
         tn_matmul(a->pool, a->w + a->w_bytes * (size_t)copy, a->wt, a->n_in, a->n_out, a->x, a->n_tok, a->y, a->wdata);
-        t[n++] = tn_time_s() - t0;
+        t[n++] = now_s() - t0;
         copy = (copy + 1) % a->n_copies;
     }
     qsort(t, (size_t)n, sizeof(double), cmp_d);
@@ -204,6 +223,83 @@ static void bench_matmul(void)
     tn_pool_free(pool);
 }
 
+/* Q4_0 / Q8_0 in llama.cpp's block format against the x16 layout
+ * (kern/repack.h) at several n_tokens, the two alternating per cell. */
+static void bench_x16(void)
+{
+    const int64_t n_in = 4096, n_out = 4096, tok_max = 512;
+    const int64_t toks[] = {1, 2, 4, 8, 16, 64, 512};
+    const tn_dtype types[] = {TN_DTYPE_Q4_0, TN_DTYPE_Q8_0};
+    if (!tn_kern_set_isa(TN_ISA_AVX512) || tn__x16_dtype_for(TN_DTYPE_Q4_0) == TN_DTYPE_COUNT)
+        return;
+    tn_pool *pool;
+    if (tn_pool_new(cpu_time ? 1 : 0, &pool) != TN_OK)
+        return;
+    float *src = malloc(sizeof(float) * (size_t)(n_in * n_out));
+    float *x = malloc(sizeof(float) * (size_t)(n_in * tok_max));
+    float *y = malloc(sizeof(float) * (size_t)(n_out * tok_max));
+    uint32_t s = 7;
+    for (int64_t i = 0; i < n_in * n_out; i++) {
+        s = s * 1664525u + 1013904223u;
+        src[i] = (float)(s >> 8) / 8388608.0f - 1.0f;
+    }
+    memcpy(x, src, sizeof(float) * (size_t)(n_in * tok_max));
+    const size_t ws = TN_MAX(tn_matmul_wsize(TN_DTYPE_Q8_0, n_in, tok_max), tn__x16_wsize(n_in, tok_max));
+    void *wdata = tn_alloc_aligned(ws + 64, 64);
+    printf("\nQ4_0/Q8_0 %lldx%lld, %d threads, hot: block format vs x16 layout, GFLOP/s (median call, %s)\n",
+           (long long)n_out, (long long)n_in, tn_pool_size(pool), cpu_time ? "thread CPU time" : "wall clock");
+    printf("  dtype  n_tokens    block      x16   x16/block\n");
+    for (size_t ti = 0; ti < TN_ARRAY_LEN(types); ti++) {
+        const tn_dtype wt = types[ti], xt = tn__x16_dtype_for(wt);
+        if (only_dtype && strcmp(only_dtype, tn_dtype_traits_of(wt)->name) != 0)
+            continue;
+        const size_t row = tn_dtype_row_size(wt, n_in);
+        char *w = malloc(row * (size_t)n_out);
+        for (int64_t r = 0; r < n_out; r++)
+            if (!make_row(wt, src + r * n_in, n_in, w + row * (size_t)r, &s))
+                return;
+        char *wx = tn_alloc_aligned(tn__x16_matrix_bytes(xt, n_in, n_out), 64);
+        tn__x16_repack(wt, w, n_in, n_out, wx);
+        for (size_t k = 0; k < TN_ARRAY_LEN(toks); k++) {
+            mm_args a = {pool, w, row * (size_t)n_out, 1, wt, n_in, n_out, toks[k], x, y, wdata};
+            mm_args b = {pool, wx, tn__x16_matrix_bytes(xt, n_in, n_out), 1, xt, n_in, n_out, toks[k], x, y, wdata};
+            double ta = 1e30, tb = 1e30;
+            for (int rep = 0; rep < 3; rep++) { /* alternate: the machine is shared */
+                ta = TN_MIN(ta, time_matmul(&a));
+                tb = TN_MIN(tb, time_matmul(&b));
+            }
+            const double fl = 2.0 * (double)(n_in * n_out * toks[k]) * 1e-9;
+            printf("  %-5s  %8lld %8.1f %8.1f %8.2fx\n", tn_dtype_traits_of(wt)->name, (long long)toks[k], fl / ta,
+                   fl / tb, ta / tb);
+        }
+        /* decode from a working set far above the caches */
+        const size_t cold_bytes = (size_t)768 << 20, bw = row * (size_t)n_out,
+                     bx = tn__x16_matrix_bytes(xt, n_in, n_out);
+        const int nc = (int)(cold_bytes / bw) + 1;
+        char *cw = malloc(bw * (size_t)nc), *cx = tn_alloc_aligned(bx * (size_t)nc, 64);
+        for (int c = 0; c < nc; c++) {
+            memcpy(cw + bw * (size_t)c, w, bw);
+            memcpy(cx + bx * (size_t)c, wx, bx);
+        }
+        mm_args a = {pool, cw, bw, nc, wt, n_in, n_out, 1, x, y, wdata};
+        mm_args b = {pool, cx, bx, nc, xt, n_in, n_out, 1, x, y, wdata};
+        double ta = 1e30, tb = 1e30;
+        for (int rep = 0; rep < 3; rep++) {
+            ta = TN_MIN(ta, time_matmul(&a));
+            tb = TN_MIN(tb, time_matmul(&b));
+        }
+        printf("  %-5s  decode cold, GB/s of weights: block %.1f, x16 %.1f (%.2fx)\n", tn_dtype_traits_of(wt)->name,
+               (double)bw / ta * 1e-9, (double)bx / tb * 1e-9, ta / tb);
+        free(cw);
+        tn_free_aligned(cx);
+        free(w);
+        tn_free_aligned(wx);
+    }
+    tn_free_aligned(wdata);
+    free(src), free(x), free(y);
+    tn_pool_free(pool);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -213,7 +309,13 @@ int main(int argc, char **argv)
     if (argc > 3 && strcmp(argv[3], "all") != 0)
         only_isa = argv[3];
     printf("kern: best isa %s, %d cores\n\n", tn_isa_name(tn_kern_init()), tn_n_cores());
+    if (argc > 4 && strncmp(argv[4], "x16", 3) == 0) { /* only the layout comparison */
+        cpu_time = strcmp(argv[4], "x16cpu") == 0;
+        bench_x16();
+        return 0;
+    }
     bench_pool();
     bench_matmul();
+    bench_x16();
     return 0;
 }

@@ -30,6 +30,7 @@
 #include "tools.h"
 
 #include "base/pool.h"
+#include "kern/repack.h"
 #include "model/model.h"
 
 #include <errno.h>
@@ -298,7 +299,7 @@ static void describe(const tn_model *m, char *name, size_t cap, double *gib, dou
     }
     *gib = (double)bytes / (1024.0 * 1024.0 * 1024.0);
     *params = (double)n;
-    const tn_dtype_traits *tr = tn_dtype_traits_of(m->layers[0].ffn_gate.type);
+    const tn_dtype_traits *tr = tn_dtype_traits_of(tn__x16_file_dtype(m->layers[0].ffn_gate.type));
     if (n >= 1000000000ull)
         snprintf(name, cap, "%s %.1fB %s", m->hp.arch_name, (double)n / 1e9, tr ? tr->name : "?");
     else

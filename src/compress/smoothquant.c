@@ -143,11 +143,8 @@ void tn_smoothquant_scales(const float *amax, const float *wmax, int64_t n, floa
 static tn_status column_max(const tn_weight *w, float *row, float *wmax)
 {
     const int64_t n_in = w->ne[0];
-    const size_t rs = tn_dtype_row_size(w->type, n_in);
     for (int64_t r = 0; r < w->ne[1]; r++) {
-        tn_status st = tn_dequantize_row(w->type, (const char *)w->data + rs * (size_t)r, row, n_in);
-        if (st != TN_OK)
-            return st;
+        tn_get_row(w->data, w->type, n_in, r, row); /* also the loader's x16 layout */
         for (int64_t j = 0; j < n_in; j++)
             wmax[j] = fmaxf(wmax[j], fabsf(row[j]));
     }

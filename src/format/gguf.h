@@ -62,6 +62,10 @@ tn_status tn_gguf_open_mem(const void *data, size_t size, tn_gguf **out) TN_MUST
 
 /* Unmaps and frees. NULL is a no-op. */
 void tn_gguf_free(tn_gguf *g);
+/* True when the tensor data is a read-only mapping of a file (tn_gguf_open),
+ * whose pages the kernel may drop and read back: a caller that has copied a
+ * tensor may madvise(MADV_DONTNEED) its pages. False for tn_gguf_open_mem. */
+bool tn_gguf_is_mapped(const tn_gguf *g);
 
 uint32_t tn_gguf_version(const tn_gguf *g);
 uint32_t tn_gguf_alignment(const tn_gguf *g);

@@ -824,6 +824,8 @@ tn_status tn_gguf_open(const char *path, tn_gguf **out)
     return TN_OK;
 }
 
+bool tn_gguf_is_mapped(const tn_gguf *g) { return g && g->mapped; }
+
 /* ==========================================================================
  * Accessors.
  * ======================================================================== */

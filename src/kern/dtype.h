@@ -46,7 +46,11 @@ typedef enum tn_dtype {
     TN_DTYPE_BF16 = 30,
     TN_DTYPE_W8A8 = 64,   /* tern's own, not GGML's: int8 rows with an f32 scale each (kern/w8a8.h) */
     TN_DTYPE_W8A8_HAD = 65, /* tern's own: W8A8 of W·H, its input rotated by H at run time (kern/hadamard.h) */
-    TN_DTYPE_COUNT = 66
+    TN_DTYPE_COUNT = 66,
+    /* tern's internal layouts, never in a file and without traits: Q4_0 /
+     * Q8_0 matrices repacked at load in groups of 16 rows (kern/repack.h) */
+    TN_DTYPE_Q4_0X16 = 67,
+    TN_DTYPE_Q8_0X16 = 68
 } tn_dtype;
 
 typedef struct tn_dtype_traits {

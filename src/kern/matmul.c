@@ -49,6 +49,7 @@
  * summation order.
  */
 #include "kern/kern_impl.h"
+#include "kern/repack.h"
 #include "kern/w8a8.h"
 
 #include <stdatomic.h>
@@ -192,6 +193,8 @@ size_t tn_matmul_wsize(tn_dtype wt, int64_t n_in, int64_t n_tokens)
         return tn_w8a8_wsize(n_in, n_tokens);
     if (wt == TN_DTYPE_W8A8_HAD)
         return tn_w8a8_had_wsize(n_in, n_tokens);
+    if (tn__dtype_is_x16(wt))
+        return tn__x16_wsize(n_in, n_tokens);
     if (tn__kern_act_q8_K(wt))
         return tn_dtype_row_size(TN_DTYPE_Q8_K, n_in) * (size_t)n_tokens;
     if (!tn__kern_act_q8_0(wt))
@@ -212,6 +215,10 @@ void tn_matmul(tn_pool *pool, const void *w, tn_dtype wt, int64_t n_in, int64_t 
     }
     if (wt == TN_DTYPE_W8A8_HAD) {
         tn_w8a8_had_matmul(pool, w, n_in, n_out, x, n_tokens, y, wdata);
+        return;
+    }
+    if (tn__dtype_is_x16(wt)) { /* Q4_0/Q8_0 repacked at load: repack.c */
+        tn__x16_matmul(pool, w, wt, n_in, n_out, x, n_tokens, y, wdata);
         return;
     }
     const tn__kern_ops *ops = tn__kern_ops_cur();
@@ -275,6 +282,10 @@ void tn_matmul(tn_pool *pool, const void *w, tn_dtype wt, int64_t n_in, int64_t 
 /* Row i of a (rows, n_embd) table of type wt, dequantized into out. */
 void tn_get_row(const void *w, tn_dtype wt, int64_t n_embd, int64_t i, float *out)
 {
+    if (tn__dtype_is_x16(wt)) {
+        tn__x16_get_row(wt, w, n_embd, i, out);
+        return;
+    }
     const char *row = (const char *)w + tn_dtype_row_size(wt, n_embd) * (size_t)i;
     tn_status s = tn_dequantize_row(wt, row, out, n_embd);
     assert(s == TN_OK);

@@ -482,7 +482,8 @@ tn_status tn_model_from_gguf(tn_gguf *g, tn_model **out)
     snprintf(m->hp.arch_name, sizeof m->hp.arch_name, "%s", archs[k].name);
     snprintf(L.arch, sizeof L.arch, "%s", archs[k].name);
 
-    if ((s = read_hparams(&L, &m->hp)) != TN_OK || (s = take_tensors(&L)) != TN_OK)
+    if ((s = read_hparams(&L, &m->hp)) != TN_OK || (s = take_tensors(&L)) != TN_OK ||
+        (s = tn__load_repack(m)) != TN_OK)
         goto err;
     free(L.used);
     *out = m;
@@ -493,6 +494,7 @@ err:
         free(m->layers);
         free(m->expert_map);
         tn__load_mla_free(m);
+        tn_free_aligned(m->repacked);
         free(m);
     }
     tn_gguf_free(g);
@@ -523,5 +525,6 @@ void tn_model_free(tn_model *m)
     free(m->layers);
     free(m->expert_map);
     tn__load_mla_free(m);
+    tn_free_aligned(m->repacked);
     free(m);
 }

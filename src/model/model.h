@@ -135,6 +135,7 @@ typedef struct tn_model {
      * indexes experts any other way, so a balancer may remap between calls. */
     int32_t *expert_map;   /* (n_layer, n_expert) */
     void **mla_owned;      /* (n_layer) the W_UKᵀ load_moe.c made from attn_kv_b (wk_b points there), or NULL */
+    void *repacked;        /* the x16 copies of Q4_0/Q8_0 matrices (load_repack.c) their data points to, or NULL */
 } tn_model;
 
 /* Loads a model from a GGUF file. Every hyper-parameter and tensor is

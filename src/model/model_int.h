@@ -132,6 +132,12 @@ tn_status tn__load_deepseek2_layer(tn__loader *L, int il, tn_layer *ly) TN_MUST_
 /* Frees what tn__load_deepseek2_layer made (m->mla_owned). */
 void tn__load_mla_free(tn_model *m);
 
+/* load_repack.c: replaces the Q4_0/Q8_0 matrices the forward pass
+ * multiplies by their x16 copies (kern/repack.h) in m->repacked, where the
+ * running ISA has a kernel for that layout. TN_ERR_NOMEM on failure (the
+ * model is then unchanged). */
+tn_status tn__load_repack(tn_model *m) TN_MUST_CHECK;
+
 /* --- mla.c: multi-head latent attention (deepseek2) --------------------- */
 
 typedef struct tn__mla tn__mla;

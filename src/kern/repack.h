@@ -1,0 +1,113 @@
+/*
+ * repack.h — Q4_0 / Q8_0 matrices repacked into groups of 16 rows (internal
+ * dtypes TN_DTYPE_Q4_0X16, TN_DTYPE_Q8_0X16), for the int8 kernels whose
+ * vector lane is a weight row.
+ *
+ * Key idea: the model loader (src/model/load_repack.c) replaces a Q4_0 or
+ * Q8_0 matrix by its repacked copy where the running ISA has a kernel for
+ * the layout (AVX-512 VNNI); tn_matmul and tn_get_row then see the x16
+ * dtype and route here. The x16 dtypes never appear in a file.
+ *
+ * Layout. n_out rows are cut into ceil(n_out / 16) groups of 16 (the last
+ * padded with zero rows); n_in = 32 * nb. A group takes GSTRIDE bytes
+ * (tn__x16_group_bytes, a multiple of 64), group g at offset g * GSTRIDE:
+ *
+ *   offset             size      what
+ *   b * QB             QB        block b's quants, QB/64 vectors of 64 bytes:
+ *                                vector k, bytes 4r..4r+3 = row r's quant
+ *                                bytes 4k..4k+3 of block b
+ *                                  Q4_0 (QB 256): the block's qs[] as in the
+ *                                    file (low nibble: element j, high
+ *                                    nibble: element j + 16)
+ *                                  Q8_0 (QB 512): qs[] XOR 0x80, i.e. q + 128
+ *                                    as an unsigned byte
+ *   nb * QB + b * 32   32        block b's 16 f16 scales, row r at 2r
+ *   (zero padding to GSTRIDE)
+ *
+ * So one 64-byte load holds four quants of each of 16 rows, and VNNI's
+ * vpdpbusd (unsigned weight bytes x signed activation bytes, four products
+ * summed into each 32-bit lane) against a 4-byte activation broadcast
+ * advances all 16 rows at once. The weights' offset (8 for Q4_0's nibbles,
+ * 128 for Q8_0's flipped bytes) comes back as the start value -8·Σx
+ * (-128·Σx) of each block's integer sum, taken from the packed activations.
+ *
+ * Packed activations: the tokens' Q8_0 blocks (tn_matmul's quantization,
+ * the same bytes on every ISA) in tiles of 16 tokens, tile i at offset
+ * i * nb * 640 (tn__x16_xtile_bytes), token t of the tile in slot t, so the
+ * kernel addresses all 16 tokens of a block with constant offsets:
+ *
+ *   offset             size      what
+ *   b * 512 + 32 t     32        block b's qs (int8) of token t
+ *   nb * 512 + 64 b + 4 t   4    int32 bias of block b: -8·Σqs (Q4_0), -128·Σqs (Q8_0)
+ *   nb * 576 + 64 b + 4 t   4    f32 d of block b
+ *
+ * Arithmetic (the specification, tn__x16_gemm_ref): for row r and token t,
+ *   acc = 0; for b = 0 .. nb-1 in order:
+ *     isum = bias_b + Σ_j wq_j · xq_j          (exact int32: Σ (q_w - off) x)
+ *     acc  = fmaf((float)isum, d_w[r][b] * d_x[t][b], acc)
+ * The integer sum equals llama.cpp's per-block sum; the f32 rounding is one
+ * product and one fused multiply-add per block, so every ISA kernel for the
+ * layout gives the same bits as the scalar one, whatever the tile, the
+ * number of tokens or threads.
+ */
+#ifndef TERN_KERN_REPACK_H
+#define TERN_KERN_REPACK_H
+
+#include "base/pool.h"
+#include "kern/dtype.h"
+
+/* Rows per group. */
+#define TN__X16 16
+
+/* True for TN_DTYPE_Q4_0X16 and TN_DTYPE_Q8_0X16. */
+static inline bool tn__dtype_is_x16(tn_dtype t) { return t == TN_DTYPE_Q4_0X16 || t == TN_DTYPE_Q8_0X16; }
+
+/* The file dtype an x16 dtype was repacked from (other dtypes: themselves). */
+static inline tn_dtype tn__x16_file_dtype(tn_dtype t)
+{
+    return t == TN_DTYPE_Q4_0X16 ? TN_DTYPE_Q4_0 : t == TN_DTYPE_Q8_0X16 ? TN_DTYPE_Q8_0 : t;
+}
+
+/* The x16 dtype for a file dtype wt (Q4_0, Q8_0) when the running ISA has a
+ * kernel for it; TN_DTYPE_COUNT (no repack) otherwise. */
+tn_dtype tn__x16_dtype_for(tn_dtype wt);
+
+/* Bytes of one 16-row group / of a whole repacked (n_out, n_in) matrix /
+ * of one token's packed activations. xt: an x16 dtype. */
+size_t tn__x16_group_bytes(tn_dtype xt, int64_t n_in);
+size_t tn__x16_matrix_bytes(tn_dtype xt, int64_t n_in, int64_t n_out);
+size_t tn__x16_xtile_bytes(int64_t n_in);
+
+/* Repacks the (n_out, n_in) matrix src of type wt (Q4_0 or Q8_0; n_in a
+ * multiple of 32) into dst (tn__x16_matrix_bytes of its x16 dtype, 64-byte
+ * aligned). Bit-exact: tn__x16_get_row gives back every row. */
+void tn__x16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, void *dst);
+
+/* Row i (< n_out) of a repacked matrix, dequantized (tn_get_row). */
+void tn__x16_get_row(tn_dtype xt, const void *w, int64_t n_in, int64_t i, float *out);
+
+/* Scratch bytes and the product Y = X · Wᵀ for an x16 matrix (the
+ * tn_matmul_wsize / tn_matmul contracts). */
+size_t tn__x16_wsize(int64_t n_in, int64_t n_tokens);
+void tn__x16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int64_t n_out, const float *x,
+                    int64_t n_tokens, float *y, void *wdata);
+
+/* An ISA's kernel: groups [0, ng) of w (gstride bytes apart) against nt
+ * packed tokens (xp: tiles of 16, nb blocks): y[t * ystride + 16g + r] for
+ * every row 16g + r < nr. */
+typedef void (*tn__x16_gemm_fn)(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng, int64_t nr,
+                                const uint8_t *xp, int64_t nt, int64_t nb, float *y, size_t ystride);
+
+void tn__x16_gemm_ref(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng, int64_t nr, const uint8_t *xp,
+                      int64_t nt, int64_t nb, float *y, size_t ystride);
+void tn__x16_gemm_avx512(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng, int64_t nr, const uint8_t *xp,
+                         int64_t nt, int64_t nb, float *y, size_t ystride);
+
+/* The kernel of an ISA (the scalar reference for ISAs without one). */
+tn__x16_gemm_fn tn__x16_gemm_of(int isa);
+
+/* Packs token t's Q8_0 blocks (n_in elements) for an x16 dtype into its
+ * slot of the packed activations xp. */
+void tn__x16_xpack(tn_dtype xt, const tn_block_q8_0 *x, int64_t n_in, int64_t t, uint8_t *xp);
+
+#endif /* TERN_KERN_REPACK_H */

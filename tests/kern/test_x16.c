@@ -1,0 +1,227 @@
+/*
+ * test_x16.c — the x16 layout (kern/repack.h): Q4_0 / Q8_0 matrices
+ * repacked in groups of 16 rows.
+ *
+ * What is asserted:
+ *   - repacking is lossless: tn_get_row on the repacked matrix gives every
+ *     row bit-identical to tn_dequantize_row on the original, n_out not a
+ *     multiple of 16 included;
+ *   - the scalar reference against a double computation from the original
+ *     blocks and the Q8_0-quantized activations (so the layout, the nibble
+ *     order, the -8 / -128 bias and the scales are all checked against
+ *     something not written for the layout), and against tn_matmul on the
+ *     original matrix (llama.cpp's block format) within TOL of L1;
+ *   - every ISA's kernel is bit-identical to the scalar reference, on odd
+ *     shapes (n_out 1..100, n_tokens 1..37, 1 and 2 threads);
+ *   - batch invariance: a token's outputs do not depend on n_tokens or on
+ *     the thread count (bit for bit);
+ *   - tn__x16_dtype_for repacks only where the ISA has a kernel.
+ */
+#include "kern/kern_impl.h"
+#include "kern/repack.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOL 5e-6
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+static uint32_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 32);
+}
+static float rnd(void) { return (float)(rng() >> 8) / 8388608.0f - 1.0f; }
+
+/* A (n_out, n_in) matrix of type wt with rows of different scales, and its
+ * repacked copy (caller frees both). */
+static void make(tn_dtype wt, int64_t n_in, int64_t n_out, void **w, void **wx)
+{
+    const size_t row = tn_dtype_row_size(wt, n_in);
+    float *f = malloc((size_t)n_in * sizeof(float));
+    *w = malloc(row * (size_t)n_out);
+    assert_non_null(f);
+    assert_non_null(*w);
+    for (int64_t r = 0; r < n_out; r++) {
+        const float s = 0.1f + (float)(r % 7);
+        for (int64_t i = 0; i < n_in; i++)
+            f[i] = rnd() * s;
+        if (r % 5 == 3) /* a row with an extreme: Q8_0 gets -127/127, Q4_0 -8 */
+            f[r % n_in] = -4.0f * s;
+        assert_int_equal(tn_quantize_row(wt, f, (char *)*w + row * (size_t)r, n_in), TN_OK);
+    }
+    const tn_dtype xt = wt == TN_DTYPE_Q4_0 ? TN_DTYPE_Q4_0X16 : TN_DTYPE_Q8_0X16;
+    *wx = tn_alloc_aligned(tn__x16_matrix_bytes(xt, n_in, n_out), 64);
+    assert_non_null(*wx);
+    tn__x16_repack(wt, *w, n_in, n_out, *wx);
+    free(f);
+}
+
+static const tn_dtype wts[] = {TN_DTYPE_Q4_0, TN_DTYPE_Q8_0};
+static const int64_t ins[] = {32, 96, 256, 2048 + 32};
+static const int64_t outs[] = {1, 15, 16, 17, 37, 100};
+
+static void test_roundtrip(void **state)
+{
+    (void)state;
+    for (size_t a = 0; a < 2; a++)
+        for (size_t i = 0; i < 3; i++)
+            for (size_t o = 0; o < TN_ARRAY_LEN(outs); o++) {
+                const tn_dtype wt = wts[a], xt = wt == TN_DTYPE_Q4_0 ? TN_DTYPE_Q4_0X16 : TN_DTYPE_Q8_0X16;
+                const int64_t n_in = ins[i], n_out = outs[o];
+                void *w, *wx;
+                make(wt, n_in, n_out, &w, &wx);
+                float *a1 = malloc((size_t)n_in * sizeof(float)), *a2 = malloc((size_t)n_in * sizeof(float));
+                assert_non_null(a1);
+                assert_non_null(a2);
+                for (int64_t r = 0; r < n_out; r++) {
+                    assert_int_equal(
+                        tn_dequantize_row(wt, (char *)w + tn_dtype_row_size(wt, n_in) * (size_t)r, a1, n_in), TN_OK);
+                    tn_get_row(wx, xt, n_in, r, a2);
+                    if (memcmp(a1, a2, (size_t)n_in * sizeof(float)) != 0)
+                        fail_msg("%s n_in %lld n_out %lld: row %lld differs after repacking",
+                                 tn_dtype_traits_of(wt)->name, (long long)n_in, (long long)n_out, (long long)r);
+                }
+                free(a1);
+                free(a2);
+                free(w);
+                tn_free_aligned(wx);
+            }
+}
+
+/* y = X · Wᵀ through tn_matmul on the given ISA and pool. */
+static void mm(tn_pool *pool, const void *w, tn_dtype t, int64_t n_in, int64_t n_out, const float *x, int64_t nt,
+               float *y)
+{
+    void *wd = tn_alloc_aligned(TN_MAX(tn_matmul_wsize(t, n_in, nt), (size_t)64), 64);
+    assert_non_null(wd);
+    tn_matmul(pool, w, t, n_in, n_out, x, nt, y, wd);
+    tn_free_aligned(wd);
+}
+
+static void test_reference(void **state)
+{
+    (void)state;
+    assert_true(tn_kern_set_isa(TN_ISA_SCALAR));
+    const int64_t nt = 5;
+    for (size_t a = 0; a < 2; a++)
+        for (size_t i = 0; i < TN_ARRAY_LEN(ins); i++)
+            for (size_t o = 0; o < TN_ARRAY_LEN(outs); o++) {
+                const tn_dtype wt = wts[a], xt = wt == TN_DTYPE_Q4_0 ? TN_DTYPE_Q4_0X16 : TN_DTYPE_Q8_0X16;
+                const int64_t n_in = ins[i], n_out = outs[o], nb = n_in / 32;
+                void *w, *wx;
+                make(wt, n_in, n_out, &w, &wx);
+                float *x = malloc((size_t)(nt * n_in) * sizeof(float));
+                float *y = malloc((size_t)(nt * n_out) * sizeof(float)), *y0 = malloc((size_t)(nt * n_out) * sizeof(float));
+                float *wr = malloc((size_t)n_in * sizeof(float));
+                tn_block_q8_0 *xq = malloc((size_t)nb * sizeof *xq);
+                assert_true(x && y && y0 && wr && xq);
+                for (int64_t k = 0; k < nt * n_in; k++)
+                    x[k] = rnd() * (float)(1 + k % 3);
+                mm(NULL, wx, xt, n_in, n_out, x, nt, y);
+                mm(NULL, w, wt, n_in, n_out, x, nt, y0);
+                for (int64_t t = 0; t < nt; t++) {
+                    assert_int_equal(tn_quantize_row(TN_DTYPE_Q8_0, x + t * n_in, xq, n_in), TN_OK);
+                    for (int64_t r = 0; r < n_out; r++) {
+                        assert_int_equal(
+                            tn_dequantize_row(wt, (char *)w + tn_dtype_row_size(wt, n_in) * (size_t)r, wr, n_in), TN_OK);
+                        double ref = 0.0, l1 = 0.0;
+                        for (int64_t k = 0; k < n_in; k++) {
+                            const double xv = (double)tn_fp16_to_fp32(xq[k / 32].d) * xq[k / 32].qs[k % 32];
+                            ref += (double)wr[k] * xv;
+                            l1 += fabs((double)wr[k] * xv);
+                        }
+                        const float got = y[t * n_out + r], old = y0[t * n_out + r];
+                        if (!(fabs(got - ref) <= TOL * l1 + 1e-30) || !(fabs(got - old) <= TOL * l1 + 1e-30))
+                            fail_msg("%s n_in %lld n_out %lld token %lld row %lld: x16 %.9g, double %.9g, "
+                                     "block-format %.9g (L1 %.3g)",
+                                     tn_dtype_traits_of(wt)->name, (long long)n_in, (long long)n_out, (long long)t,
+                                     (long long)r, (double)got, ref, (double)old, l1);
+                    }
+                }
+                free(x), free(y), free(y0), free(wr), free(xq), free(w);
+                tn_free_aligned(wx);
+            }
+    tn_kern_set_isa(tn_kern_init());
+}
+
+/* Every ISA vs the scalar reference, and batch invariance within each. */
+static void test_isas(void **state)
+{
+    (void)state;
+    tn_pool *pool2;
+    assert_int_equal(tn_pool_new(2, &pool2), TN_OK);
+    const int64_t nt_max = 37;
+    const int64_t in2[] = {32, 96, 2048 + 32};
+    int n_checked = 0;
+    for (size_t a = 0; a < 2; a++)
+        for (size_t i = 0; i < TN_ARRAY_LEN(in2); i++)
+            for (size_t o = 0; o < TN_ARRAY_LEN(outs); o++) {
+                const tn_dtype wt = wts[a], xt = wt == TN_DTYPE_Q4_0 ? TN_DTYPE_Q4_0X16 : TN_DTYPE_Q8_0X16;
+                const int64_t n_in = in2[i], n_out = outs[o];
+                void *w, *wx;
+                make(wt, n_in, n_out, &w, &wx);
+                const size_t ny = (size_t)(nt_max * n_out);
+                float *x = malloc((size_t)(nt_max * n_in) * sizeof(float));
+                float *ref = malloc(ny * sizeof(float)), *y = malloc(ny * sizeof(float));
+                assert_true(x && ref && y);
+                for (int64_t k = 0; k < nt_max * n_in; k++)
+                    x[k] = rnd();
+                assert_true(tn_kern_set_isa(TN_ISA_SCALAR));
+                mm(NULL, wx, xt, n_in, n_out, x, nt_max, ref);
+                for (int isa = TN_ISA_SCALAR; isa <= TN_ISA_AVX512; isa++) {
+                    if (!tn_kern_set_isa((tn_isa)isa))
+                        continue;
+                    for (int64_t nt = 1; nt <= nt_max; nt += (nt < 18 ? 1 : 19)) {
+                        for (int th = 0; th < 2; th++) {
+                            for (size_t k = 0; k < ny; k++)
+                                y[k] = NAN;
+                            mm(th ? pool2 : NULL, wx, xt, n_in, n_out, x, nt, y);
+                            if (memcmp(y, ref, (size_t)(nt * n_out) * sizeof(float)) != 0)
+                                fail_msg("%s %s n_in %lld n_out %lld n_tokens %lld threads %d: differs from the "
+                                         "scalar reference with %lld tokens",
+                                         tn_isa_name((tn_isa)isa), tn_dtype_traits_of(wt)->name, (long long)n_in,
+                                         (long long)n_out, (long long)nt, th + 1, (long long)nt_max);
+                            n_checked++;
+                        }
+                    }
+                }
+                free(x), free(ref), free(y), free(w);
+                tn_free_aligned(wx);
+            }
+    tn_kern_set_isa(tn_kern_init());
+    tn_pool_free(pool2);
+    assert_true(n_checked > 0);
+}
+
+static void test_dtype_for(void **state)
+{
+    (void)state;
+    const tn_isa isa = tn_kern_init();
+    for (int i = TN_ISA_SCALAR; i <= TN_ISA_AVX512; i++) {
+        if (!tn_kern_set_isa((tn_isa)i))
+            continue;
+        const bool has = i >= TN_ISA_AVX512;
+        assert_int_equal(tn__x16_dtype_for(TN_DTYPE_Q4_0), has ? TN_DTYPE_Q4_0X16 : TN_DTYPE_COUNT);
+        assert_int_equal(tn__x16_dtype_for(TN_DTYPE_Q8_0), has ? TN_DTYPE_Q8_0X16 : TN_DTYPE_COUNT);
+        assert_int_equal(tn__x16_dtype_for(TN_DTYPE_Q4_K), TN_DTYPE_COUNT);
+        assert_int_equal(tn__x16_dtype_for(TN_DTYPE_F16), TN_DTYPE_COUNT);
+    }
+    assert_true(tn_kern_set_isa(isa));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_reference),
+        cmocka_unit_test(test_isas),
+        cmocka_unit_test(test_dtype_for),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
