@@ -24,6 +24,7 @@
  * is compared with, and alternate.
  */
 #include "base/pool.h"
+#include "kern/repack.h"
 #include "model/model.h"
 
 #include <errno.h>
@@ -121,6 +122,8 @@ static double wbytes(const tn_weight *w)
 {
     if (!w->data)
         return 0;
+    if (tn__dtype_is_x16(w->type)) /* repacked at load: 16-row groups, n_out padded */
+        return (double)tn__x16_matrix_bytes(w->type, w->ne[0], w->ne[1]);
     return (double)tn_dtype_row_size(w->type, w->ne[0]) * (double)w->ne[1];
 }
 
