@@ -102,3 +102,22 @@ void tn_test_vectors_free(tn_test_vector *v, int n)
     }
     free(v);
 }
+
+int tn_test_read_ints(const char *path, int32_t *out, int max)
+{
+    char *txt = tn_test_read_file(path, NULL);
+    if (!txt)
+        return -1;
+    int n = 0;
+    char *p = txt, *end;
+    for (long v = strtol(p, &end, 10); end != p; v = strtol(p, &end, 10)) {
+        if (n == max) {
+            n = -1;
+            break;
+        }
+        out[n++] = (int32_t)v;
+        p = end;
+    }
+    free(txt);
+    return n;
+}

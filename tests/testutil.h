@@ -17,6 +17,12 @@
  * cannot be read. *len gets the size without the NUL. */
 char *tn_test_read_file(const char *path, size_t *len);
 
+/* Reads whitespace-separated integers (a token-id file such as
+ * stories260K's expected-greedy-t0.tokens.derived.txt) into out; returns
+ * how many were read (at most max, and -1 if the file cannot be read or
+ * holds more than max). */
+int tn_test_read_ints(const char *path, int32_t *out, int max);
+
 /* Writes len bytes to path; returns 0 on success. */
 int tn_test_write_file(const char *path, const void *data, size_t len);
 

@@ -34,17 +34,7 @@ static tn_vocab *g_vocab;
 
 static int setup(void **state)
 {
-    char *txt = tn_test_read_file(TOKENS_PATH, NULL);
-    if (!txt)
-        return -1;
-    int n = 0;
-    char *p = txt, *end;
-    for (long v = strtol(p, &end, 10); end != p && n < N_GOLD; v = strtol(p, &end, 10)) {
-        g_gold[n++] = (int32_t)v;
-        p = end;
-    }
-    free(txt);
-    if (n != N_GOLD)
+    if (tn_test_read_ints(TOKENS_PATH, g_gold, N_GOLD) != N_GOLD)
         return -1;
     if (tn_model_load(MODEL_PATH, &g_model) != TN_OK)
         return -1;

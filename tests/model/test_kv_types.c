@@ -29,16 +29,7 @@ static int32_t g_tok[257];
 
 static void read_tokens(void)
 {
-    char *txt = tn_test_read_file(TOKENS_PATH, NULL);
-    assert_non_null(txt);
-    int n = 0;
-    char *p = txt, *end;
-    for (long v = strtol(p, &end, 10); end != p && n < 257; v = strtol(p, &end, 10)) {
-        g_tok[n++] = (int32_t)v;
-        p = end;
-    }
-    free(txt);
-    assert_int_equal(n, 257);
+    assert_int_equal(tn_test_read_ints(TOKENS_PATH, g_tok, 257), 257);
 }
 
 static tn_model *load_model(void)

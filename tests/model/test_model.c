@@ -34,17 +34,7 @@ static int32_t g_expected[N_STEPS + 1];
 
 static void read_expected(void)
 {
-    char *txt = tn_test_read_file(TOKENS_PATH, NULL);
-    assert_non_null(txt);
-    int n = 0;
-    char *p = txt, *end;
-    for (long v = strtol(p, &end, 10); end != p; v = strtol(p, &end, 10)) {
-        assert_true(n < N_STEPS + 1);
-        g_expected[n++] = (int32_t)v;
-        p = end;
-    }
-    free(txt);
-    assert_int_equal(n, N_STEPS + 1);
+    assert_int_equal(tn_test_read_ints(TOKENS_PATH, g_expected, N_STEPS + 1), N_STEPS + 1);
     assert_int_equal(g_expected[0], 1);
 }
 
