@@ -11,6 +11,7 @@
  * softmax (within 2 ulp).
  */
 #include "kern/attn_impl.h"
+#include "kern/exp_avx512.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -21,26 +22,6 @@
 AI __mmask16 lanes(int64_t rem)
 {
     return rem >= 16 ? (__mmask16)0xffff : rem <= 0 ? (__mmask16)0 : (__mmask16)((1u << rem) - 1);
-}
-
-/* e^v lane by lane: v = k ln2 + r, |r| <= ln2/2, e^r by its Taylor
- * polynomial of degree 7, scaled by 2^k; v clamped to [-104, 88.7]. */
-AI __m512 exp_ps(__m512 v)
-{
-    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(88.7f));
-    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), v);
-    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, k);
 }
 
 static void cvt_f16(const uint16_t *src, float *dst, int64_t n)

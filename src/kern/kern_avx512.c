@@ -29,6 +29,7 @@
  * group of four go through a scalar tail.
  */
 #include "kern/kern_impl.h"
+#include "kern/exp_avx512.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -533,29 +534,6 @@ static void axpy_f32_rows(float *y, const float *p, const float *base, const int
     memset(y, 0, (size_t)n * sizeof(float));
     for (int64_t i = 0; i < n_rows; i++)
         axpy_body(y, p[i], base + (size_t)idx[i] * stride, n);
-}
-
-/* e^v lane by lane, within 2 ulp for v in [-104, 88.7] (clamped there: 0
- * below, a finite maximum above, -inf gives 0): v = k·ln2 + r with
- * |r| <= ln2/2 (ln2 in two parts, so r is nearly exact), e^r by its Taylor
- * polynomial of degree 7 (truncation error below 6e-9 relative), scaled by
- * 2^k with vscalefps. */
-AI __m512 exp_ps(__m512 v)
-{
-    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(88.7f));
-    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), v);
-    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, k);
 }
 
 /* kern_ref.c's softmax (sum in double, an all -inf row becomes zeros) with
