@@ -227,33 +227,15 @@ TILE_FN(tile_iq4_nl, FNL)
 #undef TILE_ROW
 #undef TILE_CASE
 
-typedef void (*tile_fn)(int, int, const char *, size_t, const char *, size_t, int64_t, float *, size_t);
-
-/* y[t·ys + r] = w_r · x_t for r < nr, t < nt in tiles of 4 × 4, tokens
- * outer (see kern_impl.h, tn__gemm_fn). */
-static void gemm_tiles(tile_fn tile, const void *w, size_t ws, int64_t nr, const void *x, size_t xs, int64_t nt,
-                       int64_t n, float *y, size_t ys)
-{
-    const int64_t nb = n / TN_QK8_0;
-    for (int64_t t = 0; t < nt; t += 4) {
-        const int T = (int)TN_MIN(4, nt - t);
-        for (int64_t r = 0; r < nr; r += 4) {
-            const int R = (int)TN_MIN(4, nr - r);
-            tile(R, T, (const char *)w + ws * (size_t)r, ws, (const char *)x + xs * (size_t)t, xs, nb,
-                 y + ys * (size_t)t + (size_t)r, ys);
-        }
-    }
-}
-
 #define ENTRIES(name)                                                                                          \
     void tn__gemm_##name##_avx512(const void *w, size_t ws, int64_t nr, const void *x, size_t xs, int64_t nt, \
                                   int64_t n, float *y, size_t ys)                                             \
     {                                                                                                          \
-        gemm_tiles(tile_##name, w, ws, nr, x, xs, nt, n, y, ys);                                               \
+        tn__gemm_tiles4(tile_##name, w, ws, nr, x, xs, nt, n / TN_QK8_0, y, ys);                               \
     }                                                                                                          \
     void tn__dot_##name##_avx512(const void *w, size_t ws, int nr, const void *x, int64_t n, float *y)        \
     {                                                                                                          \
-        gemm_tiles(tile_##name, w, ws, nr, x, 0, 1, n, y, 0);                                                  \
+        tn__gemm_tiles4(tile_##name, w, ws, nr, x, 0, 1, n / TN_QK8_0, y, 0);                                  \
     }
 ENTRIES(q4_1)
 ENTRIES(q5_0)

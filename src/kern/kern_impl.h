@@ -170,4 +170,24 @@ static inline bool tn__kern_act_q8_K(tn_dtype wt)
            wt == TN_DTYPE_Q6_K;
 }
 
+/* A register tile of an ISA file's block-format GEMM: y[t*ys + r] = w_r ·
+ * x_t for r < R <= 4, t < T <= 4, nb blocks of the format. */
+typedef void (*tn__tile4_fn)(int R, int T, const char *w, size_t ws, const char *x, size_t xs, int64_t nb, float *y,
+                             size_t ys);
+
+/* The tn__gemm_fn contract in tiles of 4 rows × 4 tokens, tokens outer, for
+ * rows of nb blocks: the loop the per-ISA quant files share. */
+static inline void tn__gemm_tiles4(tn__tile4_fn tile, const void *w, size_t ws, int64_t nr, const void *x, size_t xs,
+                                   int64_t nt, int64_t nb, float *y, size_t ys)
+{
+    for (int64_t t = 0; t < nt; t += 4) {
+        const int T = (int)TN_MIN(4, nt - t);
+        for (int64_t r = 0; r < nr; r += 4) {
+            const int R = (int)TN_MIN(4, nr - r);
+            tile(R, T, (const char *)w + ws * (size_t)r, ws, (const char *)x + xs * (size_t)t, xs, nb,
+                 y + ys * (size_t)t + (size_t)r, ys);
+        }
+    }
+}
+
 #endif /* TERN_KERN_IMPL_H */
