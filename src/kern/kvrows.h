@@ -1,6 +1,11 @@
 /*
- * kvrows — attention's two loops over KV-cache rows stored in F16 or INT8
- * (the F32 loops are tn_dot_f32_rows / tn_axpy_f32_rows in kern.h).
+ * kvrows — the INT8 form of a KV-cache row (tn_quantize_row_kv_q8, used by
+ * model/kv.c), and attention's two loops over cache rows stored in F16 or
+ * INT8, one row at a time (the F32 loops are tn_dot_f32_rows /
+ * tn_axpy_f32_rows in kern.h). The forward pass no longer uses the loops:
+ * its attention is the tiled one of kern/attn.h. They stay as the simple
+ * row-by-row form that tests/kern/test_attn.c checks the tiled attention
+ * against and bench/bench_attn.c measures it against.
  *
  * Key idea: a cache row is one token's one K/V head (head_dim values). The
  * INT8 form keeps head_dim int8 values and one f32 scale per row
