@@ -33,12 +33,8 @@ THREADS=${THREADS:-2}
 CTX=${CTX:-4096}
 BUDGET_GIB=${BUDGET_GIB:-8}
 
-if [ "${TERN_IN_NETNS:-}" != 1 ]; then
-    exec unshare -n env TERN_IN_NETNS=1 bash "$0" "$@"
-fi
-ip link set lo up
-export OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo UCX_NET_DEVICES=lo
-export OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader,tcp
+. "$(dirname "$0")/../scripts/mpi-loopback.sh"
+tn_mpi_loopback "$0" "$@"
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 

@@ -21,17 +21,9 @@ TERN=$(cd "$(dirname "${1:?usage: $0 TERN_BINARY}")" && pwd)/$(basename "$1")
 SUPP=$(pwd)/tests/dist/lsan_mpi.supp
 VOCAB=$(pwd)/../shared/data/models/stories260K/stories260K.v3.derived.gguf
 
-if [ "${TERN_IN_NETNS:-}" != 1 ]; then
-    command -v mpirun >/dev/null || { echo "SKIP: no mpirun"; exit 77; }
-    [ "$(id -u)" -eq 0 ] || { echo "SKIP: a network namespace needs root"; exit 77; }
-    unshare -n true 2>/dev/null || { echo "SKIP: unshare -n is not permitted here"; exit 77; }
-    python3 -c 'import openai, requests' 2>/dev/null || { echo "FAIL: python packages openai and requests are missing (bash scripts/install-deps.sh)"; exit 1; }
-    exec unshare -n env TERN_IN_NETNS=1 bash "$0" "$@"
-fi
-
-ip link set lo up || { echo "FAIL: cannot bring lo up"; exit 1; }
-export OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo UCX_NET_DEVICES=lo
-export OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader,tcp
+python3 -c 'import openai, requests' 2>/dev/null || { echo "FAIL: python packages openai and requests are missing (bash scripts/install-deps.sh)"; exit 1; }
+. "$(dirname "$0")/../../scripts/mpi-loopback.sh"
+tn_mpi_loopback "$0" "$@"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}fast_unwind_on_malloc=0
 export LSAN_OPTIONS=suppressions=$SUPP:print_suppressions=0
 

@@ -20,18 +20,9 @@ BIN_DIR=$(cd "$(dirname "${1:?usage: $0 TERN_BINARY}")" && pwd)
 CHECK=$BIN_DIR/mpi_comm_check
 SUPP=$(pwd)/tests/dist/lsan_mpi.supp
 
-if [ "${TERN_IN_NETNS:-}" != 1 ]; then
-    [ -x "$CHECK" ] || { echo "SKIP: $CHECK not built (no MPI)"; exit 77; }
-    command -v mpirun >/dev/null || { echo "SKIP: no mpirun"; exit 77; }
-    [ "$(id -u)" -eq 0 ] || { echo "SKIP: a network namespace needs root"; exit 77; }
-    unshare -n true 2>/dev/null || { echo "SKIP: unshare -n is not permitted here"; exit 77; }
-    exec unshare -n env TERN_IN_NETNS=1 bash "$0" "$@"
-fi
-
-ip link set lo up || { echo "FAIL: cannot bring lo up"; exit 1; }
-export OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo UCX_NET_DEVICES=lo
-# Self, shared memory and TCP on lo; no UCX probing of devices that are not there.
-export OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader,tcp
+[ -x "$CHECK" ] || { echo "SKIP: $CHECK not built (no MPI)"; exit 77; }
+. "$(dirname "$0")/../../scripts/mpi-loopback.sh"
+tn_mpi_loopback "$0" "$@"
 # Under ASan: Open MPI's own start-up allocations are suppressed (see the file).
 export ASAN_OPTIONS=${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}fast_unwind_on_malloc=0
 export LSAN_OPTIONS=suppressions=$SUPP:print_suppressions=0
