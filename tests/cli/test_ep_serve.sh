@@ -18,14 +18,11 @@
 # Usage: test_ep_serve.sh TERN_BINARY   (run from the repository root)
 set -u
 TERN=$(cd "$(dirname "${1:?usage: $0 TERN_BINARY}")" && pwd)/$(basename "$1")
-SUPP=$(pwd)/tests/dist/lsan_mpi.supp
 VOCAB=$(pwd)/../shared/data/models/stories260K/stories260K.v3.derived.gguf
 
 python3 -c 'import openai, requests' 2>/dev/null || { echo "FAIL: python packages openai and requests are missing (bash scripts/install-deps.sh)"; exit 1; }
 . "$(dirname "$0")/../../scripts/mpi-loopback.sh"
 tn_mpi_loopback "$0" "$@"
-export ASAN_OPTIONS=${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}fast_unwind_on_malloc=0
-export LSAN_OPTIONS=suppressions=$SUPP:print_suppressions=0
 
 tmp=$(mktemp -d /tmp/tern-ep-serve.XXXXXX) || exit 1
 pids=()

@@ -18,14 +18,10 @@
 set -u
 BIN_DIR=$(cd "$(dirname "${1:?usage: $0 TERN_BINARY}")" && pwd)
 CHECK=$BIN_DIR/mpi_comm_check
-SUPP=$(pwd)/tests/dist/lsan_mpi.supp
 
 [ -x "$CHECK" ] || { echo "SKIP: $CHECK not built (no MPI)"; exit 77; }
 . "$(dirname "$0")/../../scripts/mpi-loopback.sh"
 tn_mpi_loopback "$0" "$@"
-# Under ASan: Open MPI's own start-up allocations are suppressed (see the file).
-export ASAN_OPTIONS=${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}fast_unwind_on_malloc=0
-export LSAN_OPTIONS=suppressions=$SUPP:print_suppressions=0
 
 tmp=$(mktemp -d /tmp/tern-mpi.XXXXXX) || exit 1
 trap 'rm -rf "$tmp"' EXIT
