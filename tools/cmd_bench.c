@@ -367,7 +367,8 @@ static int bench_one(const bench_opts *o, const char *path, bool *first)
         fprintf(stderr, "tern bench: out of memory\n");
         return 1;
     }
-    if (tn_model_load(path, &b.model) != TN_OK) {
+    const tn_model_opts mo = ep_model_opts(&o->ep);
+    if (tn_model_load_opts(path, &mo, &b.model) != TN_OK) {
         fprintf(stderr, "tern bench: cannot load %s: %s\n", path, tn_last_error());
         goto out;
     }

@@ -323,7 +323,8 @@ static int run(const run_opts *o)
     int rc = 1;
 
     double t0 = tn_time_s();
-    if (tn_model_load(o->model, &r.model) != TN_OK) {
+    const tn_model_opts mo = ep_model_opts(&o->ep);
+    if (tn_model_load_opts(o->model, &mo, &r.model) != TN_OK) {
         fprintf(stderr, "tern run: cannot load the model: %s\n", tn_last_error());
         goto out;
     }

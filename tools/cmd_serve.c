@@ -79,7 +79,9 @@ static void serve_ep_setup(void *ud, tn_engine_params *ep)
 {
     serve_ep *x = ud;
     int32_t budget = ep->step_token_budget > 0 ? ep->step_token_budget : 512; /* the engine's default */
-    if (ep_make("tern serve", &x->c, ep->model, budget) != 0)
+    /* The model was loaded for this process (non-const: tn_serve_run's or
+     * serve_ep_rank's) and no engine runs yet: ep_make may repack its experts. */
+    if (ep_make("tern serve", &x->c, (tn_model *)ep->model, budget) != 0)
         return; /* on_forward fails the engine */
     ep_link("tern serve", &x->c, &x->link);
     ep->on_forward = serve_ep_on_forward;
@@ -97,7 +99,7 @@ static int serve_ep_rank(serve_ep *x, const tn_serve_params *p)
     tn_vocab *v = NULL;
     tn_engine *e = NULL;
     int rc = 1;
-    if (tn_model_load(p->model_path, &m) != TN_OK || tn_vocab_from_gguf(m->gguf, &v) != TN_OK) {
+    if (tn_model_load_opts(p->model_path, &p->model_opts, &m) != TN_OK || tn_vocab_from_gguf(m->gguf, &v) != TN_OK) {
         fprintf(stderr, "tern serve: rank %d: cannot load the model: %s\n", rank, tn_last_error());
         goto out;
     }
@@ -233,6 +235,7 @@ int tn_cmd_serve(int argc, char **argv)
         return 1;
     if (epx.c.comm)
         p.n_threads = ep_threads(&epx.c, p.n_threads);
+    p.model_opts = ep_model_opts(&epo);
     if (epx.c.rank > 0)
         return serve_ep_rank(&epx, &p);
     if (epx.c.comm) {

@@ -4,6 +4,7 @@
 #include "ep_tool.h"
 
 #include "args.h"
+#include "kern/repack.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -37,7 +38,7 @@ void ep_usage(FILE *out)
                  "                            within S seconds (default 60)\n");
 }
 
-int ep_join(const char *cmd, const ep_opts *o, const tn_model *m, int32_t n_batch_max, ep_ctx *ctx)
+int ep_join(const char *cmd, const ep_opts *o, tn_model *m, int32_t n_batch_max, ep_ctx *ctx)
 {
     if (ep_join_job(cmd, o, ctx) != 0)
         return 1;
@@ -68,7 +69,45 @@ int ep_join_job(const char *cmd, const ep_opts *o, ep_ctx *ctx)
     return 0;
 }
 
-int ep_make(const char *cmd, ep_ctx *ctx, const tn_model *m, int32_t n_batch_max)
+/* Repacks the experts this rank computes (physical slots of its logical
+ * experts) into the x16 layout, when the model was loaded with
+ * defer_experts (ep_model_opts); the others are never read. */
+static int repack_owned(const char *cmd, ep_ctx *ctx, tn_model *m)
+{
+    if (m->exps_tab)
+        return 0; /* loaded without defer_experts: every expert is repacked already */
+    const size_t E = (size_t)m->hp.n_expert, n = (size_t)m->hp.n_layer * E;
+    uint8_t *want = calloc(n, 1);
+    if (!want) {
+        fprintf(stderr, "%s: rank %d: out of memory\n", cmd, ctx->rank);
+        return 1;
+    }
+    for (int32_t il = 0; il < m->hp.n_layer; il++)
+        for (int32_t e = 0; e < (int32_t)E; e++)
+            if (tn_ep_owner(ctx->ep, il, e) == ctx->rank)
+                want[(size_t)il * E + (size_t)m->expert_map[(size_t)il * E + (size_t)e]] = 1;
+    tn_status s = tn_model_repack_experts(m, want);
+    free(want);
+    if (s != TN_OK) {
+        fprintf(stderr, "%s: rank %d: %s\n", cmd, ctx->rank, tn_last_error());
+        return 1;
+    }
+    int64_t n_x16 = 0, n_all = 0;
+    for (int32_t il = 0; il < m->hp.n_layer; il++) {
+        const tn_layer *ly = &m->layers[il];
+        const tn_weight *ws[] = {&ly->ffn_gate_exps, &ly->ffn_up_exps, &ly->ffn_down_exps};
+        for (size_t k = 0; k < TN_ARRAY_LEN(ws); k++)
+            for (int32_t p = 0; ws[k]->data && p < (int32_t)E; p++, n_all++)
+                n_x16 += tn__dtype_is_x16(tn_weight_expert(ws[k], p).type);
+    }
+    tn_log(TN_LOG_INFO, "%s: rank %d/%d: %lld of %lld expert matrices repacked (x16 layout)\n", cmd, ctx->rank,
+           ctx->size, (long long)n_x16, (long long)n_all);
+    return 0;
+}
+
+tn_model_opts ep_model_opts(const ep_opts *o) { return (tn_model_opts){.defer_experts = o->n_ep > 0}; }
+
+int ep_make(const char *cmd, ep_ctx *ctx, tn_model *m, int32_t n_batch_max)
 {
     if (m->hp.n_expert == 0) {
         fprintf(stderr, "%s: --ep needs a mixture-of-experts model; %s has no experts\n", cmd, m->hp.arch_name);
@@ -78,6 +117,8 @@ int ep_make(const char *cmd, ep_ctx *ctx, const tn_model *m, int32_t n_batch_max
         fprintf(stderr, "%s: rank %d: %s\n", cmd, ctx->rank, tn_last_error());
         return 1;
     }
+    if (repack_owned(cmd, ctx, m) != 0)
+        return 1;
     int32_t lo = -1, hi = -1; /* this rank's experts in the first MoE layer, for the log */
     for (int32_t il = 0; il < m->hp.n_layer && lo < 0; il++)
         if (m->layers[il].ffn_gate_inp.data)

@@ -30,14 +30,20 @@ typedef struct ep_ctx {
     int rank, size;    /* 0, 1 without --ep */
 } ep_ctx;
 
+/* How to load the model under these flags: with --ep the experts are not
+ * repacked at load (defer_experts); ep_make repacks the rank's own. */
+tn_model_opts ep_model_opts(const ep_opts *o);
+
 /* Joins the MPI job (its size must be o->n_ep) and makes the EP state for
- * model m and batches of up to n_batch_max local tokens. Without --ep, a
- * zeroed ctx with size 1. Returns 0, or 1 with the reason printed.
+ * model m and batches of up to n_batch_max local tokens; then repacks the
+ * experts this rank computes into the x16 layout if m was loaded with
+ * ep_model_opts (before any forward pass). Without --ep, a zeroed ctx with
+ * size 1. Returns 0, or 1 with the reason printed.
  * ep_join = ep_join_job, then ep_make (for tools that learn their rank
  * before they load the model). */
-int ep_join(const char *cmd, const ep_opts *o, const tn_model *m, int32_t n_batch_max, ep_ctx *ctx);
+int ep_join(const char *cmd, const ep_opts *o, tn_model *m, int32_t n_batch_max, ep_ctx *ctx);
 int ep_join_job(const char *cmd, const ep_opts *o, ep_ctx *ctx);
-int ep_make(const char *cmd, ep_ctx *ctx, const tn_model *m, int32_t n_batch_max);
+int ep_make(const char *cmd, ep_ctx *ctx, tn_model *m, int32_t n_batch_max);
 
 /* A rank without sequences of its own (ranks > 0 of tern run and serve):
  * loads nothing more than a 1-slot cache; each round of tn_ep_sync it runs

@@ -186,19 +186,12 @@ static tn_status reserve(tn_ep *ep, int64_t r, int64_t c)
             ly = &ep->m->layers[il];
             const tn_weight *mats[] = {&ly->ffn_gate_exps, &ly->ffn_up_exps, &ly->ffn_down_exps};
             for (size_t i = 0; i < TN_ARRAY_LEN(mats); i++)
-                if (mats[i]->data)
-                    ws = TN_MAX(ws, tn_matmul_wsize(mats[i]->type, mats[i]->ne[0], c));
+                ws = TN_MAX(ws, tn_weight_expert_wsize(mats[i], c));
         }
         if (!grow(&ep->wdata, &ep->wdata_cap, ws))
             return tn__err(TN_ERR_NOMEM, "ep: out of memory for matmul scratch");
     }
     return TN_OK;
-}
-
-/* Matrix p (a physical slot) of a stacked expert tensor. */
-static const void *expert_mat(const tn_weight *w, int32_t p)
-{
-    return (const char *)w->data + (size_t)p * tn_dtype_row_size(w->type, w->ne[0]) * (size_t)w->ne[1];
 }
 
 /* ==========================================================================
@@ -329,12 +322,12 @@ tn_status tn_ep_moe_ffn(tn_ep *ep, tn_pool *pool, int32_t il, const float *xn, i
         if (c == 0)
             continue;
         const int32_t p = map[e];
-        tn_matmul(pool, expert_mat(&ly->ffn_gate_exps, p), ly->ffn_gate_exps.type, D, F, ep->xg, c, ep->gate,
-                  ep->wdata);
-        tn_matmul(pool, expert_mat(&ly->ffn_up_exps, p), ly->ffn_up_exps.type, D, F, ep->xg, c, ep->up, ep->wdata);
+        const tn_matrix g = tn_weight_expert(&ly->ffn_gate_exps, p), u = tn_weight_expert(&ly->ffn_up_exps, p),
+                        d = tn_weight_expert(&ly->ffn_down_exps, p);
+        tn_matmul(pool, g.data, g.type, D, F, ep->xg, c, ep->gate, ep->wdata);
+        tn_matmul(pool, u.data, u.type, D, F, ep->xg, c, ep->up, ep->wdata);
         tn_swiglu(ep->gate, ep->up, c * F);
-        tn_matmul(pool, expert_mat(&ly->ffn_down_exps, p), ly->ffn_down_exps.type, F, D, ep->gate, c, ep->yg,
-                  ep->wdata);
+        tn_matmul(pool, d.data, d.type, F, D, ep->gate, c, ep->yg, ep->wdata);
         c = 0;
         for (int r = 0; r < S; r++) {
             const size_t k = (size_t)r * E + e;

@@ -438,7 +438,7 @@ static tn_status take_tensors(loader *L)
 
 /* Builds a model over g, taking ownership of g (freed on failure). On
  * failure *out is NULL and tn_last_error() names the key or tensor. */
-tn_status tn_model_from_gguf(tn_gguf *g, tn_model **out)
+static tn_status from_gguf(tn_gguf *g, const tn_model_opts *opts, tn_model **out)
 {
     *out = NULL;
     if (!g)
@@ -483,7 +483,8 @@ tn_status tn_model_from_gguf(tn_gguf *g, tn_model **out)
     snprintf(L.arch, sizeof L.arch, "%s", archs[k].name);
 
     if ((s = read_hparams(&L, &m->hp)) != TN_OK || (s = take_tensors(&L)) != TN_OK ||
-        (s = tn__load_repack(m)) != TN_OK)
+        (s = tn__load_repack(m)) != TN_OK ||
+        (!(opts && opts->defer_experts) && (s = tn_model_repack_experts(m, NULL)) != TN_OK))
         goto err;
     free(L.used);
     *out = m;
@@ -501,16 +502,20 @@ err:
     return s;
 }
 
+tn_status tn_model_from_gguf(tn_gguf *g, tn_model **out) { return from_gguf(g, NULL, out); }
+
 /* Opens path and loads the model from it; on failure the message is
  * prefixed with the path. */
-tn_status tn_model_load(const char *path, tn_model **out)
+tn_status tn_model_load(const char *path, tn_model **out) { return tn_model_load_opts(path, NULL, out); }
+
+tn_status tn_model_load_opts(const char *path, const tn_model_opts *opts, tn_model **out)
 {
     *out = NULL;
     tn_gguf *g;
     tn_status s = tn_gguf_open(path, &g);
     if (s != TN_OK)
         return s;
-    s = tn_model_from_gguf(g, out);
+    s = from_gguf(g, opts, out);
     if (s != TN_OK)
         return tn__err_prefix(s, "%s", path);
     return TN_OK;
@@ -526,5 +531,7 @@ void tn_model_free(tn_model *m)
     free(m->expert_map);
     tn__load_mla_free(m);
     tn_free_aligned(m->repacked);
+    tn_free_aligned(m->exps_repacked);
+    free(m->exps_tab);
     free(m);
 }

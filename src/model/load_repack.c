@@ -7,10 +7,14 @@
  * change, so every tn_matmul / tn_get_row call site works unchanged.
  *
  * Which matrices: the dense ones of every layer (wq, wk, wv, wo, ffn_gate,
- * ffn_up, ffn_down) and the output matrix. Not: the embedding table (read
- * row by row; with tied embeddings `output` gets the copy and tok_embd keeps
- * the file's layout), the stacked expert tensors of MoE layers and the
- * latent-attention matrices (sliced per expert / head with row arithmetic).
+ * ffn_up, ffn_down), a MoE layer's router and shared expert, the latent
+ * attention's plain products (attn_q_a, attn_q_b, attn_kv_a_mqa; attn_q and
+ * attn_output are wq and wo) and the output matrix. Not: the embedding
+ * table (read row by row; with tied embeddings `output` gets the copy and
+ * tok_embd keeps the file's layout), W_UK / W_UV (attn_k_b / attn_v_b, or
+ * views of attn_kv_b: sliced per head, one head's small product per
+ * thread) and the stacked expert tensors, which load_repack_exps.c repacks
+ * expert by expert.
  *
  * Memory: the copies take one allocation the size of the originals (n_out
  * padded to 16); the pages of the originals that repacking read are then
@@ -35,7 +39,10 @@ static int matrices(tn_model *m, tn_weight **out)
     int n = 0;
     for (int il = 0; il < m->hp.n_layer; il++) {
         tn_layer *ly = &m->layers[il];
-        tn_weight *ws[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->ffn_gate, &ly->ffn_up, &ly->ffn_down};
+        tn_weight *ws[] = {&ly->wq,        &ly->wk,         &ly->wv,          &ly->wo,
+                           &ly->ffn_gate,  &ly->ffn_up,     &ly->ffn_down,    &ly->ffn_gate_inp,
+                           &ly->ffn_gate_shexp, &ly->ffn_up_shexp, &ly->ffn_down_shexp, &ly->wq_a,
+                           &ly->wq_b,      &ly->wkv_a};
         for (size_t i = 0; i < TN_ARRAY_LEN(ws); i++)
             out[n++] = ws[i];
     }
@@ -66,7 +73,7 @@ tn_status tn__load_repack(tn_model *m)
     const char *env = getenv("TERN_REPACK");
     if (env && !strcmp(env, "0"))
         return TN_OK;
-    const int cap = m->hp.n_layer * 7 + 1;
+    const int cap = m->hp.n_layer * 14 + 1;
     tn_weight **ws = malloc((size_t)cap * sizeof *ws);
     if (!ws)
         return tn__err(TN_ERR_NOMEM, "model: out of memory repacking weights");

@@ -78,11 +78,28 @@ typedef struct tn_hparams {
 /* A weight tensor borrowed from the mapped file. data == NULL: absent.
  * ne[0] is the contiguous (input) dimension; ne[2] > 1 only for the stacked
  * expert tensors (ne[2] = n_expert matrices of ne[1] rows each). */
+typedef struct tn_matrix {
+    const void *data;
+    tn_dtype type;
+} tn_matrix;
+
 typedef struct tn_weight {
     const void *data;
     tn_dtype type;
     int64_t ne[3];
+    /* Stacked expert tensors after tn_model_repack_experts: (ne[2]) each
+     * expert's own matrix and dtype (x16 copies of the repacked experts, the
+     * file's slices of the others); NULL: expert p is the p-th run of ne[1]
+     * rows of `type` at data. Read experts through tn_weight_expert. */
+    const tn_matrix *exps;
 } tn_weight;
+
+/* Expert p (a physical slot, < ne[2]) of a stacked expert tensor: its
+ * (ne[1], ne[0]) matrix and dtype, whatever the layout. */
+tn_matrix tn_weight_expert(const tn_weight *w, int32_t p);
+/* tn_matmul scratch bytes for n_tokens rows against any expert of w (the
+ * largest over the dtypes its experts have); 0 for an absent w. */
+size_t tn_weight_expert_wsize(const tn_weight *w, int64_t n_tokens);
 
 typedef struct tn_layer {
     tn_weight attn_norm;   /* (n_embd) f32 */
@@ -136,6 +153,8 @@ typedef struct tn_model {
     int32_t *expert_map;   /* (n_layer, n_expert) */
     void **mla_owned;      /* (n_layer) the W_UKᵀ load_moe.c made from attn_kv_b (wk_b points there), or NULL */
     void *repacked;        /* the x16 copies of Q4_0/Q8_0 matrices (load_repack.c) their data points to, or NULL */
+    tn_matrix *exps_tab;   /* (n_layer, 3, n_expert) the stacked tensors' exps tables (load_repack_exps.c), or NULL */
+    void *exps_repacked;   /* the x16 copies of the repacked experts, or NULL */
 } tn_model;
 
 /* Loads a model from a GGUF file. Every hyper-parameter and tensor is
@@ -145,6 +164,29 @@ tn_status tn_model_load(const char *path, tn_model **out) TN_MUST_CHECK;
 /* Same from an opened file; takes ownership of g (also on failure). */
 tn_status tn_model_from_gguf(tn_gguf *g, tn_model **out) TN_MUST_CHECK;
 void tn_model_free(tn_model *m);
+
+/* How to load. defer_experts: leave the stacked expert tensors of Q4_0/Q8_0
+ * MoE models in the file's layout (and their pages untouched), for a
+ * process that computes only some experts (expert parallelism) and calls
+ * tn_model_repack_experts with those once it knows them. Otherwise every
+ * expert is repacked at load (where the x16 layout applies at all). */
+typedef struct tn_model_opts {
+    bool defer_experts;
+} tn_model_opts;
+
+/* tn_model_load with options (NULL: the defaults, i.e. tn_model_load). */
+tn_status tn_model_load_opts(const char *path, const tn_model_opts *opts, tn_model **out) TN_MUST_CHECK;
+
+/* Copies the experts of the stacked ffn_{gate,up,down}_exps tensors into
+ * the x16 layout (kern/repack.h), each expert its own run of 16-row groups,
+ * where the running ISA has a kernel for it and TERN_REPACK is not "0".
+ * want: (n_layer, n_expert) bytes over PHYSICAL slots, nonzero = repack;
+ * NULL = all. Only the wanted experts' bytes are read; their pages of the
+ * file mapping are dropped afterwards. The others stay readable in the
+ * file's layout (tn_weight_expert gives either). Once per model: a second
+ * call is TN_ERR_INVALID; TN_ERR_NOMEM leaves the model unchanged. Not
+ * while a forward pass runs. */
+tn_status tn_model_repack_experts(tn_model *m, const uint8_t *want) TN_MUST_CHECK;
 
 /* --- KV cache --------------------------------------------------------- */
 

@@ -70,9 +70,7 @@ static void observe(const tn__moe *moe, int32_t il, const char *tensor, int32_t 
 
 static size_t wsize_max(size_t cur, const tn_weight *w, int32_t n_tokens)
 {
-    if (!w->data)
-        return cur;
-    size_t s = tn_matmul_wsize(w->type, w->ne[0], n_tokens);
+    size_t s = tn_weight_expert_wsize(w, n_tokens); /* a 2-D matrix is a stack of one */
     return s > cur ? s : cur;
 }
 
@@ -271,12 +269,6 @@ static void route_token(const tn_hparams *hp, const float *bias, float *r, float
  * The grouped expert FFN
  * ======================================================================== */
 
-/* Matrix e (a physical slot) of a stacked expert tensor: ne[1] rows of ne[0]. */
-static const void *expert_mat(const tn_weight *w, int32_t e)
-{
-    return (const char *)w->data + (size_t)e * tn_dtype_row_size(w->type, w->ne[0]) * (size_t)w->ne[1];
-}
-
 /* y ((n, n_embd)) = SwiGLU FFN of x ((n, n_embd)) with matrices gate, up
  * ((ff, n_embd)) and down ((n_embd, ff)) of types wt_*. The observer sees
  * the inputs as layer moe->obs_layer's expert moe->obs_expert (-1: the
@@ -391,9 +383,9 @@ static void routed_local(tn__moe *moe, tn_pool *pool, int32_t il, const float *x
         const int32_t p = map[e];
         moe->obs_layer = il;
         moe->obs_expert = e;
-        ffn(moe, pool, expert_mat(&ly->ffn_gate_exps, p), ly->ffn_gate_exps.type, expert_mat(&ly->ffn_up_exps, p),
-            ly->ffn_up_exps.type, expert_mat(&ly->ffn_down_exps, p), ly->ffn_down_exps.type, hp->n_ff_exp, moe->xg, c,
-            moe->yg);
+        const tn_matrix g = tn_weight_expert(&ly->ffn_gate_exps, p), u = tn_weight_expert(&ly->ffn_up_exps, p),
+                        d = tn_weight_expert(&ly->ffn_down_exps, p);
+        ffn(moe, pool, g.data, g.type, u.data, u.type, d.data, d.type, hp->n_ff_exp, moe->xg, c, moe->yg);
         for (int32_t r = 0; r < c; r++)
             tn_axpy_f32(out + (size_t)moe->tok[o + r] * D, moe->tw[o + r], moe->yg + (size_t)r * D, D);
     }

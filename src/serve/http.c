@@ -442,7 +442,7 @@ tn_status tn_serve_run(const tn_serve_params *p)
     default_name(s);
     tn_status st = TN_OK;
 
-    if ((st = tn_model_load(p->model_path, &s->model)) != TN_OK) {
+    if ((st = tn_model_load_opts(p->model_path, &p->model_opts, &s->model)) != TN_OK) {
         tn__err_prefix(st, "cannot load the model");
         goto out;
     }

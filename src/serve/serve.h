@@ -39,6 +39,7 @@ typedef struct tn_serve_params {
      * there: tools/ep_tool.c); NULL: none. */
     void (*engine_setup)(void *ud, tn_engine_params *ep);
     void *engine_setup_ud;
+    tn_model_opts model_opts; /* how the model is loaded (expert parallelism: defer_experts, engine_setup repacks) */
 } tn_serve_params;
 
 /* Loads the model, starts the engine, listens, and serves until SIGTERM or

@@ -71,6 +71,35 @@ for preset in ${EP_PRESETS:-tiny-qwen2moe tiny-deepseek2 tiny-qwen3moe tiny-mixt
     done
 done
 
+# The x16 layout (Q4_0/Q8_0 experts repacked at load; under --ep a rank
+# repacks only the experts it owns): --ep 2 prints one process's text, each
+# rank reports half the expert matrices repacked (none where the ISA has
+# no x16 kernel), and the file's layout (TERN_REPACK=0) gives the same
+# greedy text.
+for spec in tiny-qwen2moe:q4_0 tiny-deepseek2:q8_0; do
+    preset=${spec%%:*} dt=${spec##*:}
+    model=$tmp/$preset-$dt.gguf
+    "$TERN" synth --preset "$preset" --dtype "$dt" --vocab "$VOCAB" -o "$model" -t 1 >/dev/null 2>&1 ||
+        { bad "$preset $dt: synth failed"; continue; }
+    "$TERN" "${RUN[@]}" -m "$model" >"$tmp/ref" 2>"$tmp/ref.err" || { bad "$preset $dt: one process failed"; cat "$tmp/ref.err"; continue; }
+    TERN_REPACK=0 "$TERN" "${RUN[@]}" -m "$model" >"$tmp/ref0" 2>"$tmp/ref0.err" || { bad "$preset $dt: TERN_REPACK=0 failed"; continue; }
+    if cmp -s "$tmp/ref" "$tmp/ref0"; then
+        ok "$preset $dt: x16 layout and the file's layout give the same greedy text"
+    else
+        bad "$preset $dt: x16 and TERN_REPACK=0 differ"; echo "--- x16:"; cat "$tmp/ref"; echo; echo "--- file layout:"; cat "$tmp/ref0"; echo
+    fi
+    mpi 2 120 "$TERN" "${RUN[@]}" -m "$model" --ep 2 --ep-timeout 30
+    halves=$(grep -o -E "rank [01]/2: [0-9]+ of [0-9]+ expert matrices repacked" "$tmp/err" |
+        awk '{split($2, r, "/"); n[r[1]] = $3; all = $5} END {
+            half = all / 2; if (length(n) == 2 && (n[0] + n[1] == 0 || (n[0] == half && n[1] == half))) print n[0] "+" n[1] " of " all}')
+    if [ "$st" -eq 0 ] && cmp -s "$tmp/ref" "$tmp/out" && [ -n "$halves" ]; then
+        sanitizer_clean "$preset $dt ep 2" && ok "$preset $dt --ep 2: same greedy text as one process, expert matrices repacked per rank: $halves (${secs}s)"
+    else
+        bad "$preset $dt --ep 2: status $st, repacked '$halves'"
+        echo "--- one process:"; cat "$tmp/ref"; echo; echo "--- --ep 2:"; cat "$tmp/out"; echo; cat "$tmp/err"
+    fi
+done
+
 model=$tmp/tiny-deepseek2.gguf
 [ -f "$model" ] || "$TERN" synth --preset tiny-deepseek2 --dtype f32 --vocab "$VOCAB" -o "$model" -t 1 >/dev/null 2>&1
 LONG=(run -p "$PROMPT" -n 100000 --ctx 100000 --temp 0 -t 1 --ep 2 --ep-timeout 2 -m "$model")
