@@ -72,10 +72,10 @@ for preset in ${EP_PRESETS:-tiny-qwen2moe tiny-deepseek2 tiny-qwen3moe tiny-mixt
 done
 
 # The x16 layout (Q4_0/Q8_0 experts repacked at load; under --ep a rank
-# repacks only the experts it owns): --ep 2 prints one process's text, each
-# rank reports half the expert matrices repacked (none where the ISA has
-# no x16 kernel), and the file's layout (TERN_REPACK=0) gives the same
-# greedy text.
+# repacks only the experts it owns): --ep 2 (and 4) prints one process's
+# text, each rank reports its 1/N of the expert matrices repacked (none
+# where the ISA has no x16 kernel), and the file's layout (TERN_REPACK=0)
+# gives the same greedy text.
 for spec in tiny-qwen2moe:q4_0 tiny-deepseek2:q8_0; do
     preset=${spec%%:*} dt=${spec##*:}
     model=$tmp/$preset-$dt.gguf
@@ -88,16 +88,23 @@ for spec in tiny-qwen2moe:q4_0 tiny-deepseek2:q8_0; do
     else
         bad "$preset $dt: x16 and TERN_REPACK=0 differ"; echo "--- x16:"; cat "$tmp/ref"; echo; echo "--- file layout:"; cat "$tmp/ref0"; echo
     fi
-    mpi 2 120 "$TERN" "${RUN[@]}" -m "$model" --ep 2 --ep-timeout 30
-    halves=$(grep -o -E "rank [01]/2: [0-9]+ of [0-9]+ expert matrices repacked" "$tmp/err" |
-        awk '{split($2, r, "/"); n[r[1]] = $3; all = $5} END {
-            half = all / 2; if (length(n) == 2 && (n[0] + n[1] == 0 || (n[0] == half && n[1] == half))) print n[0] "+" n[1] " of " all}')
-    if [ "$st" -eq 0 ] && cmp -s "$tmp/ref" "$tmp/out" && [ -n "$halves" ]; then
-        sanitizer_clean "$preset $dt ep 2" && ok "$preset $dt --ep 2: same greedy text as one process, expert matrices repacked per rank: $halves (${secs}s)"
-    else
-        bad "$preset $dt --ep 2: status $st, repacked '$halves'"
-        echo "--- one process:"; cat "$tmp/ref"; echo; echo "--- --ep 2:"; cat "$tmp/out"; echo; cat "$tmp/err"
-    fi
+    nps=2
+    [ "$preset" = tiny-qwen2moe ] && nps="2 4"
+    for np in $nps; do
+        mpi "$np" 120 "$TERN" "${RUN[@]}" -m "$model" --ep "$np" --ep-timeout 30
+        # every rank repacks its 1/np share of the expert matrices (or, without an x16 kernel, none)
+        shares=$(grep -o -E "rank [0-9]+/$np: [0-9]+ of [0-9]+ expert matrices repacked" "$tmp/err" |
+            awk -v np="$np" '{split($2, r, "/"); n[r[1]] = $3; all = $5; sum += $3} END {
+                ok = length(n) == np; for (k in n) if (sum > 0 && n[k] != all / np) ok = 0
+                if (ok) { s = ""; for (k = 0; k < np; k++) s = s (k ? "+" : "") n[k]; print s " of " all } }')
+        if [ "$st" -eq 0 ] && cmp -s "$tmp/ref" "$tmp/out" && [ -n "$shares" ]; then
+            sanitizer_clean "$preset $dt ep $np" &&
+                ok "$preset $dt --ep $np: same greedy text as one process, expert matrices repacked per rank: $shares (${secs}s)"
+        else
+            bad "$preset $dt --ep $np: status $st, repacked '$shares'"
+            echo "--- one process:"; cat "$tmp/ref"; echo; echo "--- --ep $np:"; cat "$tmp/out"; echo; cat "$tmp/err"
+        fi
+    done
 done
 
 model=$tmp/tiny-deepseek2.gguf
