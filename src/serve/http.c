@@ -18,6 +18,24 @@
  * bodies between --max-body and that cap get a 413 in OpenAI's shape from
  * read_json_body().
  *
+ * SCHEDULING. The loop thread runs under SCHED_BATCH (Linux) while it
+ * serves. With as many compute threads as cores (the default) every core is
+ * busy while tokens stream, and the loop thread is woken once per step by the
+ * bridge. As an ordinary thread it preempted the CPU it woke on at once,
+ * which is usually the engine thread's (the waker's), right inside
+ * bridge_push: the engine thread then waited for the whole HTTP turn (SSE
+ * chunk, socket write, the client's wake-up) before it could start the next
+ * forward call, while the pool's worker spun on the other core. That serial
+ * gap is what a single stream lost against `tern bench` (docs/serve.md,
+ * performance). A SCHED_BATCH thread does not preempt on wake-up: it runs
+ * on a free core, or at the next scheduler tick inside the forward call,
+ * where the pool's dynamic chunks let the other compute thread take over
+ * the work of the one it displaced. It keeps its fair share of the CPU
+ * (SCHED_BATCH has nice 0's weight), so requests and tokens are not
+ * starved, only delayed by at most a tick when no core is free. The policy
+ * is set after the engine's threads exist (they must not inherit it) and
+ * the caller's policy is restored when tn_serve_run returns.
+ *
  * SHUTDOWN. SIGTERM or SIGINT: the listening socket is closed, the engine
  * stops accepting, and the loop runs until every live generation has
  * finished; after a grace period (30 s) the rest are cancelled. A second
@@ -30,6 +48,7 @@
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -204,6 +223,43 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     bridge_drain(s);
     if (s->draining && s->n_live == 0)
         event_base_loopexit(s->base, NULL);
+}
+
+/* --- scheduling ----------------------------------------------------------------- */
+
+/* The calling thread's policy before loop_yield_to_compute, restored by
+ * loop_restore_policy. */
+typedef struct sched_saved {
+    bool changed;
+    int policy;
+    struct sched_param param;
+} sched_saved;
+
+/* Puts the calling (loop) thread under SCHED_BATCH; see SCHEDULING above.
+ * Where the policy does not exist or cannot be set the thread stays as it
+ * was (logged at debug level: serving works either way, only slower). */
+static void loop_yield_to_compute(sched_saved *saved)
+{
+    saved->changed = false;
+#ifdef SCHED_BATCH
+    if (pthread_getschedparam(pthread_self(), &saved->policy, &saved->param) != 0)
+        return;
+    if (saved->policy != SCHED_OTHER)
+        return; /* a real-time or idle policy chosen by the caller stays */
+    struct sched_param sp = {.sched_priority = 0};
+    int rc = pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    if (rc != 0) {
+        tn_log(TN_LOG_DEBUG, "tern serve: cannot run the HTTP loop under SCHED_BATCH: %s\n", strerror(rc));
+        return;
+    }
+    saved->changed = true;
+#endif
+}
+
+static void loop_restore_policy(const sched_saved *saved)
+{
+    if (saved->changed)
+        (void)pthread_setschedparam(pthread_self(), saved->policy, &saved->param);
 }
 
 /* --- shutdown ---------------------------------------------------------------- */
@@ -503,7 +559,10 @@ tn_status tn_serve_run(const tn_serve_params *p)
     }
     tn_log(TN_LOG_INFO, "tern serve: model '%s' (%s, context %d), listening on http://%s:%d\n", s->model_name,
            s->model->hp.arch_name, (int)s->n_ctx, s->p.host, s->p.port);
+    sched_saved saved;
+    loop_yield_to_compute(&saved);
     event_base_dispatch(s->base);
+    loop_restore_policy(&saved);
     tn_log(TN_LOG_INFO, "tern serve: stopped\n");
 out:
     srv_free(s);

@@ -47,7 +47,10 @@ typedef struct tn_serve_params {
  * (cancelling them after a grace period), and returns TN_OK. Returns an
  * error (message in tn_last_error) if the model cannot be loaded or the
  * address cannot be bound. Call from the main thread; it installs signal
- * handlers for SIGTERM, SIGINT and ignores SIGPIPE. */
+ * handlers for SIGTERM, SIGINT and ignores SIGPIPE. While it serves, the
+ * calling thread (the HTTP loop) runs under SCHED_BATCH on Linux, so its
+ * wake-ups do not preempt the compute threads (http.c, SCHEDULING); its
+ * previous policy is restored before it returns. */
 tn_status tn_serve_run(const tn_serve_params *p) TN_MUST_CHECK;
 
 #endif /* TERN_SERVE_SERVE_H */
