@@ -6,9 +6,10 @@
  * THE BRIDGE. The engine calls its event callback on the engine thread,
  * where no evhttp object may be touched. bridge_push() copies the event
  * (and its error text, which is only valid during the callback) into a
- * node, appends it to a mutex-guarded list and calls event_active() on the
- * `wake` event; libevent was told to use pthreads (evthread_use_pthreads)
- * before the base was made, so that call is safe from any thread. On the
+ * node, appends it to a mutex-guarded list and, if the list was empty,
+ * calls event_active() on the `wake` event; libevent was told to use
+ * pthreads (evthread_use_pthreads) before the base was made, so that call
+ * is safe from any thread. On the
  * loop thread on_wake() swaps the whole list out under the lock and hands
  * each event to gen_on_event() in arrival order, which preserves each
  * request's token order (one engine thread produces them in order).
@@ -190,13 +191,19 @@ void bridge_push(void *user, const tn_engine_event *ev)
     if (ev->error)
         snprintf(it->err, sizeof it->err, "%s", ev->error);
     pthread_mutex_lock(&s->mu);
+    bool was_empty = !s->head;
     if (s->tail)
         s->tail->next = it;
     else
         s->head = it;
     s->tail = it;
     pthread_mutex_unlock(&s->mu);
-    event_active(s->wake, EV_READ, 0);
+    /* One wake-up per batch: a non-empty list already has one on its way
+     * (whoever found it empty activated `wake` after appending, and the
+     * drain takes the whole list), so a step's events for 16 streams cost
+     * one event_active, not 16 trips through libevent's lock. */
+    if (was_empty)
+        event_active(s->wake, EV_READ, 0);
 }
 
 /* Hands every queued event to its gen; returns how many. */
