@@ -101,6 +101,9 @@ struct tn_engine {
     uint64_t *cancels_local;
     int32_t cancels_local_cap;
     uint64_t n_steps, n_empty_steps, prompt_tokens, generated_tokens;
+    double forward_s, host_s; /* see tn_engine_stats */
+    double last_fwd_end;      /* tn_time_s() when the last forward call with tokens returned; 0: the
+                                 engine waited for work since (the next gap is idleness, not host time) */
     int32_t n_live;
     double moe_written_at;  /* when moe_stats_path was last written */
 
@@ -210,6 +213,8 @@ static void publish(tn_engine *e, bool settled)
     e->pub.generated_tokens = e->generated_tokens;
     e->pub.n_steps = e->n_steps;
     e->pub.n_empty_steps = e->n_empty_steps;
+    e->pub.forward_s = e->forward_s;
+    e->pub.host_s = e->host_s;
     if (e->moe_pub)
         tn_moe_stats_copy(e->moe_pub, tn_forward_moe_stats(e->fwd));
     if (settled) {
@@ -364,11 +369,18 @@ static void run_step(tn_engine *e, const tn_sched_step *st)
         .kv_slot = e->b_slot,
         .want_logits = e->b_want,
     };
+    const double t0 = tn_time_s();
     tn_status s = tn_forward_run(e->fwd, e->kv, e->pool, &b, e->logits);
-    if (n > 0)
+    if (n > 0) {
+        const double t1 = tn_time_s();
+        if (e->last_fwd_end > 0)
+            e->host_s += t0 - e->last_fwd_end;
+        e->forward_s += t1 - t0;
+        e->last_fwd_end = t1;
         e->n_steps++;
-    else
+    } else {
         e->n_empty_steps++;
+    }
     if (s != TN_OK && e->dp)
         tn__dp_fail(e->dp, tn_last_error()); /* the group is out of step: a lost rank */
     if (s != TN_OK) {
@@ -411,6 +423,7 @@ static void *engine_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&e->mu);
         while (!e->stop && !e->in_head && e->n_cancels == 0 && e->n_live == 0 && !e->dp_wake && !poll) {
+            e->last_fwd_end = 0; /* idle: the next gap is not host work */
             if (!e->dp) {
                 pthread_cond_wait(&e->cv, &e->mu);
                 continue;

@@ -154,6 +154,11 @@ typedef struct tn_engine_stats {
     uint64_t prompt_tokens, generated_tokens; /* totals */
     uint64_t n_steps;            /* forward calls with tokens of this engine */
     uint64_t n_empty_steps;      /* data-parallel: forward calls with none (another rank stepped) */
+    /* Wall time of this process's engine thread (not summed over a data-parallel group): forward_s
+     * inside forward calls with tokens; host_s from the end of one such call to the start of the next
+     * when the engine did not wait for work in between (scheduling, sampling, stop checks, events):
+     * the serial part of a step, which a single stream pays on top of the forward call. */
+    double forward_s, host_s;
 } tn_engine_stats;
 
 /* A snapshot of the counters (any thread). */

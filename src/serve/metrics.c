@@ -198,6 +198,11 @@ char *metrics_render(srv *s)
     scalar(&b, lbl, "prompt_tokens_total", "counter", "Prompt tokens processed.", (double)st.prompt_tokens);
     scalar(&b, lbl, "generation_tokens_total", "counter", "Tokens generated.", (double)st.generated_tokens);
     scalar(&b, lbl, "engine_steps_total", "counter", "Forward steps of the engine.", (double)st.n_steps);
+    scalar(&b, lbl, "engine_forward_seconds_total", "counter", "Wall time inside forward calls with tokens.",
+           st.forward_s);
+    scalar(&b, lbl, "engine_host_seconds_total", "counter",
+           "Wall time between consecutive forward calls (scheduling, sampling, events), idle waits excluded.",
+           st.host_s);
     head(&b, "request_success_total", "counter", "Finished requests (choices) by finish reason.");
     const char *reasons[] = {"stop", "length", "abort", "error"};
     const uint64_t counts[] = {m->finished_stop, m->finished_length, m->finished_abort, m->finished_error};

@@ -274,6 +274,39 @@ static void test_batch_invariance(void **state)
 }
 
 /* ==========================================================================
+ * Step timing
+ * ======================================================================== */
+
+/* forward_s and host_s grow while a request decodes, and host_s leaves out
+ * the time the engine waited for work between two requests. */
+static void test_step_times(void **state)
+{
+    enum { NP = 8, NO = 12 };
+    (void)state;
+    tn_engine_params p = base_params();
+    tn_engine *e = make_engine(&p);
+    collect a = {0}, b = {0};
+    tn_request_params r = greedy(g_gold, NP, NO);
+    tn_engine_stats s0, s1, s2;
+    tn_engine_get_stats(e, &s0);
+    assert_true(s0.forward_s == 0 && s0.host_s == 0);
+    submit(e, &r, &a);
+    wait_idle(e);
+    assert_tokens(&a, g_gold + NP, NO, "timed");
+    tn_engine_get_stats(e, &s1);
+    assert_true(s1.forward_s > 0);
+    assert_true(s1.host_s > 0); /* NO - 1 decode steps follow each other */
+    usleep(500000);
+    submit(e, &r, &b);
+    wait_idle(e);
+    tn_engine_get_stats(e, &s2);
+    assert_true(s2.forward_s > s1.forward_s);
+    assert_true(s2.host_s > s1.host_s);
+    assert_true(s2.host_s - s1.host_s < 0.5); /* the idle half second is not host time */
+    tn_engine_free(e);
+}
+
+/* ==========================================================================
  * Prefix cache
  * ======================================================================== */
 
@@ -834,6 +867,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_step_times),
         cmocka_unit_test(test_prefix_cache),
         cmocka_unit_test(test_preemption),
         cmocka_unit_test(test_cancel),

@@ -552,6 +552,8 @@ def test_metrics(srv):
         assert name in text, name
     assert metric(srv, "tern:e2e_request_latency_seconds_count") > 0
     assert metric(srv, "tern:generation_tokens_total") > 0
+    assert metric(srv, "tern:engine_forward_seconds_total") > 0
+    assert metric(srv, "tern:engine_host_seconds_total") >= 0
 
 
 # --- TGI and Triton ---------------------------------------------------------------
