@@ -305,22 +305,46 @@ static void apply_penalties(tn_sampler *s, float *l)
 
 #define BLOCK 256 /* elements per block of the blocked scans */
 
+/* Four float lanes and the integer mask a lane compare yields (GCC/Clang
+ * vector extensions: SSE2 on x86-64, NEON on AArch64, scalar code elsewhere). */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
 /* The largest of x[0..n), ignoring NaN; -inf if there is none. Eight
- * independent lanes (the compiler will not reorder a float reduction
- * itself), each `a > m ? a : m`, which maps onto the SIMD max instruction. */
+ * independent lanes in two vectors, each `a > m ? a : m` as a compare and
+ * a bitwise select: written as a plain scalar loop over eight lanes, GCC 12
+ * -O3 kept it scalar (28 maxss, no packed op). */
 static float vec_max(const float *x, int32_t n)
 {
-    float mm[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    const v4f ninf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    v4f m0 = ninf, m1 = ninf;
     int32_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            mm[j] = x[i + j] > mm[j] ? x[i + j] : mm[j];
+    for (; i + 8 <= n; i += 8) {
+        v4f a, b;
+        memcpy(&a, x + i, sizeof a);
+        memcpy(&b, x + i + 4, sizeof b);
+        const v4i ka = a > m0, kb = b > m1;
+        m0 = (v4f)(((v4i)a & ka) | ((v4i)m0 & ~ka));
+        m1 = (v4f)(((v4i)b & kb) | ((v4i)m1 & ~kb));
+    }
     float m = -INFINITY;
     for (; i < n; i++)
         m = x[i] > m ? x[i] : m;
-    for (int j = 0; j < 8; j++)
-        m = mm[j] > m ? mm[j] : m;
+    for (int j = 0; j < 4; j++) {
+        m = m0[j] > m ? m0[j] : m;
+        m = m1[j] > m ? m1[j] : m;
+    }
     return m;
+}
+
+/* Whether any of x[0..n) is above t (NaN never is): one compare and an OR
+ * per element, which the compiler vectorizes. */
+static bool any_above(const float *x, int32_t n, float t)
+{
+    int32_t any = 0;
+    for (int32_t i = 0; i < n; i++)
+        any |= x[i] > t;
+    return any != 0;
 }
 
 static inline uint32_t f2u(float f)
@@ -405,18 +429,22 @@ static double vec_sum(const float *x, int32_t n)
 static inline bool ranks_before(cand a, cand b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); }
 
 /* Argmax, ties to the lowest id; NaN never wins; 0 if nothing is above
- * -inf. Blocked: a vectorized max per block finds the first block holding
- * the maximum, then one scan of that block finds its first occurrence. */
+ * -inf. Blocked: a block is only compared against the best so far (any
+ * element above it?), and its max taken when one is, so the first block
+ * holding the maximum is found with one compare per element and a few
+ * block maxima (a new best is rare after the first blocks); then one scan
+ * of that block finds its first occurrence. This is the whole of the
+ * engine's per-step host work at temperature 0 (docs/serve.md). */
 static int32_t argmax(const float *l, int32_t n)
 {
     float best = -INFINITY;
     int32_t from = 0;
     for (int32_t b = 0; b < n; b += BLOCK) {
-        float m = vec_max(l + b, TN_MIN(BLOCK, n - b));
-        if (m > best) {
-            best = m;
-            from = b;
-        }
+        const int32_t len = TN_MIN(BLOCK, n - b);
+        if (!any_above(l + b, len, best))
+            continue;
+        best = vec_max(l + b, len);
+        from = b;
     }
     if (!(best > -INFINITY))
         return 0;

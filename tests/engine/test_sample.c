@@ -147,6 +147,44 @@ static void test_greedy_argmax_ties_lowest(void **state)
     tn_sampler_free(s);
 }
 
+/* Greedy over a vocabulary of many blocks (the blocked scan): many ties
+ * between blocks, NaN sprinkled in, -inf prefixes, the maximum in the last
+ * partial block; always the first index of the maximum a plain scan finds. */
+static void test_greedy_argmax_blocked(void **state)
+{
+    (void)state;
+    enum { N = 5000 }; /* 19 full blocks of 256 and a partial one */
+    float *logits = malloc(N * sizeof *logits);
+    assert_non_null(logits);
+    tn_sample_params p = tn_sample_params_default();
+    p.temperature = 0.0f;
+    tn_sampler *s = make(&p, N);
+    lcg_state = 11;
+    for (int round = 0; round < 40; round++) {
+        for (int i = 0; i < N; i++)
+            logits[i] = (float)floor(lcg_gauss() * 4.0) / 2.0f; /* coarse: ties in many blocks */
+        for (int i = round; i < N; i += 37 + round)
+            logits[i] = NAN;
+        if (round % 4 == 1)
+            for (int i = 0; i < 256 * (round % 7); i++)
+                logits[i] = -INFINITY;
+        if (round % 4 == 2)
+            logits[N - 1 - round] = 100.0f; /* the last, partial block */
+        if (round % 4 == 3)
+            logits[256 * (round % 19) + 255] = 100.0f; /* a block's last lane */
+        float best = -INFINITY;
+        int32_t arg = 0;
+        for (int i = 0; i < N; i++)
+            if (logits[i] > best) {
+                best = logits[i];
+                arg = i;
+            }
+        assert_int_equal(tn_sampler_sample(s, logits), arg);
+    }
+    tn_sampler_free(s);
+    free(logits);
+}
+
 static void test_top_k1_is_greedy(void **state)
 {
     (void)state;
@@ -658,6 +696,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rng_known_outputs),
         cmocka_unit_test(test_greedy_argmax_ties_lowest),
+        cmocka_unit_test(test_greedy_argmax_blocked),
         cmocka_unit_test(test_top_k1_is_greedy),
         cmocka_unit_test(test_top_p_frequencies),
         cmocka_unit_test(test_temperature_frequencies),
