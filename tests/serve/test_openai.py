@@ -556,6 +556,20 @@ def test_metrics(srv):
     assert metric(srv, "tern:engine_host_seconds_total") >= 0
 
 
+def test_loop_thread_is_batch(srv):
+    # the HTTP loop (the process's main thread) runs under SCHED_BATCH, so its wake-ups do not
+    # preempt the compute threads (http.c, SCHEDULING); the engine thread and the pool's workers
+    # were started before and stay SCHED_OTHER
+    def policy(tid):
+        with open(f"/proc/{srv.proc.pid}/task/{tid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[38])  # field 41: policy
+    SCHED_OTHER, SCHED_BATCH = 0, 3
+    tids = [int(t) for t in os.listdir(f"/proc/{srv.proc.pid}/task")]
+    assert policy(srv.proc.pid) == SCHED_BATCH
+    others = [policy(t) for t in tids if t != srv.proc.pid]
+    assert others and all(p == SCHED_OTHER for p in others), others
+
+
 # --- TGI and Triton ---------------------------------------------------------------
 
 
