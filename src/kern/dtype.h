@@ -50,7 +50,10 @@ typedef enum tn_dtype {
     /* tern's internal layouts, never in a file and without traits: Q4_0 /
      * Q8_0 matrices repacked at load in groups of 16 rows (kern/repack.h) */
     TN_DTYPE_Q4_0X16 = 67,
-    TN_DTYPE_Q8_0X16 = 68
+    TN_DTYPE_Q8_0X16 = 68,
+    /* W8A8 / W8A8_HAD matrices repacked at load in groups of 16 rows (kern/w8a8_x16.h) */
+    TN_DTYPE_W8A8X16 = 71,
+    TN_DTYPE_W8A8_HADX16 = 72
 } tn_dtype;
 
 typedef struct tn_dtype_traits {

@@ -35,6 +35,8 @@ static size_t qbytes(tn_dtype xt) { return xt == TN_DTYPE_Q4_0X16 ? 256 : 512; }
 
 tn_dtype tn__x16_dtype_for(tn_dtype wt)
 {
+    if (wt == TN_DTYPE_W8A8 || wt == TN_DTYPE_W8A8_HAD)
+        return tn__w8a8x16_dtype_for(wt);
     if (tn_kern_isa() < TN_ISA_AVX512)
         return TN_DTYPE_COUNT;
     return wt == TN_DTYPE_Q4_0 ? TN_DTYPE_Q4_0X16 : wt == TN_DTYPE_Q8_0 ? TN_DTYPE_Q8_0X16 : TN_DTYPE_COUNT;
@@ -42,12 +44,16 @@ tn_dtype tn__x16_dtype_for(tn_dtype wt)
 
 size_t tn__x16_group_bytes(tn_dtype xt, int64_t n_in)
 {
+    if (tn__dtype_is_w8a8x16(xt))
+        return tn__w8a8x16_group_bytes(n_in);
     const size_t nb = (size_t)(n_in / 32);
     return (nb * (qbytes(xt) + 32) + 63) / 64 * 64;
 }
 
 size_t tn__x16_matrix_bytes(tn_dtype xt, int64_t n_in, int64_t n_out)
 {
+    if (tn__dtype_is_w8a8x16(xt))
+        return tn__w8a8x16_matrix_bytes(n_in, n_out);
     return tn__x16_group_bytes(xt, n_in) * (size_t)((n_out + TN__X16 - 1) / TN__X16);
 }
 
@@ -57,6 +63,10 @@ size_t tn__x16_xtile_bytes(int64_t n_in) { return (size_t)(n_in / 32) * 640; }
 
 void tn__x16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, void *dst)
 {
+    if (wt == TN_DTYPE_W8A8 || wt == TN_DTYPE_W8A8_HAD) {
+        tn__w8a8x16_repack(src, n_in, n_out, dst);
+        return;
+    }
     const tn_dtype xt = wt == TN_DTYPE_Q4_0 ? TN_DTYPE_Q4_0X16 : TN_DTYPE_Q8_0X16;
     assert((wt == TN_DTYPE_Q4_0 || wt == TN_DTYPE_Q8_0) && n_in % 32 == 0);
     const int64_t nb = n_in / 32, ng = (n_out + TN__X16 - 1) / TN__X16;
@@ -88,6 +98,10 @@ void tn__x16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, v
 
 void tn__x16_get_row(tn_dtype xt, const void *w, int64_t n_in, int64_t i, float *out)
 {
+    if (tn__dtype_is_w8a8x16(xt)) {
+        tn__w8a8x16_get_row(w, n_in, i, out);
+        return;
+    }
     const int64_t nb = n_in / 32;
     const size_t qb = qbytes(xt);
     const uint8_t *gd = (const uint8_t *)w + (size_t)(i / TN__X16) * tn__x16_group_bytes(xt, n_in);
@@ -231,6 +245,10 @@ static void groups_fn(void *ctx, int ith, int nth)
 void tn__x16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int64_t n_out, const float *x,
                     int64_t n_tokens, float *y, void *wdata)
 {
+    if (tn__dtype_is_w8a8x16(xt)) {
+        tn__w8a8x16_matmul(pool, w, xt, n_in, n_out, x, n_tokens, y, wdata);
+        return;
+    }
     assert(tn__dtype_is_x16(xt) && n_in % 32 == 0 && wdata);
     if (n_out <= 0 || n_tokens <= 0 || n_in <= 0)
         return;

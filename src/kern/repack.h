@@ -55,21 +55,30 @@
 
 #include "base/pool.h"
 #include "kern/dtype.h"
+#include "kern/w8a8_x16.h"
 
 /* Rows per group. */
 #define TN__X16 16
 
-/* True for TN_DTYPE_Q4_0X16 and TN_DTYPE_Q8_0X16. */
-static inline bool tn__dtype_is_x16(tn_dtype t) { return t == TN_DTYPE_Q4_0X16 || t == TN_DTYPE_Q8_0X16; }
+/* True for TN_DTYPE_Q4_0X16 and TN_DTYPE_Q8_0X16, and for the W8A8 x16
+ * dtypes (kern/w8a8_x16.h), which the functions below route there. */
+static inline bool tn__dtype_is_x16(tn_dtype t)
+{
+    return t == TN_DTYPE_Q4_0X16 || t == TN_DTYPE_Q8_0X16 || tn__dtype_is_w8a8x16(t);
+}
 
 /* The file dtype an x16 dtype was repacked from (other dtypes: themselves). */
 static inline tn_dtype tn__x16_file_dtype(tn_dtype t)
 {
-    return t == TN_DTYPE_Q4_0X16 ? TN_DTYPE_Q4_0 : t == TN_DTYPE_Q8_0X16 ? TN_DTYPE_Q8_0 : t;
+    return t == TN_DTYPE_Q4_0X16       ? TN_DTYPE_Q4_0
+           : t == TN_DTYPE_Q8_0X16     ? TN_DTYPE_Q8_0
+           : t == TN_DTYPE_W8A8X16     ? TN_DTYPE_W8A8
+           : t == TN_DTYPE_W8A8_HADX16 ? TN_DTYPE_W8A8_HAD
+                                       : t;
 }
 
-/* The x16 dtype for a file dtype wt (Q4_0, Q8_0) when the running ISA has a
- * kernel for it; TN_DTYPE_COUNT (no repack) otherwise. */
+/* The x16 dtype for a file dtype wt (Q4_0, Q8_0, W8A8, W8A8_HAD) when the
+ * running ISA has a kernel for it; TN_DTYPE_COUNT (no repack) otherwise. */
 tn_dtype tn__x16_dtype_for(tn_dtype wt);
 
 /* Bytes of one 16-row group / of a whole repacked (n_out, n_in) matrix /
@@ -78,16 +87,17 @@ size_t tn__x16_group_bytes(tn_dtype xt, int64_t n_in);
 size_t tn__x16_matrix_bytes(tn_dtype xt, int64_t n_in, int64_t n_out);
 size_t tn__x16_xtile_bytes(int64_t n_in);
 
-/* Repacks the (n_out, n_in) matrix src of type wt (Q4_0 or Q8_0; n_in a
- * multiple of 32) into dst (tn__x16_matrix_bytes of its x16 dtype, 64-byte
+/* Repacks the (n_out, n_in) matrix src of type wt (Q4_0 or Q8_0 with n_in a
+ * multiple of 32, or W8A8 / W8A8_HAD with any n_in) into dst (tn__x16_matrix_bytes of its x16 dtype, 64-byte
  * aligned). Bit-exact: tn__x16_get_row gives back every row. */
 void tn__x16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, void *dst);
 
 /* Row i (< n_out) of a repacked matrix, dequantized (tn_get_row). */
 void tn__x16_get_row(tn_dtype xt, const void *w, int64_t n_in, int64_t i, float *out);
 
-/* Scratch bytes and the product Y = X · Wᵀ for an x16 matrix (the
- * tn_matmul_wsize / tn_matmul contracts). */
+/* Scratch bytes (Q4_0X16 / Q8_0X16; the W8A8 x16 dtypes: tn__w8a8x16_wsize)
+ * and the product Y = X · Wᵀ for an x16 matrix (the tn_matmul_wsize /
+ * tn_matmul contracts). */
 size_t tn__x16_wsize(int64_t n_in, int64_t n_tokens);
 void tn__x16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int64_t n_out, const float *x,
                     int64_t n_tokens, float *y, void *wdata);

@@ -1,6 +1,6 @@
 /*
- * load_repack.c — the loader's last step: Q4_0 and Q8_0 matrices that the
- * forward pass multiplies are replaced by copies in the x16 layout
+ * load_repack.c — the loader's last step: Q4_0, Q8_0 and W8A8 matrices that
+ * the forward pass multiplies are replaced by copies in the x16 layout
  * (kern/repack.h: 16 rows interleaved per block, the layout of the int8
  * kernels whose vector lane is a row), where the running ISA has a kernel
  * for it (AVX-512 VNNI). The weight keeps its shape; only data and type
@@ -26,6 +26,7 @@
  */
 #include "kern/kern.h"
 #include "kern/repack.h"
+#include "kern/w8a8.h"
 #include "model/model_int.h"
 
 #include <stdlib.h>
@@ -50,9 +51,12 @@ static int matrices(tn_model *m, tn_weight **out)
     return n;
 }
 
+/* W8A8 rows have no blocks: any n_in repacks (kern/w8a8_x16.h). */
+static bool is_w8a8(const tn_weight *w) { return w->type == TN_DTYPE_W8A8 || w->type == TN_DTYPE_W8A8_HAD; }
+
 static bool wanted(const tn_weight *w)
 {
-    return w->data && w->ne[2] <= 1 && w->ne[0] % 32 == 0 && w->ne[1] > 0 &&
+    return w->data && w->ne[2] <= 1 && (w->ne[0] % 32 == 0 || is_w8a8(w)) && w->ne[1] > 0 &&
            tn__x16_dtype_for(w->type) != TN_DTYPE_COUNT;
 }
 
@@ -100,7 +104,8 @@ tn_status tn__load_repack(tn_model *m)
         const tn_dtype xt = tn__x16_dtype_for(w->type);
         tn__x16_repack(w->type, w->data, w->ne[0], w->ne[1], buf + off);
         if (mapped && w->data != m->tok_embd.data)
-            drop_pages(w->data, tn_dtype_row_size(w->type, w->ne[0]) * (size_t)w->ne[1]);
+            drop_pages(w->data, (is_w8a8(w) ? TN_W8A8_ROW(w->ne[0]) : tn_dtype_row_size(w->type, w->ne[0])) *
+                                    (size_t)w->ne[1]);
         w->data = buf + off;
         w->type = xt;
         off += tn__x16_matrix_bytes(xt, w->ne[0], w->ne[1]);

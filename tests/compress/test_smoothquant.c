@@ -8,11 +8,14 @@
  * times the dequantized q/k/v/gate/up columns gives back the original
  * weights within half a quantization step; the W8A8 model's prefill equals
  * its token-by-token decode bit for bit; its KL against F32 is small and
- * positive; bad alpha and a MoE model are clear errors.
+ * positive; loaded with the x16 repack (kern/w8a8_x16.h, where the ISA
+ * has the kernel) its logits of a prefill and a greedy decode are the file
+ * layout's bit for bit; bad alpha and a MoE model are clear errors.
  */
 #include "compress/perplexity.h"
 #include "compress/smoothquant.h"
 #include "kern/hadamard.h"
+#include "kern/repack.h"
 #include "kern/w8a8.h"
 #include "testutil.h"
 
@@ -129,12 +132,85 @@ static void prefill_equals_decode(tn_model *m1)
     tn_kv_free(kv);
 }
 
+/* tn_model_load keeping the file's W8A8 rows (TERN_REPACK=0), which the
+ * checks here read directly. */
+static tn_status load_plain(const char *path, tn_model **m)
+{
+    setenv("TERN_REPACK", "0", 1);
+    const tn_status s = tn_model_load(path, m);
+    unsetenv("TERN_REPACK");
+    return s;
+}
+
+/* Logits of a 40-token prefill (2 threads) and then of 16 greedy decode
+ * steps, (40 + 16, n_vocab); the tokens chosen go to out_tok. */
+static float *run_greedy(tn_model *m, int32_t *out_tok)
+{
+    enum { N = 40, G = 16 };
+    int32_t tok[N], pos[N], seq[N] = {0};
+    bool want[N];
+    for (int i = 0; i < N; i++)
+        tok[i] = 1 + (i * 53) % 500, pos[i] = i, want[i] = true;
+    tn_kv_cache *kv;
+    tn_forward *f;
+    tn_pool *pool;
+    assert_int_equal(tn_kv_new(m, N + G, 1, &kv), TN_OK);
+    assert_int_equal(tn_forward_new(m, N, &f), TN_OK);
+    assert_int_equal(tn_pool_new(2, &pool), TN_OK);
+    const int V = m->hp.n_vocab;
+    float *l = malloc(sizeof(float) * (N + G) * V);
+    assert_non_null(l);
+    tn_batch b = {N, tok, pos, seq, pos, want};
+    assert_int_equal(tn_forward_run(f, kv, pool, &b, l), TN_OK);
+    for (int i = 0; i < G; i++) {
+        const float *prev = l + (size_t)(N - 1 + i) * V;
+        int32_t t = 0, p = N + i;
+        for (int k = 1; k < V; k++)
+            t = prev[k] > prev[t] ? k : t;
+        out_tok[i] = t;
+        tn_batch one = {1, &t, &p, seq, &p, want};
+        assert_int_equal(tn_forward_run(f, kv, NULL, &one, l + (size_t)(N + i) * V), TN_OK);
+    }
+    tn_pool_free(pool);
+    tn_forward_free(f);
+    tn_kv_free(kv);
+    return l;
+}
+
+/* The file at path loaded with the repack: its W8A8 matrices are x16 where
+ * the ISA has the kernel, and prefill / greedy logits equal plain's. */
+static void repacked_equals_plain(const char *path, tn_model *plain)
+{
+    tn_model *m;
+    assert_int_equal(tn_model_load(path, &m), TN_OK);
+    int n_x16 = 0;
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        const tn_layer *a = &plain->layers[il], *b = &m->layers[il];
+        const tn_weight *pa[] = {&a->wq, &a->wk, &a->wv, &a->wo, &a->ffn_gate, &a->ffn_up, &a->ffn_down};
+        const tn_weight *pb[] = {&b->wq, &b->wk, &b->wv, &b->wo, &b->ffn_gate, &b->ffn_up, &b->ffn_down};
+        for (size_t i = 0; i < TN_ARRAY_LEN(pa); i++) {
+            const tn_dtype want = tn__x16_dtype_for(pa[i]->type);
+            assert_int_equal(pb[i]->type, want != TN_DTYPE_COUNT ? want : pa[i]->type);
+            n_x16 += tn__dtype_is_x16(pb[i]->type);
+        }
+    }
+    assert_int_equal(n_x16 > 0, tn__x16_dtype_for(TN_DTYPE_W8A8) != TN_DTYPE_COUNT);
+    int32_t t0[16], t1[16];
+    float *l0 = run_greedy(plain, t0), *l1 = run_greedy(m, t1);
+    assert_memory_equal(t0, t1, sizeof t0);
+    assert_memory_equal(l0, l1, sizeof(float) * 56 * (size_t)m->hp.n_vocab);
+    printf("repacked (%d x16 matrices): prefill and greedy logits equal the file layout's\n", n_x16);
+    free(l0);
+    free(l1);
+    tn_model_free(m);
+}
+
 static void test_w8a8_model(void **state)
 {
     quantize(NULL);
     tn_model *m0 = NULL, *m1 = NULL;
     assert_int_equal(tn_model_load(STORIES, &m0), TN_OK);
-    if (tn_model_load(g_out, &m1) != TN_OK)
+    if (load_plain(g_out, &m1) != TN_OK)
         fail_msg("load w8a8: %s", tn_last_error());
     for (int il = 0; il < m0->hp.n_layer; il++) {
         const tn_layer *a = &m0->layers[il], *b = &m1->layers[il];
@@ -149,6 +225,7 @@ static void test_w8a8_model(void **state)
     }
 
     prefill_equals_decode(m1);
+    repacked_equals_plain(g_out, m1);
 
     /* KL against F32 on held-out text (the calibration used the first windows). */
     tn_vocab *v;
@@ -182,7 +259,7 @@ static void test_rotate(void **state)
     tn_w8a8_result r = quantize_rot(NULL, "attn_q,ffn_down");
     tn_model *m0 = NULL, *m1 = NULL;
     assert_int_equal(tn_model_load(STORIES, &m0), TN_OK);
-    if (tn_model_load(g_out, &m1) != TN_OK)
+    if (load_plain(g_out, &m1) != TN_OK)
         fail_msg("load w8a8_had: %s", tn_last_error());
     assert_int_equal(r.n_rotated, m0->hp.n_layer);
     const int64_t n = m0->hp.n_embd;
@@ -213,6 +290,7 @@ static void test_rotate(void **state)
     free(a);
     free(b);
     prefill_equals_decode(m1);
+    repacked_equals_plain(g_out, m1);
     tn_vocab *v;
     assert_int_equal(tn_vocab_from_gguf(m0->gguf, &v), TN_OK);
     char *base = tn_test_tmp_path(".logits");
@@ -239,7 +317,7 @@ static void test_keep(void **state)
     quantize("ffn_down");
     tn_model *m0 = NULL, *m1 = NULL;
     assert_int_equal(tn_model_load(STORIES, &m0), TN_OK);
-    assert_int_equal(tn_model_load(g_out, &m1), TN_OK);
+    assert_int_equal(load_plain(g_out, &m1), TN_OK);
     for (int il = 0; il < m0->hp.n_layer; il++) {
         /* ffn_down kept bit for bit, and so ffn_up takes no row factors. */
         assert_int_equal(m1->layers[il].ffn_down.type, m0->layers[il].ffn_down.type);
