@@ -246,8 +246,8 @@ void tn__w8a8x16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in,
     const int64_t ng = (n_out + X16 - 1) / X16;
     const int nth = parallel ? tn_pool_size(pool) : 1;
     int64_t chunk = (ng + (int64_t)nth * CHUNKS_PER_THREAD - 1) / ((int64_t)nth * CHUNKS_PER_THREAD);
-    if (n_tokens > 1)
-        chunk = TN_MIN(chunk, (int64_t)(CHUNK_BYTES / j.gstride));
+    if (n_tokens > 1) /* an even number of groups: the kernel pairs them */
+        chunk = (TN_MIN(chunk, (int64_t)(CHUNK_BYTES / j.gstride)) + 1) / 2 * 2;
     j.chunk = TN_MAX(chunk, (int64_t)1);
     j.n_chunks = (ng + j.chunk - 1) / j.chunk;
     atomic_init(&j.next, 0);

@@ -28,6 +28,7 @@
 #include "kern/w8a8_x16.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 #define AI static inline __attribute__((always_inline))
 
@@ -38,11 +39,22 @@
 #define W8A8X16_PREFETCH_BYTES 1024
 #endif
 
+/* Tiles of at least this many tokens go two groups at a time (tile2). */
+#ifndef PAIR_MIN_TOKENS
+#define PAIR_MIN_TOKENS 8
+#endif
+
 /* Accumulators per token for a tile of T tokens (T * CHAINS(T) <= 16). */
 #define CHAINS(T) ((T) >= 8 ? 1 : (T) >= 4 ? 2 : (T) == 3 ? 3 : (T) == 2 ? 4 : 8)
 
 /* s += vpdpbusd(w, the int32 at p broadcast to all lanes), the broadcast
  * folded into the instruction ({1to16}: one fused load-op). */
+AI __m512i dpbusd(__m512i s, __m512i w, __m512i x)
+{
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(s) : "v"(w), "v"(x));
+    return s;
+}
+
 AI __m512i dpbusd_bcst(__m512i s, __m512i w, const uint8_t *p)
 {
     __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(s) : "v"(w), "m"(*(const int32_t *)p));
@@ -95,6 +107,57 @@ AI void tile(const int T, const uint8_t *gd, int64_t K, const uint8_t *xt, size_
     }
 }
 
+/* Two groups (g0, g1) against the first T (<= 8) tokens of a tile: each
+ * activation dword is broadcast once into a register and serves both
+ * groups, so a step is 2 weight loads and T broadcasts for 2T
+ * vpdpbusd (the one-group tile needs one load per vpdpbusd, and the load
+ * ports, not the multipliers, become the limit). m1 masks group 1's rows;
+ * group 0 is whole. */
+AI void tile2(const int T, const uint8_t *g0, const uint8_t *g1, int64_t K, const uint8_t *xt, size_t ks,
+              const int32_t *bias, const float *dx, float *y, size_t ys, __mmask16 m1)
+{
+    __m512i a0[8], a1[8];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++)
+        a0[t] = a1[t] = _mm512_set1_epi32(bias[t]);
+    const uint8_t *xk = xt;
+    for (int64_t k = 0; k < K; k++, xk += ks) {
+        _mm_prefetch((const char *)(g0 + W8A8X16_PREFETCH_BYTES + 64 * k), _MM_HINT_T0);
+        _mm_prefetch((const char *)(g1 + W8A8X16_PREFETCH_BYTES + 64 * k), _MM_HINT_T0);
+        const __m512i w0 = _mm512_loadu_si512((const void *)(g0 + 64 * k));
+        const __m512i w1 = _mm512_loadu_si512((const void *)(g1 + 64 * k));
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            int32_t v;
+            memcpy(&v, xk + 4 * t, 4);
+            const __m512i x = _mm512_set1_epi32(v);
+            a0[t] = dpbusd(a0[t], w0, x);
+            a1[t] = dpbusd(a1[t], w1, x);
+        }
+    }
+    const __m512 d0 = _mm512_loadu_ps((const void *)(g0 + 64 * K)), d1 = _mm512_loadu_ps((const void *)(g1 + 64 * K));
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        const __m512 vx = _mm512_set1_ps(dx[t]);
+        _mm512_storeu_ps(y + (size_t)t * ys, _mm512_mul_ps(_mm512_cvtepi32_ps(a0[t]), _mm512_mul_ps(d0, vx)));
+        _mm512_mask_storeu_ps(y + (size_t)t * ys + 16, m1,
+                              _mm512_mul_ps(_mm512_cvtepi32_ps(a1[t]), _mm512_mul_ps(d1, vx)));
+    }
+}
+
+#define TILE2_CASE(n)                                                                                                  \
+    case n: tile2(n, g0, g1, K, xt, ks, bias, dx, y, ys, m1); break;
+
+static void tile2_n(int T, const uint8_t *g0, const uint8_t *g1, int64_t K, const uint8_t *xt, size_t ks,
+                    const int32_t *bias, const float *dx, float *y, size_t ys, __mmask16 m1)
+{
+    switch (T) {
+        TILE2_CASE(1) TILE2_CASE(2) TILE2_CASE(3) TILE2_CASE(4) TILE2_CASE(5) TILE2_CASE(6) TILE2_CASE(7)
+        TILE2_CASE(8)
+    default: break;
+    }
+}
+
 #define TILE_CASE(n)                                                                                                   \
     case n: tile(n, gd, K, xt, ks, bias, dx, y, ys, m); break;
 
@@ -116,7 +179,17 @@ void tn__w8a8x16_gemm_avx512(const uint8_t *w, size_t gstride, int64_t ng, int64
     for (int64_t t0 = 0; t0 < nt; t0 += 16) {
         const int T = (int)(nt - t0 < 16 ? nt - t0 : 16);
         const uint8_t *xtile = xp + (size_t)(t0 / 16) * (size_t)K * ks;
-        for (int64_t g = 0; g < ng; g++) {
+        int64_t g = 0;
+        if (T >= PAIR_MIN_TOKENS)
+            for (; g + 2 <= ng; g += 2) {
+                const int64_t left = nr - g * 16 - 16;
+                const __mmask16 m1 = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+                const uint8_t *g0 = w + (size_t)g * gstride;
+                for (int h = 0; h < T; h += 8)
+                    tile2_n(T - h < 8 ? T - h : 8, g0, g0 + gstride, K, xtile + 4 * (size_t)h, ks, bias + t0 + h,
+                            dx + t0 + h, y + (size_t)(t0 + h) * ystride + g * 16, ystride, m1);
+            }
+        for (; g < ng; g++) {
             const int64_t left = nr - g * 16;
             const __mmask16 m = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
             tile_n(T, w + (size_t)g * gstride, K, xtile, ks, bias + t0, dx + t0, y + (size_t)t0 * ystride + g * 16,
