@@ -10,7 +10,7 @@
  *       build-rel/libtern_kern.a build-rel/libtern_base.a -lpthread -lm -o /tmp/bench_matmul
  *   /tmp/bench_matmul [seconds per measurement, default 0.3] [dtype|all] [isa|all] [x16]
  *
- * (x16: only the table of Q4_0/Q8_0 in the block format against the
+ * (x16: only the table of Q4_0/Q8_0/W8A8 in the file format against the
  * repacked x16 layout at n_tokens 1..512; x16cpu: the same on one thread,
  * timed by the thread's CPU time, for a loaded machine.)
  *
@@ -22,6 +22,7 @@
  */
 #include "kern/kern_impl.h"
 #include "kern/repack.h"
+#include "kern/w8a8.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,13 +224,14 @@ static void bench_matmul(void)
     tn_pool_free(pool);
 }
 
-/* Q4_0 / Q8_0 in llama.cpp's block format against the x16 layout
- * (kern/repack.h) at several n_tokens, the two alternating per cell. */
+/* Q4_0 / Q8_0 in llama.cpp's block format and W8A8 in its row format
+ * against the x16 layouts (kern/repack.h, kern/w8a8_x16.h) at several
+ * n_tokens, the two alternating per cell. */
 static void bench_x16(void)
 {
     const int64_t n_in = 4096, n_out = 4096, tok_max = 512;
     const int64_t toks[] = {1, 2, 4, 8, 16, 64, 512};
-    const tn_dtype types[] = {TN_DTYPE_Q4_0, TN_DTYPE_Q8_0};
+    const tn_dtype types[] = {TN_DTYPE_Q4_0, TN_DTYPE_Q8_0, TN_DTYPE_W8A8};
     if (!tn_kern_set_isa(TN_ISA_AVX512) || tn__x16_dtype_for(TN_DTYPE_Q4_0) == TN_DTYPE_COUNT)
         return;
     tn_pool *pool;
@@ -244,20 +246,27 @@ static void bench_x16(void)
         src[i] = (float)(s >> 8) / 8388608.0f - 1.0f;
     }
     memcpy(x, src, sizeof(float) * (size_t)(n_in * tok_max));
-    const size_t ws = TN_MAX(tn_matmul_wsize(TN_DTYPE_Q8_0, n_in, tok_max), tn__x16_wsize(n_in, tok_max));
+    size_t ws = 0;
+    for (size_t ti = 0; ti < TN_ARRAY_LEN(types); ti++)
+        ws = TN_MAX(ws, TN_MAX(tn_matmul_wsize(types[ti], n_in, tok_max),
+                               tn_matmul_wsize(tn__x16_dtype_for(types[ti]), n_in, tok_max)));
     void *wdata = tn_alloc_aligned(ws + 64, 64);
-    printf("\nQ4_0/Q8_0 %lldx%lld, %d threads, hot: block format vs x16 layout, GFLOP/s (median call, %s)\n",
+    printf("\nQ4_0/Q8_0/W8A8 %lldx%lld, %d threads, hot: file format vs x16 layout, GFLOP/s (median call, %s)\n",
            (long long)n_out, (long long)n_in, tn_pool_size(pool), cpu_time ? "thread CPU time" : "wall clock");
     printf("  dtype  n_tokens    block      x16   x16/block\n");
     for (size_t ti = 0; ti < TN_ARRAY_LEN(types); ti++) {
         const tn_dtype wt = types[ti], xt = tn__x16_dtype_for(wt);
         if (only_dtype && strcmp(only_dtype, tn_dtype_traits_of(wt)->name) != 0)
             continue;
-        const size_t row = tn_dtype_row_size(wt, n_in);
+        const bool w8 = wt == TN_DTYPE_W8A8;
+        const size_t row = w8 ? TN_W8A8_ROW(n_in) : tn_dtype_row_size(wt, n_in);
         char *w = malloc(row * (size_t)n_out);
-        for (int64_t r = 0; r < n_out; r++)
-            if (!make_row(wt, src + r * n_in, n_in, w + row * (size_t)r, &s))
+        for (int64_t r = 0; r < n_out; r++) {
+            if (w8)
+                tn_w8a8_quantize_row(src + r * n_in, w + row * (size_t)r, n_in);
+            else if (!make_row(wt, src + r * n_in, n_in, w + row * (size_t)r, &s))
                 return;
+        }
         char *wx = tn_alloc_aligned(tn__x16_matrix_bytes(xt, n_in, n_out), 64);
         tn__x16_repack(wt, w, n_in, n_out, wx);
         for (size_t k = 0; k < TN_ARRAY_LEN(toks); k++) {
