@@ -20,6 +20,7 @@
  */
 #include "kern/repack.h"
 #include "kern/kern_impl.h"
+#include "kern/repack_k.h" /* Q4_K: its own layout, routed there */
 
 #include <math.h>
 #include <stdatomic.h>
@@ -35,6 +36,8 @@ static size_t qbytes(tn_dtype xt) { return xt == TN_DTYPE_Q4_0X16 ? 256 : 512; }
 
 tn_dtype tn__x16_dtype_for(tn_dtype wt)
 {
+    if (wt == TN_DTYPE_Q4_K)
+        return tn__kx16_dtype_for(wt);
     if (tn_kern_isa() < TN_ISA_AVX512)
         return TN_DTYPE_COUNT;
     return wt == TN_DTYPE_Q4_0 ? TN_DTYPE_Q4_0X16 : wt == TN_DTYPE_Q8_0 ? TN_DTYPE_Q8_0X16 : TN_DTYPE_COUNT;
@@ -42,6 +45,8 @@ tn_dtype tn__x16_dtype_for(tn_dtype wt)
 
 size_t tn__x16_group_bytes(tn_dtype xt, int64_t n_in)
 {
+    if (xt == TN_DTYPE_Q4_KX16)
+        return tn__kx16_group_bytes(n_in);
     const size_t nb = (size_t)(n_in / 32);
     return (nb * (qbytes(xt) + 32) + 63) / 64 * 64;
 }
@@ -57,6 +62,10 @@ size_t tn__x16_xtile_bytes(int64_t n_in) { return (size_t)(n_in / 32) * 640; }
 
 void tn__x16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, void *dst)
 {
+    if (wt == TN_DTYPE_Q4_K) {
+        tn__kx16_repack(src, n_in, n_out, dst);
+        return;
+    }
     const tn_dtype xt = wt == TN_DTYPE_Q4_0 ? TN_DTYPE_Q4_0X16 : TN_DTYPE_Q8_0X16;
     assert((wt == TN_DTYPE_Q4_0 || wt == TN_DTYPE_Q8_0) && n_in % 32 == 0);
     const int64_t nb = n_in / 32, ng = (n_out + TN__X16 - 1) / TN__X16;
@@ -88,6 +97,10 @@ void tn__x16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, v
 
 void tn__x16_get_row(tn_dtype xt, const void *w, int64_t n_in, int64_t i, float *out)
 {
+    if (xt == TN_DTYPE_Q4_KX16) {
+        tn__kx16_get_row(w, n_in, i, out);
+        return;
+    }
     const int64_t nb = n_in / 32;
     const size_t qb = qbytes(xt);
     const uint8_t *gd = (const uint8_t *)w + (size_t)(i / TN__X16) * tn__x16_group_bytes(xt, n_in);
@@ -231,6 +244,10 @@ static void groups_fn(void *ctx, int ith, int nth)
 void tn__x16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int64_t n_out, const float *x,
                     int64_t n_tokens, float *y, void *wdata)
 {
+    if (xt == TN_DTYPE_Q4_KX16) {
+        tn__kx16_matmul(pool, w, n_in, n_out, x, n_tokens, y, wdata);
+        return;
+    }
     assert(tn__dtype_is_x16(xt) && n_in % 32 == 0 && wdata);
     if (n_out <= 0 || n_tokens <= 0 || n_in <= 0)
         return;
