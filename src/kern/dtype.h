@@ -49,10 +49,11 @@ typedef enum tn_dtype {
     TN_DTYPE_COUNT = 66,
     /* tern's internal layouts, never in a file and without traits: Q4_0 /
      * Q8_0 matrices repacked at load in groups of 16 rows (kern/repack.h),
-     * Q4_K likewise (kern/repack_k.h) */
+     * Q4_K and Q6_K likewise (kern/repack_k.h) */
     TN_DTYPE_Q4_0X16 = 67,
     TN_DTYPE_Q8_0X16 = 68,
-    TN_DTYPE_Q4_KX16 = 69
+    TN_DTYPE_Q4_KX16 = 69,
+    TN_DTYPE_Q6_KX16 = 70
 } tn_dtype;
 
 typedef struct tn_dtype_traits {

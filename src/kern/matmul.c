@@ -194,8 +194,8 @@ size_t tn_matmul_wsize(tn_dtype wt, int64_t n_in, int64_t n_tokens)
         return tn_w8a8_wsize(n_in, n_tokens);
     if (wt == TN_DTYPE_W8A8_HAD)
         return tn_w8a8_had_wsize(n_in, n_tokens);
-    if (wt == TN_DTYPE_Q4_KX16)
-        return tn__kx16_wsize(n_in, n_tokens);
+    if (tn__dtype_is_kx16(wt))
+        return tn__kx16_wsize(wt, n_in, n_tokens);
     if (tn__dtype_is_x16(wt))
         return tn__x16_wsize(n_in, n_tokens);
     if (tn__kern_act_q8_K(wt))

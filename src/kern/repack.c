@@ -20,7 +20,7 @@
  */
 #include "kern/repack.h"
 #include "kern/kern_impl.h"
-#include "kern/repack_k.h" /* Q4_K: its own layout, routed there */
+#include "kern/repack_k.h" /* Q4_K / Q6_K: their own layouts, routed there */
 
 #include <math.h>
 #include <stdatomic.h>
@@ -36,7 +36,7 @@ static size_t qbytes(tn_dtype xt) { return xt == TN_DTYPE_Q4_0X16 ? 256 : 512; }
 
 tn_dtype tn__x16_dtype_for(tn_dtype wt)
 {
-    if (wt == TN_DTYPE_Q4_K)
+    if (wt == TN_DTYPE_Q4_K || wt == TN_DTYPE_Q6_K)
         return tn__kx16_dtype_for(wt);
     if (tn_kern_isa() < TN_ISA_AVX512)
         return TN_DTYPE_COUNT;
@@ -45,8 +45,8 @@ tn_dtype tn__x16_dtype_for(tn_dtype wt)
 
 size_t tn__x16_group_bytes(tn_dtype xt, int64_t n_in)
 {
-    if (xt == TN_DTYPE_Q4_KX16)
-        return tn__kx16_group_bytes(n_in);
+    if (tn__dtype_is_kx16(xt))
+        return tn__kx16_group_bytes(xt, n_in);
     const size_t nb = (size_t)(n_in / 32);
     return (nb * (qbytes(xt) + 32) + 63) / 64 * 64;
 }
@@ -62,8 +62,8 @@ size_t tn__x16_xtile_bytes(int64_t n_in) { return (size_t)(n_in / 32) * 640; }
 
 void tn__x16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, void *dst)
 {
-    if (wt == TN_DTYPE_Q4_K) {
-        tn__kx16_repack(src, n_in, n_out, dst);
+    if (wt == TN_DTYPE_Q4_K || wt == TN_DTYPE_Q6_K) {
+        tn__kx16_repack(wt, src, n_in, n_out, dst);
         return;
     }
     const tn_dtype xt = wt == TN_DTYPE_Q4_0 ? TN_DTYPE_Q4_0X16 : TN_DTYPE_Q8_0X16;
@@ -97,8 +97,8 @@ void tn__x16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, v
 
 void tn__x16_get_row(tn_dtype xt, const void *w, int64_t n_in, int64_t i, float *out)
 {
-    if (xt == TN_DTYPE_Q4_KX16) {
-        tn__kx16_get_row(w, n_in, i, out);
+    if (tn__dtype_is_kx16(xt)) {
+        tn__kx16_get_row(xt, w, n_in, i, out);
         return;
     }
     const int64_t nb = n_in / 32;
@@ -244,8 +244,8 @@ static void groups_fn(void *ctx, int ith, int nth)
 void tn__x16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int64_t n_out, const float *x,
                     int64_t n_tokens, float *y, void *wdata)
 {
-    if (xt == TN_DTYPE_Q4_KX16) {
-        tn__kx16_matmul(pool, w, n_in, n_out, x, n_tokens, y, wdata);
+    if (tn__dtype_is_kx16(xt)) {
+        tn__kx16_matmul(pool, w, xt, n_in, n_out, x, n_tokens, y, wdata);
         return;
     }
     assert(tn__dtype_is_x16(xt) && n_in % 32 == 0 && wdata);

@@ -59,12 +59,13 @@
 /* Rows per group. */
 #define TN__X16 16
 
-/* True for TN_DTYPE_Q4_0X16, TN_DTYPE_Q8_0X16 and TN_DTYPE_Q4_KX16 (whose
- * layout is kern/repack_k.h's; the tn__x16_ entry points below route it
- * there, except tn__x16_wsize, tn__x16_xpack and the gemm kernels). */
+/* True for TN_DTYPE_Q4_0X16, TN_DTYPE_Q8_0X16 and the K-quant ones
+ * TN_DTYPE_Q4_KX16 / TN_DTYPE_Q6_KX16 (whose layouts are kern/repack_k.h's;
+ * the tn__x16_ entry points below route them there, except tn__x16_wsize,
+ * tn__x16_xpack and the gemm kernels). */
 static inline bool tn__dtype_is_x16(tn_dtype t)
 {
-    return t == TN_DTYPE_Q4_0X16 || t == TN_DTYPE_Q8_0X16 || t == TN_DTYPE_Q4_KX16;
+    return t == TN_DTYPE_Q4_0X16 || t == TN_DTYPE_Q8_0X16 || t == TN_DTYPE_Q4_KX16 || t == TN_DTYPE_Q6_KX16;
 }
 
 /* The file dtype an x16 dtype was repacked from (other dtypes: themselves). */
@@ -73,10 +74,11 @@ static inline tn_dtype tn__x16_file_dtype(tn_dtype t)
     return t == TN_DTYPE_Q4_0X16   ? TN_DTYPE_Q4_0
            : t == TN_DTYPE_Q8_0X16 ? TN_DTYPE_Q8_0
            : t == TN_DTYPE_Q4_KX16 ? TN_DTYPE_Q4_K
+           : t == TN_DTYPE_Q6_KX16 ? TN_DTYPE_Q6_K
                                    : t;
 }
 
-/* The x16 dtype for a file dtype wt (Q4_0, Q8_0, Q4_K) when the running ISA has a
+/* The x16 dtype for a file dtype wt (Q4_0, Q8_0, Q4_K, Q6_K) when the running ISA has a
  * kernel for it; TN_DTYPE_COUNT (no repack) otherwise. */
 tn_dtype tn__x16_dtype_for(tn_dtype wt);
 
@@ -87,7 +89,7 @@ size_t tn__x16_matrix_bytes(tn_dtype xt, int64_t n_in, int64_t n_out);
 size_t tn__x16_xtile_bytes(int64_t n_in);
 
 /* Repacks the (n_out, n_in) matrix src of type wt (Q4_0 or Q8_0, n_in a
- * multiple of 32; Q4_K, a multiple of 256) into dst (tn__x16_matrix_bytes of its x16 dtype, 64-byte
+ * multiple of 32; Q4_K / Q6_K, a multiple of 256) into dst (tn__x16_matrix_bytes of its x16 dtype, 64-byte
  * aligned). Bit-exact: tn__x16_get_row gives back every row. */
 void tn__x16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, void *dst);
 

@@ -1,7 +1,7 @@
 /*
- * repack_k.c — the Q4_K x16 layout (kern/repack_k.h): repacking, row
- * access, the scalar reference kernel (the specification) and the threaded
- * driver.
+ * repack_k.c — the Q4_K / Q6_K x16 layouts (kern/repack_k.h): repacking,
+ * row access, the scalar reference kernel (the specification) and the
+ * threaded driver.
  *
  * HOW IT WORKS (tn__kx16_matmul)
  *
@@ -34,24 +34,55 @@
 
 tn_dtype tn__kx16_dtype_for(tn_dtype wt)
 {
-    return wt == TN_DTYPE_Q4_K && tn_kern_isa() >= TN_ISA_AVX512 ? TN_DTYPE_Q4_KX16 : TN_DTYPE_COUNT;
+    if (tn_kern_isa() < TN_ISA_AVX512)
+        return TN_DTYPE_COUNT;
+    return wt == TN_DTYPE_Q4_K ? TN_DTYPE_Q4_KX16 : wt == TN_DTYPE_Q6_K ? TN_DTYPE_Q6_KX16 : TN_DTYPE_COUNT;
 }
 
-size_t tn__kx16_group_bytes(int64_t n_in) { return (size_t)(n_in / TN_QK_K) * TN__KX16_SB; }
+/* Bytes per (group, super-block) of weights / of a packed 16-token tile. */
+static size_t sbytes(tn_dtype xt) { return xt == TN_DTYPE_Q6_KX16 ? TN__KX16_SB6 : TN__KX16_SB; }
+static size_t xsbytes(tn_dtype xt) { return xt == TN_DTYPE_Q6_KX16 ? TN__KX16_XSB6 : TN__KX16_XSB; }
 
-size_t tn__kx16_matrix_bytes(int64_t n_in, int64_t n_out)
+size_t tn__kx16_group_bytes(tn_dtype xt, int64_t n_in) { return (size_t)(n_in / TN_QK_K) * sbytes(xt); }
+
+size_t tn__kx16_matrix_bytes(tn_dtype xt, int64_t n_in, int64_t n_out)
 {
-    return tn__kx16_group_bytes(n_in) * (size_t)((n_out + 15) / 16);
+    return tn__kx16_group_bytes(xt, n_in) * (size_t)((n_out + 15) / 16);
 }
 
 /* --- the layout ---------------------------------------------------------- */
 
-void tn__kx16_repack(const void *src, int64_t n_in, int64_t n_out, void *dst)
+static void repack_q6(const void *src, int64_t n_in, int64_t n_out, void *dst)
 {
-    assert(n_in % TN_QK_K == 0);
     const int64_t nb = n_in / TN_QK_K, ng = (n_out + 15) / 16;
-    const size_t gs = tn__kx16_group_bytes(n_in), row = tn_dtype_row_size(TN_DTYPE_Q4_K, n_in);
+    const size_t gs = tn__kx16_group_bytes(TN_DTYPE_Q6_KX16, n_in), row = tn_dtype_row_size(TN_DTYPE_Q6_K, n_in);
+    for (int64_t g = 0; g < ng; g++)
+        for (int r = 0; r < 16 && g * 16 + r < n_out; r++) {
+            const tn_block_q6_K *blk = (const tn_block_q6_K *)((const uint8_t *)src + (size_t)(g * 16 + r) * row);
+            for (int64_t b = 0; b < nb; b++, blk++) {
+                uint8_t *sb = (uint8_t *)dst + (size_t)g * gs + (size_t)b * TN__KX16_SB6;
+                memcpy(sb + 2 * r, &blk->d, 2);
+                for (int j = 0; j < 16; j++)
+                    sb[32 + 16 * j + r] = (uint8_t)blk->scales[j];
+                for (int v = 0; v < 32; v++)
+                    memcpy(sb + 320 + 64 * v + 4 * r, blk->ql + 32 * (v / 8) + 4 * (v % 8), 4);
+                for (int u = 0; u < 16; u++)
+                    memcpy(sb + 2368 + 64 * u + 4 * r, blk->qh + 32 * (u / 8) + 4 * (u % 8), 4);
+            }
+        }
+}
+
+void tn__kx16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, void *dst)
+{
+    assert((wt == TN_DTYPE_Q4_K || wt == TN_DTYPE_Q6_K) && n_in % TN_QK_K == 0);
+    const tn_dtype xt = wt == TN_DTYPE_Q4_K ? TN_DTYPE_Q4_KX16 : TN_DTYPE_Q6_KX16;
+    const int64_t nb = n_in / TN_QK_K, ng = (n_out + 15) / 16;
+    const size_t gs = tn__kx16_group_bytes(xt, n_in), row = tn_dtype_row_size(TN_DTYPE_Q4_K, n_in);
     memset(dst, 0, gs * (size_t)ng);
+    if (wt == TN_DTYPE_Q6_K) {
+        repack_q6(src, n_in, n_out, dst);
+        return;
+    }
     for (int64_t g = 0; g < ng; g++)
         for (int r = 0; r < 16 && g * 16 + r < n_out; r++) {
             const tn_block_q4_K *blk = (const tn_block_q4_K *)((const uint8_t *)src + (size_t)(g * 16 + r) * row);
@@ -71,18 +102,42 @@ void tn__kx16_repack(const void *src, int64_t n_in, int64_t n_out, void *dst)
         }
 }
 
-/* Row r's quant of element i (< 256) in a group super-block. */
+/* Row r's quant of element i (< 256) in a group super-block: Q4_K's
+ * nibble, Q6_K's 6-bit value minus 32. */
 static inline int kq(const uint8_t *sb, int r, int i)
 {
     const int c = i / 64, h = (i / 32) % 2, l = i % 32;
     return (sb[320 + 64 * (8 * c + l / 4) + 4 * r + l % 4] >> (4 * h)) & 15;
 }
 
-void tn__kx16_get_row(const void *w, int64_t n_in, int64_t i, float *out)
+static inline int kq6(const uint8_t *sb, int r, int i)
+{
+    const int h = i / 128, m = (i / 32) % 4, l = i % 32, c = 2 * h + (m & 1);
+    const int lo = (sb[320 + 64 * (8 * c + l / 4) + 4 * r + l % 4] >> (4 * (m >> 1))) & 15;
+    const int hi = (sb[2368 + 64 * (8 * h + l / 4) + 4 * r + l % 4] >> (2 * m)) & 3;
+    return (lo | hi << 4) - 32;
+}
+
+void tn__kx16_get_row(tn_dtype xt, const void *w, int64_t n_in, int64_t i, float *out)
 {
     const int64_t nb = n_in / TN_QK_K;
-    const uint8_t *gd = (const uint8_t *)w + (size_t)(i / 16) * tn__kx16_group_bytes(n_in);
+    const uint8_t *gd = (const uint8_t *)w + (size_t)(i / 16) * tn__kx16_group_bytes(xt, n_in);
     const int r = (int)(i % 16);
+    if (xt == TN_DTYPE_Q6_KX16) {
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *sb = gd + (size_t)b * TN__KX16_SB6;
+            uint16_t dh;
+            memcpy(&dh, sb + 2 * r, 2);
+            const float d = tn_fp16_to_fp32(dh);
+            for (int j = 0; j < 16; j++) {
+                /* as the block-format dequantizer (quants.c): (d·sc)·q */
+                const float dl = d * (float)(int8_t)sb[32 + 16 * j + r];
+                for (int k = 16 * j; k < 16 * j + 16; k++)
+                    out[b * TN_QK_K + k] = dl * (float)kq6(sb, r, k);
+            }
+        }
+        return;
+    }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *sb = gd + (size_t)b * TN__KX16_SB;
         uint16_t dh, mh;
@@ -99,15 +154,23 @@ void tn__kx16_get_row(const void *w, int64_t n_in, int64_t i, float *out)
     }
 }
 
-void tn__kx16_xpack(const void *xq8k, int64_t n_in, int64_t t, uint8_t *xp)
+void tn__kx16_xpack(tn_dtype xt, const void *xq8k, int64_t n_in, int64_t t, uint8_t *xp)
 {
     const int64_t nb = n_in / TN_QK_K;
     const tn_block_q8_K *x = xq8k;
-    uint8_t *tile = xp + (size_t)(t / 16) * (size_t)nb * TN__KX16_XSB;
+    uint8_t *tile = xp + (size_t)(t / 16) * (size_t)nb * xsbytes(xt);
     const size_t slot = (size_t)(t % 16);
     for (int64_t b = 0; b < nb; b++) {
-        uint8_t *sb = tile + (size_t)b * TN__KX16_XSB;
+        uint8_t *sb = tile + (size_t)b * xsbytes(xt);
         memcpy(sb + 256 * slot, x[b].qs, 256);
+        if (xt == TN_DTYPE_Q6_KX16) {
+            for (int j = 0; j < 16; j++) {
+                const int32_t bias = -32 * (int32_t)x[b].bsums[j];
+                memcpy(sb + 4096 + 64 * slot + 4 * (size_t)j, &bias, 4);
+            }
+            memcpy(sb + 5120 + 4 * slot, &x[b].d, 4);
+            continue;
+        }
         for (int j = 0; j < 8; j++) {
             const int16_t s = (int16_t)(x[b].bsums[2 * j] + x[b].bsums[2 * j + 1]);
             memcpy(sb + 4096 + 16 * slot + 2 * (size_t)j, &s, 2);
@@ -118,9 +181,43 @@ void tn__kx16_xpack(const void *xq8k, int64_t n_in, int64_t t, uint8_t *xp)
 
 /* --- the specification --------------------------------------------------- */
 
-void tn__kx16_gemm_ref(const uint8_t *w, size_t gstride, int64_t ng, int64_t nr, const uint8_t *xp, int64_t nt,
-                       int64_t nb, float *y, size_t ystride)
+static void gemm_ref_q6(const uint8_t *w, size_t gstride, int64_t ng, int64_t nr, const uint8_t *xp, int64_t nt,
+                        int64_t nb, float *y, size_t ystride)
 {
+    for (int64_t g = 0; g < ng; g++)
+        for (int r = 0; r < 16 && g * 16 + r < nr; r++)
+            for (int64_t t = 0; t < nt; t++) {
+                const uint8_t *tile = xp + (size_t)(t / 16) * (size_t)nb * TN__KX16_XSB6;
+                const size_t slot = (size_t)(t % 16);
+                float acc = 0.0f;
+                for (int64_t b = 0; b < nb; b++) {
+                    const uint8_t *sb = w + (size_t)g * gstride + (size_t)b * TN__KX16_SB6;
+                    const uint8_t *xb = tile + (size_t)b * TN__KX16_XSB6;
+                    const int8_t *xq = (const int8_t *)xb + 256 * slot;
+                    int32_t sumi = 0;
+                    for (int j = 0; j < 16; j++) {
+                        int32_t isum = 0;
+                        for (int k = 16 * j; k < 16 * j + 16; k++)
+                            isum += kq6(sb, r, k) * (int32_t)xq[k];
+                        sumi += (int32_t)(int8_t)sb[32 + 16 * j + r] * isum;
+                    }
+                    uint16_t dh;
+                    float dx;
+                    memcpy(&dh, sb + 2 * r, 2);
+                    memcpy(&dx, xb + 5120 + 4 * slot, 4);
+                    acc = fmaf((float)sumi, tn_fp16_to_fp32(dh) * dx, acc);
+                }
+                y[(size_t)t * ystride + (size_t)(g * 16 + r)] = acc;
+            }
+}
+
+void tn__kx16_gemm_ref(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng, int64_t nr, const uint8_t *xp,
+                       int64_t nt, int64_t nb, float *y, size_t ystride)
+{
+    if (xt == TN_DTYPE_Q6_KX16) {
+        gemm_ref_q6(w, gstride, ng, nr, xp, nt, nb, y, ystride);
+        return;
+    }
     for (int64_t g = 0; g < ng; g++)
         for (int r = 0; r < 16 && g * 16 + r < nr; r++)
             for (int64_t t = 0; t < nt; t++) {
@@ -159,17 +256,16 @@ tn__kx16_gemm_fn tn__kx16_gemm_of(int isa) { return isa >= TN_ISA_AVX512 ? tn__k
 
 static size_t q8k_row(int64_t n_in) { return (tn_dtype_row_size(TN_DTYPE_Q8_K, n_in) + 63) / 64 * 64; }
 
-static size_t xtile_bytes(int64_t n_in) { return (size_t)(n_in / TN_QK_K) * TN__KX16_XSB; }
-
-size_t tn__kx16_wsize(int64_t n_in, int64_t n_tokens)
+size_t tn__kx16_wsize(tn_dtype xt, int64_t n_in, int64_t n_tokens)
 {
     if (n_in <= 0 || n_tokens <= 0)
         return 0;
-    return q8k_row(n_in) * (size_t)n_tokens + xtile_bytes(n_in) * (size_t)((n_tokens + 15) / 16);
+    return q8k_row(n_in) * (size_t)n_tokens + (size_t)(n_in / TN_QK_K) * xsbytes(xt) * (size_t)((n_tokens + 15) / 16);
 }
 
 typedef struct job {
     tn__kx16_gemm_fn gemm;
+    tn_dtype xt;
     const uint8_t *w;
     size_t gstride;
     int64_t n_in, n_out, n_tokens;
@@ -185,7 +281,7 @@ static void quant_rows(const job *j, int64_t t0, int64_t t1)
     for (int64_t t = t0; t < t1; t++) {
         tn_block_q8_K *q = (tn_block_q8_K *)(j->xq + (size_t)t * q8k_row(j->n_in));
         tn__quantize_row_q8_K(j->x + t * j->n_in, q, j->n_in);
-        tn__kx16_xpack(q, j->n_in, t, j->xp);
+        tn__kx16_xpack(j->xt, q, j->n_in, t, j->xp);
     }
 }
 
@@ -205,21 +301,22 @@ static void groups_fn(void *ctx, int ith, int nth)
         if (c >= j->n_chunks)
             return;
         const int64_t g0 = c * j->chunk, g1 = TN_MIN(g0 + j->chunk, ng);
-        j->gemm(j->w + (size_t)g0 * j->gstride, j->gstride, g1 - g0, j->n_out - g0 * 16, j->xp, j->n_tokens,
+        j->gemm(j->xt, j->w + (size_t)g0 * j->gstride, j->gstride, g1 - g0, j->n_out - g0 * 16, j->xp, j->n_tokens,
                 j->n_in / TN_QK_K, j->y + g0 * 16, (size_t)j->n_out);
     }
 }
 
-void tn__kx16_matmul(tn_pool *pool, const void *w, int64_t n_in, int64_t n_out, const float *x, int64_t n_tokens,
-                     float *y, void *wdata)
+void tn__kx16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int64_t n_out, const float *x,
+                     int64_t n_tokens, float *y, void *wdata)
 {
-    assert(n_in % TN_QK_K == 0 && wdata);
+    assert(tn__dtype_is_kx16(xt) && n_in % TN_QK_K == 0 && wdata);
     if (n_out <= 0 || n_tokens <= 0 || n_in <= 0)
         return;
     job j = {
         .gemm = tn__kx16_gemm_of(tn__kern_ops_cur()->isa),
+        .xt = xt,
         .w = w,
-        .gstride = tn__kx16_group_bytes(n_in),
+        .gstride = tn__kx16_group_bytes(xt, n_in),
         .n_in = n_in,
         .n_out = n_out,
         .n_tokens = n_tokens,
