@@ -10,7 +10,7 @@
  *       build-rel/libtern_kern.a build-rel/libtern_base.a -lpthread -lm -o /tmp/bench_matmul
  *   /tmp/bench_matmul [seconds per measurement, default 0.3] [dtype|all] [isa|all] [x16]
  *
- * (x16: only the table of Q4_0/Q8_0/Q4_K in the block format against the
+ * (x16: only the table of Q4_0/Q8_0/Q4_K/Q6_K in the block format against the
  * repacked x16 layout at n_tokens 1..512; x16cpu: the same on one thread,
  * timed by the thread's CPU time, for a loaded machine.)
  *
@@ -223,14 +223,14 @@ static void bench_matmul(void)
     tn_pool_free(pool);
 }
 
-/* Q4_0 / Q8_0 / Q4_K in llama.cpp's block format against the x16 layouts
+/* Q4_0 / Q8_0 / Q4_K / Q6_K in llama.cpp's block format against the x16 layouts
  * (kern/repack.h, kern/repack_k.h) at several n_tokens, the two
  * alternating per cell. */
 static void bench_x16(void)
 {
     const int64_t n_in = 4096, n_out = 4096, tok_max = 512;
     const int64_t toks[] = {1, 2, 4, 8, 16, 64, 512};
-    const tn_dtype types[] = {TN_DTYPE_Q4_0, TN_DTYPE_Q8_0, TN_DTYPE_Q4_K};
+    const tn_dtype types[] = {TN_DTYPE_Q4_0, TN_DTYPE_Q8_0, TN_DTYPE_Q4_K, TN_DTYPE_Q6_K};
     if (!tn_kern_set_isa(TN_ISA_AVX512) || tn__x16_dtype_for(TN_DTYPE_Q4_0) == TN_DTYPE_COUNT)
         return;
     tn_pool *pool;
@@ -247,9 +247,11 @@ static void bench_x16(void)
     memcpy(x, src, sizeof(float) * (size_t)(n_in * tok_max));
     const size_t ws = TN_MAX(TN_MAX(tn_matmul_wsize(TN_DTYPE_Q8_0, n_in, tok_max), tn__x16_wsize(n_in, tok_max)),
                              TN_MAX(tn_matmul_wsize(TN_DTYPE_Q4_K, n_in, tok_max),
-                                    tn_matmul_wsize(TN_DTYPE_Q4_KX16, n_in, tok_max)));
+                                    TN_MAX(tn_matmul_wsize(TN_DTYPE_Q4_KX16, n_in, tok_max),
+                                           tn_matmul_wsize(TN_DTYPE_Q6_KX16, n_in, tok_max))));
     void *wdata = tn_alloc_aligned(ws + 64, 64);
-    printf("\nQ4_0/Q8_0/Q4_K %lldx%lld, %d threads, hot: block format vs x16 layout, GFLOP/s (median call, %s)\n",
+    printf("\nQ4_0/Q8_0/Q4_K/Q6_K %lldx%lld, %d threads, hot: block format vs x16 layout, GFLOP/s (median call, "
+           "%s)\n",
            (long long)n_out, (long long)n_in, tn_pool_size(pool), cpu_time ? "thread CPU time" : "wall clock");
     printf("  dtype  n_tokens    block      x16   x16/block\n");
     for (size_t ti = 0; ti < TN_ARRAY_LEN(types); ti++) {
