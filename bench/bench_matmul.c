@@ -10,8 +10,8 @@
  *       build-rel/libtern_kern.a build-rel/libtern_base.a -lpthread -lm -o /tmp/bench_matmul
  *   /tmp/bench_matmul [seconds per measurement, default 0.3] [dtype|all] [isa|all] [x16]
  *
- * (x16: only the table of Q4_0/Q8_0/W8A8 in the file format against the
- * repacked x16 layout at n_tokens 1..512; x16cpu: the same on one thread,
+ * (x16: only the table of Q4_0/Q8_0/Q4_K/Q6_K/W8A8 in the file format
+ * against the repacked x16 layout at n_tokens 1..512; x16cpu: the same on one thread,
  * timed by the thread's CPU time, for a loaded machine.)
  *
  * Decode (n_tokens = 1) streams every weight byte once per call, so its
@@ -224,14 +224,14 @@ static void bench_matmul(void)
     tn_pool_free(pool);
 }
 
-/* Q4_0 / Q8_0 in llama.cpp's block format and W8A8 in its row format
- * against the x16 layouts (kern/repack.h, kern/w8a8_x16.h) at several
- * n_tokens, the two alternating per cell. */
+/* Q4_0 / Q8_0 / Q4_K / Q6_K in llama.cpp's block format and W8A8 in its
+ * row format against the x16 layouts (kern/repack.h, kern/repack_k.h,
+ * kern/w8a8_x16.h) at several n_tokens, the two alternating per cell. */
 static void bench_x16(void)
 {
     const int64_t n_in = 4096, n_out = 4096, tok_max = 512;
     const int64_t toks[] = {1, 2, 4, 8, 16, 64, 512};
-    const tn_dtype types[] = {TN_DTYPE_Q4_0, TN_DTYPE_Q8_0, TN_DTYPE_W8A8};
+    const tn_dtype types[] = {TN_DTYPE_Q4_0, TN_DTYPE_Q8_0, TN_DTYPE_Q4_K, TN_DTYPE_Q6_K, TN_DTYPE_W8A8};
     if (!tn_kern_set_isa(TN_ISA_AVX512) || tn__x16_dtype_for(TN_DTYPE_Q4_0) == TN_DTYPE_COUNT)
         return;
     tn_pool *pool;
@@ -251,12 +251,13 @@ static void bench_x16(void)
         ws = TN_MAX(ws, TN_MAX(tn_matmul_wsize(types[ti], n_in, tok_max),
                                tn_matmul_wsize(tn__x16_dtype_for(types[ti]), n_in, tok_max)));
     void *wdata = tn_alloc_aligned(ws + 64, 64);
-    printf("\nQ4_0/Q8_0/W8A8 %lldx%lld, %d threads, hot: file format vs x16 layout, GFLOP/s (median call, %s)\n",
+    printf("\nQ4_0/Q8_0/Q4_K/Q6_K/W8A8 %lldx%lld, %d threads, hot: file format vs x16 layout, GFLOP/s (median "
+           "call, %s)\n",
            (long long)n_out, (long long)n_in, tn_pool_size(pool), cpu_time ? "thread CPU time" : "wall clock");
     printf("  dtype  n_tokens    block      x16   x16/block\n");
     for (size_t ti = 0; ti < TN_ARRAY_LEN(types); ti++) {
         const tn_dtype wt = types[ti], xt = tn__x16_dtype_for(wt);
-        if (only_dtype && strcmp(only_dtype, tn_dtype_traits_of(wt)->name) != 0)
+        if ((only_dtype && strcmp(only_dtype, tn_dtype_traits_of(wt)->name) != 0) || xt == TN_DTYPE_COUNT)
             continue;
         const bool w8 = wt == TN_DTYPE_W8A8;
         const size_t row = w8 ? TN_W8A8_ROW(n_in) : tn_dtype_row_size(wt, n_in);

@@ -48,9 +48,12 @@ typedef enum tn_dtype {
     TN_DTYPE_W8A8_HAD = 65, /* tern's own: W8A8 of W·H, its input rotated by H at run time (kern/hadamard.h) */
     TN_DTYPE_COUNT = 66,
     /* tern's internal layouts, never in a file and without traits: Q4_0 /
-     * Q8_0 matrices repacked at load in groups of 16 rows (kern/repack.h) */
+     * Q8_0 matrices repacked at load in groups of 16 rows (kern/repack.h),
+     * Q4_K and Q6_K likewise (kern/repack_k.h) */
     TN_DTYPE_Q4_0X16 = 67,
     TN_DTYPE_Q8_0X16 = 68,
+    TN_DTYPE_Q4_KX16 = 69,
+    TN_DTYPE_Q6_KX16 = 70,
     /* W8A8 / W8A8_HAD matrices repacked at load in groups of 16 rows (kern/w8a8_x16.h) */
     TN_DTYPE_W8A8X16 = 71,
     TN_DTYPE_W8A8_HADX16 = 72

@@ -50,6 +50,7 @@
  */
 #include "kern/kern_impl.h"
 #include "kern/repack.h"
+#include "kern/repack_k.h"
 #include "kern/w8a8.h"
 
 #include <stdatomic.h>
@@ -195,6 +196,8 @@ size_t tn_matmul_wsize(tn_dtype wt, int64_t n_in, int64_t n_tokens)
         return tn_w8a8_had_wsize(n_in, n_tokens);
     if (tn__dtype_is_w8a8x16(wt))
         return tn__w8a8x16_wsize(wt, n_in, n_tokens);
+    if (tn__dtype_is_kx16(wt))
+        return tn__kx16_wsize(wt, n_in, n_tokens);
     if (tn__dtype_is_x16(wt))
         return tn__x16_wsize(n_in, n_tokens);
     if (tn__kern_act_q8_K(wt))

@@ -20,6 +20,7 @@
  */
 #include "kern/repack.h"
 #include "kern/kern_impl.h"
+#include "kern/repack_k.h" /* Q4_K / Q6_K: their own layouts, routed there */
 
 #include <math.h>
 #include <stdatomic.h>
@@ -37,6 +38,8 @@ tn_dtype tn__x16_dtype_for(tn_dtype wt)
 {
     if (wt == TN_DTYPE_W8A8 || wt == TN_DTYPE_W8A8_HAD)
         return tn__w8a8x16_dtype_for(wt);
+    if (wt == TN_DTYPE_Q4_K || wt == TN_DTYPE_Q6_K)
+        return tn__kx16_dtype_for(wt);
     if (tn_kern_isa() < TN_ISA_AVX512)
         return TN_DTYPE_COUNT;
     return wt == TN_DTYPE_Q4_0 ? TN_DTYPE_Q4_0X16 : wt == TN_DTYPE_Q8_0 ? TN_DTYPE_Q8_0X16 : TN_DTYPE_COUNT;
@@ -46,6 +49,8 @@ size_t tn__x16_group_bytes(tn_dtype xt, int64_t n_in)
 {
     if (tn__dtype_is_w8a8x16(xt))
         return tn__w8a8x16_group_bytes(n_in);
+    if (tn__dtype_is_kx16(xt))
+        return tn__kx16_group_bytes(xt, n_in);
     const size_t nb = (size_t)(n_in / 32);
     return (nb * (qbytes(xt) + 32) + 63) / 64 * 64;
 }
@@ -65,6 +70,10 @@ void tn__x16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, v
 {
     if (wt == TN_DTYPE_W8A8 || wt == TN_DTYPE_W8A8_HAD) {
         tn__w8a8x16_repack(src, n_in, n_out, dst);
+        return;
+    }
+    if (wt == TN_DTYPE_Q4_K || wt == TN_DTYPE_Q6_K) {
+        tn__kx16_repack(wt, src, n_in, n_out, dst);
         return;
     }
     const tn_dtype xt = wt == TN_DTYPE_Q4_0 ? TN_DTYPE_Q4_0X16 : TN_DTYPE_Q8_0X16;
@@ -100,6 +109,10 @@ void tn__x16_get_row(tn_dtype xt, const void *w, int64_t n_in, int64_t i, float 
 {
     if (tn__dtype_is_w8a8x16(xt)) {
         tn__w8a8x16_get_row(w, n_in, i, out);
+        return;
+    }
+    if (tn__dtype_is_kx16(xt)) {
+        tn__kx16_get_row(xt, w, n_in, i, out);
         return;
     }
     const int64_t nb = n_in / 32;
@@ -247,6 +260,10 @@ void tn__x16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int
 {
     if (tn__dtype_is_w8a8x16(xt)) {
         tn__w8a8x16_matmul(pool, w, xt, n_in, n_out, x, n_tokens, y, wdata);
+        return;
+    }
+    if (tn__dtype_is_kx16(xt)) {
+        tn__kx16_matmul(pool, w, xt, n_in, n_out, x, n_tokens, y, wdata);
         return;
     }
     assert(tn__dtype_is_x16(xt) && n_in % 32 == 0 && wdata);

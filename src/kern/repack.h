@@ -60,11 +60,14 @@
 /* Rows per group. */
 #define TN__X16 16
 
-/* True for TN_DTYPE_Q4_0X16 and TN_DTYPE_Q8_0X16, and for the W8A8 x16
- * dtypes (kern/w8a8_x16.h), which the functions below route there. */
+/* True for TN_DTYPE_Q4_0X16 and TN_DTYPE_Q8_0X16, and for the K-quant
+ * (kern/repack_k.h) and W8A8 (kern/w8a8_x16.h) x16 dtypes, which the
+ * tn__x16_ entry points below route there (except tn__x16_wsize,
+ * tn__x16_xpack and the gemm kernels, which are Q4_0/Q8_0's). */
 static inline bool tn__dtype_is_x16(tn_dtype t)
 {
-    return t == TN_DTYPE_Q4_0X16 || t == TN_DTYPE_Q8_0X16 || tn__dtype_is_w8a8x16(t);
+    return t == TN_DTYPE_Q4_0X16 || t == TN_DTYPE_Q8_0X16 || t == TN_DTYPE_Q4_KX16 || t == TN_DTYPE_Q6_KX16 ||
+           tn__dtype_is_w8a8x16(t);
 }
 
 /* The file dtype an x16 dtype was repacked from (other dtypes: themselves). */
@@ -72,13 +75,16 @@ static inline tn_dtype tn__x16_file_dtype(tn_dtype t)
 {
     return t == TN_DTYPE_Q4_0X16       ? TN_DTYPE_Q4_0
            : t == TN_DTYPE_Q8_0X16     ? TN_DTYPE_Q8_0
+           : t == TN_DTYPE_Q4_KX16     ? TN_DTYPE_Q4_K
+           : t == TN_DTYPE_Q6_KX16     ? TN_DTYPE_Q6_K
            : t == TN_DTYPE_W8A8X16     ? TN_DTYPE_W8A8
            : t == TN_DTYPE_W8A8_HADX16 ? TN_DTYPE_W8A8_HAD
                                        : t;
 }
 
-/* The x16 dtype for a file dtype wt (Q4_0, Q8_0, W8A8, W8A8_HAD) when the
- * running ISA has a kernel for it; TN_DTYPE_COUNT (no repack) otherwise. */
+/* The x16 dtype for a file dtype wt (Q4_0, Q8_0, Q4_K, Q6_K, W8A8,
+ * W8A8_HAD) when the running ISA has a kernel for it; TN_DTYPE_COUNT (no
+ * repack) otherwise. */
 tn_dtype tn__x16_dtype_for(tn_dtype wt);
 
 /* Bytes of one 16-row group / of a whole repacked (n_out, n_in) matrix /
@@ -87,8 +93,9 @@ size_t tn__x16_group_bytes(tn_dtype xt, int64_t n_in);
 size_t tn__x16_matrix_bytes(tn_dtype xt, int64_t n_in, int64_t n_out);
 size_t tn__x16_xtile_bytes(int64_t n_in);
 
-/* Repacks the (n_out, n_in) matrix src of type wt (Q4_0 or Q8_0 with n_in a
- * multiple of 32, or W8A8 / W8A8_HAD with any n_in) into dst (tn__x16_matrix_bytes of its x16 dtype, 64-byte
+/* Repacks the (n_out, n_in) matrix src of type wt (Q4_0 or Q8_0, n_in a
+ * multiple of 32; Q4_K / Q6_K, a multiple of 256; W8A8 / W8A8_HAD, any
+ * n_in) into dst (tn__x16_matrix_bytes of its x16 dtype, 64-byte
  * aligned). Bit-exact: tn__x16_get_row gives back every row. */
 void tn__x16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, void *dst);
 
