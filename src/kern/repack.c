@@ -171,7 +171,7 @@ void tn__x16_gemm_ref(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng,
 
 tn__x16_gemm_fn tn__x16_gemm_of(int isa)
 {
-    return isa >= TN_ISA_AVX512 ? tn__x16_gemm_avx512 : tn__x16_gemm_ref;
+    return isa >= TN_ISA_AVX512 ? tn__x16_gemm_avx512 : isa >= TN_ISA_AVX2 ? tn__x16_gemm_avx2 : tn__x16_gemm_ref;
 }
 
 /* --- the driver ---------------------------------------------------------- */

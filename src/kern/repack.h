@@ -102,6 +102,8 @@ void tn__x16_gemm_ref(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng,
                       int64_t nt, int64_t nb, float *y, size_t ystride);
 void tn__x16_gemm_avx512(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng, int64_t nr, const uint8_t *xp,
                          int64_t nt, int64_t nb, float *y, size_t ystride);
+void tn__x16_gemm_avx2(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng, int64_t nr, const uint8_t *xp,
+                       int64_t nt, int64_t nb, float *y, size_t ystride);
 
 /* The kernel of an ISA (the scalar reference for ISAs without one). */
 tn__x16_gemm_fn tn__x16_gemm_of(int isa);
