@@ -224,13 +224,14 @@ static void bench_matmul(void)
 }
 
 /* Q4_0 / Q8_0 in llama.cpp's block format against the x16 layout
- * (kern/repack.h) at several n_tokens, the two alternating per cell. */
-static void bench_x16(void)
+ * (kern/repack.h) at several n_tokens, the two alternating per cell, on
+ * one ISA (each has its block-format kernels and its x16 kernel). */
+static void bench_x16(tn_isa isa)
 {
     const int64_t n_in = 4096, n_out = 4096, tok_max = 512;
     const int64_t toks[] = {1, 2, 4, 8, 16, 64, 512};
     const tn_dtype types[] = {TN_DTYPE_Q4_0, TN_DTYPE_Q8_0};
-    if (!tn_kern_set_isa(TN_ISA_AVX512) || tn__x16_dtype_for(TN_DTYPE_Q4_0) == TN_DTYPE_COUNT)
+    if ((only_isa && strcmp(only_isa, tn_isa_name(isa)) != 0) || !tn_kern_set_isa(isa))
         return;
     tn_pool *pool;
     if (tn_pool_new(cpu_time ? 1 : 0, &pool) != TN_OK)
@@ -246,11 +247,12 @@ static void bench_x16(void)
     memcpy(x, src, sizeof(float) * (size_t)(n_in * tok_max));
     const size_t ws = TN_MAX(tn_matmul_wsize(TN_DTYPE_Q8_0, n_in, tok_max), tn__x16_wsize(n_in, tok_max));
     void *wdata = tn_alloc_aligned(ws + 64, 64);
-    printf("\nQ4_0/Q8_0 %lldx%lld, %d threads, hot: block format vs x16 layout, GFLOP/s (median call, %s)\n",
-           (long long)n_out, (long long)n_in, tn_pool_size(pool), cpu_time ? "thread CPU time" : "wall clock");
+    printf("\n%s: Q4_0/Q8_0 %lldx%lld, %d threads, hot: block format vs x16 layout, GFLOP/s (median call, %s)\n",
+           tn_isa_name(isa), (long long)n_out, (long long)n_in, tn_pool_size(pool),
+           cpu_time ? "thread CPU time" : "wall clock");
     printf("  dtype  n_tokens    block      x16   x16/block\n");
     for (size_t ti = 0; ti < TN_ARRAY_LEN(types); ti++) {
-        const tn_dtype wt = types[ti], xt = tn__x16_dtype_for(wt);
+        const tn_dtype wt = types[ti], xt = wt == TN_DTYPE_Q4_0 ? TN_DTYPE_Q4_0X16 : TN_DTYPE_Q8_0X16;
         if (only_dtype && strcmp(only_dtype, tn_dtype_traits_of(wt)->name) != 0)
             continue;
         const size_t row = tn_dtype_row_size(wt, n_in);
@@ -311,11 +313,13 @@ int main(int argc, char **argv)
     printf("kern: best isa %s, %d cores\n\n", tn_isa_name(tn_kern_init()), tn_n_cores());
     if (argc > 4 && strncmp(argv[4], "x16", 3) == 0) { /* only the layout comparison */
         cpu_time = strcmp(argv[4], "x16cpu") == 0;
-        bench_x16();
+        bench_x16(TN_ISA_AVX512);
+        bench_x16(TN_ISA_AVX2);
         return 0;
     }
     bench_pool();
     bench_matmul();
-    bench_x16();
+    bench_x16(TN_ISA_AVX512);
+    bench_x16(TN_ISA_AVX2);
     return 0;
 }
