@@ -35,7 +35,7 @@ static size_t qbytes(tn_dtype xt) { return xt == TN_DTYPE_Q4_0X16 ? 256 : 512; }
 
 tn_dtype tn__x16_dtype_for(tn_dtype wt)
 {
-    if (tn_kern_isa() < TN_ISA_AVX512)
+    if (tn_kern_isa() < TN_ISA_AVX2)
         return TN_DTYPE_COUNT;
     return wt == TN_DTYPE_Q4_0 ? TN_DTYPE_Q4_0X16 : wt == TN_DTYPE_Q8_0 ? TN_DTYPE_Q8_0X16 : TN_DTYPE_COUNT;
 }
@@ -171,7 +171,11 @@ void tn__x16_gemm_ref(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng,
 
 tn__x16_gemm_fn tn__x16_gemm_of(int isa)
 {
-    return isa >= TN_ISA_AVX512 ? tn__x16_gemm_avx512 : isa >= TN_ISA_AVX2 ? tn__x16_gemm_avx2 : tn__x16_gemm_ref;
+    if (isa >= TN_ISA_AVX512)
+        return tn__x16_gemm_avx512;
+    if (isa >= TN_ISA_AVX2)
+        return tn__kern_avx_vnni() ? tn__x16_gemm_avxvnni : tn__x16_gemm_avx2;
+    return tn__x16_gemm_ref;
 }
 
 /* --- the driver ---------------------------------------------------------- */

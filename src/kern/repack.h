@@ -104,8 +104,11 @@ void tn__x16_gemm_avx512(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t 
                          int64_t nt, int64_t nb, float *y, size_t ystride);
 void tn__x16_gemm_avx2(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng, int64_t nr, const uint8_t *xp,
                        int64_t nt, int64_t nb, float *y, size_t ystride);
+void tn__x16_gemm_avxvnni(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng, int64_t nr, const uint8_t *xp,
+                          int64_t nt, int64_t nb, float *y, size_t ystride);
 
-/* The kernel of an ISA (the scalar reference for ISAs without one). */
+/* The kernel of an ISA (the scalar reference for ISAs without one; on
+ * AVX2 the AVX-VNNI one where tn__kern_avx_vnni()). */
 tn__x16_gemm_fn tn__x16_gemm_of(int isa);
 
 /* Packs token t's Q8_0 blocks (n_in elements) for an x16 dtype into its

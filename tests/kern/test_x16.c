@@ -12,9 +12,9 @@
  *     something not written for the layout), and against tn_matmul on the
  *     original matrix (llama.cpp's block format) within TOL of L1;
  *   - every ISA's kernel is bit-identical to the scalar reference, on odd
- *     shapes (n_out 1..100, n_tokens 1..37, 1 and 2 threads); the AVX2
- *     kernel (kern_avx2_x16.c) too, skipped (with a message) only on a
- *     CPU without AVX2;
+ *     shapes (n_out 1..100, n_tokens 1..37, 1 and 2 threads); on AVX2 both
+ *     the plain kernel (kern_avx2_x16.c) and the AVX-VNNI one, each
+ *     skipped (with a message) only on a CPU without its instructions;
  *   - worst-case operands (weight bytes 0x00/0xFF, i.e. Q8_0 quants
  *     -128/127 and Q4_0 nibbles 0/15; activations -128/127) through each
  *     kernel called directly: bit-identical to the reference, and the
@@ -23,7 +23,8 @@
  *     path, or a wrong bias, cannot pass);
  *   - batch invariance: a token's outputs do not depend on n_tokens or on
  *     the thread count (bit for bit);
- *   - tn__x16_dtype_for repacks only where the ISA has a kernel.
+ *   - tn__x16_dtype_for repacks only where the ISA has a kernel (AVX2 and
+ *     up).
  */
 #include "kern/kern_impl.h"
 #include "kern/repack.h"
@@ -167,6 +168,7 @@ static void test_isas(void **state)
     const int64_t nt_max = 37;
     const int64_t in2[] = {32, 96, 2048 + 32};
     int n_checked = 0;
+    const bool vnni0 = tn__kern_avx_vnni();
     if (!tn__kern_ops_of(TN_ISA_AVX2))
         print_message("test_x16: this CPU lacks AVX2 (or the OS its state): the AVX2 x16 kernel is not run\n");
     for (size_t a = 0; a < 2; a++)
@@ -184,9 +186,13 @@ static void test_isas(void **state)
                     x[k] = rnd();
                 assert_true(tn_kern_set_isa(TN_ISA_SCALAR));
                 mm(NULL, wx, xt, n_in, n_out, x, nt_max, ref);
-                for (int isa = TN_ISA_SCALAR; isa <= TN_ISA_AVX512; isa++) {
-                    if (!tn_kern_set_isa((tn_isa)isa))
+                /* variant: the ISA, and for AVX2 the plain and the AVX-VNNI kernel */
+                for (int v = 0; v <= TN_ISA_AVX512 + 1; v++) {
+                    const int isa = v <= TN_ISA_AVX2 ? v : v - 1;
+                    const bool vnni = v == TN_ISA_AVX2 + 1;
+                    if (!tn_kern_set_isa((tn_isa)isa) || !tn__kern_set_avx_vnni(vnni))
                         continue;
+                    const char *name = vnni ? "avx-vnni" : tn_isa_name((tn_isa)isa);
                     for (int64_t nt = 1; nt <= nt_max; nt += (nt < 18 ? 1 : 19)) {
                         for (int th = 0; th < 2; th++) {
                             for (size_t k = 0; k < ny; k++)
@@ -195,7 +201,7 @@ static void test_isas(void **state)
                             if (memcmp(y, ref, (size_t)(nt * n_out) * sizeof(float)) != 0)
                                 fail_msg("%s %s n_in %lld n_out %lld n_tokens %lld threads %d: differs from the "
                                          "scalar reference with %lld tokens",
-                                         tn_isa_name((tn_isa)isa), tn_dtype_traits_of(wt)->name, (long long)n_in,
+                                         name, tn_dtype_traits_of(wt)->name, (long long)n_in,
                                          (long long)n_out, (long long)nt, th + 1, (long long)nt_max);
                             n_checked++;
                         }
@@ -205,6 +211,7 @@ static void test_isas(void **state)
                 tn_free_aligned(wx);
             }
     tn_kern_set_isa(tn_kern_init());
+    tn__kern_set_avx_vnni(vnni0);
     tn_pool_free(pool2);
     assert_true(n_checked > 0);
 }
@@ -231,6 +238,12 @@ static int kernels(tn__x16_gemm_fn *fns, const char **names)
         fns[n] = tn__x16_gemm_avx2, names[n++] = "avx2";
     else
         print_message("test_x16: this CPU lacks AVX2 (or the OS its state): the AVX2 x16 kernel is not run\n");
+    const bool vnni = tn__kern_avx_vnni();
+    if (tn__kern_set_avx_vnni(true))
+        fns[n] = tn__x16_gemm_avxvnni, names[n++] = "avx-vnni";
+    else
+        print_message("test_x16: this CPU lacks AVX-VNNI: the AVX-VNNI x16 kernel is not run\n");
+    tn__kern_set_avx_vnni(vnni);
     if (tn__kern_ops_of(TN_ISA_AVX512))
         fns[n] = tn__x16_gemm_avx512, names[n++] = "avx512";
     return n;
@@ -239,8 +252,8 @@ static int kernels(tn__x16_gemm_fn *fns, const char **names)
 static void test_worst_case(void **state)
 {
     (void)state;
-    tn__x16_gemm_fn fns[3];
-    const char *names[3];
+    tn__x16_gemm_fn fns[4];
+    const char *names[4];
     const int nk = kernels(fns, names);
     const int64_t n_out = 37, nt = 37, ins3[] = {32, 256, 2048 + 32};
     for (size_t a = 0; a < 2; a++)
@@ -346,7 +359,7 @@ static void test_dtype_for(void **state)
     for (int i = TN_ISA_SCALAR; i <= TN_ISA_AVX512; i++) {
         if (!tn_kern_set_isa((tn_isa)i))
             continue;
-        const bool has = i >= TN_ISA_AVX512;
+        const bool has = i >= TN_ISA_AVX2;
         assert_int_equal(tn__x16_dtype_for(TN_DTYPE_Q4_0), has ? TN_DTYPE_Q4_0X16 : TN_DTYPE_COUNT);
         assert_int_equal(tn__x16_dtype_for(TN_DTYPE_Q8_0), has ? TN_DTYPE_Q8_0X16 : TN_DTYPE_COUNT);
         assert_int_equal(tn__x16_dtype_for(TN_DTYPE_Q4_K), TN_DTYPE_COUNT);
