@@ -42,11 +42,50 @@ static inline int32_t ld32(const uint8_t *p)
     return v;
 }
 
+/* One token t of the tile against the unpacked block: acc[t] += its
+ * rows' block products (see the file comment). */
+AI void step(const int chains2, const __m256i (*w)[8], const uint8_t *xb, const uint8_t *xa, int64_t nb, int t,
+            __m256 dw0, __m256 dw1, __m256 *acc)
+{
+    /* Q4_0: w[k] holds elements 4k.. (low nibbles), w[4+k] elements
+     * 16+4k.. (high nibbles); Q8_0: w[k] elements 4k..; either way
+     * the token's dword k pairs with w[k]. */
+    __m256i xk[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++)
+        xk[k] = _mm256_set1_epi32(ld32(xb + 32 * t + 4 * k));
+    const __m256i bias = _mm256_set1_epi32(ld32(xa + 4 * t));
+    const __m256 dx = _mm256_broadcast_ss((const float *)(const void *)(xa + 64 * nb + 4 * t));
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        __m256i s;
+        if (chains2) {
+            __m256i s1 = _mm256_setzero_si256();
+            s = bias;
+#pragma GCC unroll 4
+            for (int k = 0; k < 8; k += 2) {
+                s = _mm256_dpbusd_avx_epi32(s, w[h][k], xk[k]);
+                s1 = _mm256_dpbusd_avx_epi32(s1, w[h][k + 1], xk[k + 1]);
+            }
+            s = _mm256_add_epi32(s, s1);
+        } else {
+            s = bias;
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++)
+                s = _mm256_dpbusd_avx_epi32(s, w[h][k], xk[k]);
+        }
+        const __m256 d = _mm256_mul_ps(h ? dw1 : dw0, dx);
+        acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc[h]);
+    }
+}
+
 /* Rows [0, 16) of one group (gd) against the first T tokens of a packed
  * tile (xt); rows >= left (< 16 in the last group) are not stored. */
-AI void tile(const int q4, const int T, const uint8_t *gd, int64_t nb, const uint8_t *xt, float *y, size_t ys,
-             int64_t left)
+AI void tile(const int q4, const int T0, const int nT, const uint8_t *gd, int64_t nb, const uint8_t *xt, float *y,
+             size_t ys, int64_t left)
 {
+    const int T = T0 ? T0 : nT; /* T0: a compile-time count (small tiles, in registers); 0: nT at run time */
+#define STEP(t) step(T0 && T0 < 4, (const __m256i(*)[8])w, xb, xa, nb, t, dw0, dw1, acc[t])
     const size_t qb = q4 ? 256 : 512;
     const uint8_t *sc = gd + (size_t)nb * qb;
     const uint8_t *xb = xt, *xa = xt + (size_t)nb * 512; /* block b's quants / aux of the tile */
@@ -79,38 +118,14 @@ AI void tile(const int q4, const int T, const uint8_t *gd, int64_t nb, const uin
         }
         const __m256 dw0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + 32 * b)));
         const __m256 dw1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + 32 * b + 16)));
+        if (T0) {
 #pragma GCC unroll 16
-        for (int t = 0; t < T; t++) {
-            /* Q4_0: w[k] holds elements 4k.. (low nibbles), w[4+k] elements
-             * 16+4k.. (high nibbles); Q8_0: w[k] elements 4k..; either way
-             * the token's dword k pairs with w[k]. */
-            __m256i xk[8];
-#pragma GCC unroll 8
-            for (int k = 0; k < 8; k++)
-                xk[k] = _mm256_set1_epi32(ld32(xb + 32 * t + 4 * k));
-            const __m256i bias = _mm256_set1_epi32(ld32(xa + 4 * t));
-            const __m256 dx = _mm256_broadcast_ss((const float *)(const void *)(xa + 64 * nb + 4 * t));
-#pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                __m256i s;
-                if (T < 4) {
-                    __m256i s1 = _mm256_setzero_si256();
-                    s = bias;
-#pragma GCC unroll 4
-                    for (int k = 0; k < 8; k += 2) {
-                        s = _mm256_dpbusd_avx_epi32(s, w[h][k], xk[k]);
-                        s1 = _mm256_dpbusd_avx_epi32(s1, w[h][k + 1], xk[k + 1]);
-                    }
-                    s = _mm256_add_epi32(s, s1);
-                } else {
-                    s = bias;
-#pragma GCC unroll 8
-                    for (int k = 0; k < 8; k++)
-                        s = _mm256_dpbusd_avx_epi32(s, w[h][k], xk[k]);
-                }
-                const __m256 d = _mm256_mul_ps(h ? dw1 : dw0, dx);
-                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc[t][h]);
-            }
+            for (int t = 0; t < T0; t++)
+                STEP(t);
+        } else {
+#pragma GCC unroll 1
+            for (int t = 0; t < nT; t++)
+                STEP(t);
         }
     }
     if (left >= 16) {
@@ -128,14 +143,18 @@ AI void tile(const int q4, const int T, const uint8_t *gd, int64_t nb, const uin
             _mm256_maskstore_ps(y + (size_t)t * ys + 8, m1, acc[t][1]);
         }
     }
+#undef STEP
 }
 
-/* One group against T tokens, dispatching to a compile-time tile size. */
-#define TILE_CASE(n)                                                                                                   \
-    case n: tile(q4, n, gd, nb, xt, y, ys, left); break;
+/* One group against T tokens: tiles of up to 4 tokens with a compile-time
+ * size (their accumulators fit the registers), larger ones with a loop
+ * over the tokens (the accumulators are in L1 either way). */
 #define TILE_CASES                                                                                                     \
-    TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6) TILE_CASE(7) TILE_CASE(8)            \
-    TILE_CASE(9) TILE_CASE(10) TILE_CASE(11) TILE_CASE(12) TILE_CASE(13) TILE_CASE(14) TILE_CASE(15) TILE_CASE(16)
+    case 1: tile(q4, 1, 1, gd, nb, xt, y, ys, left); break;                                                            \
+    case 2: tile(q4, 2, 2, gd, nb, xt, y, ys, left); break;                                                            \
+    case 3: tile(q4, 3, 3, gd, nb, xt, y, ys, left); break;                                                            \
+    case 4: tile(q4, 4, 4, gd, nb, xt, y, ys, left); break;                                                            \
+    default: tile(q4, 0, T, gd, nb, xt, y, ys, left); break;
 
 static void tile_q4(int T, const uint8_t *gd, int64_t nb, const uint8_t *xt, float *y, size_t ys, int64_t left)
 {

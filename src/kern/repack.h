@@ -5,7 +5,7 @@
  *
  * Key idea: the model loader (src/model/load_repack.c) replaces a Q4_0 or
  * Q8_0 matrix by its repacked copy where the running ISA has a kernel for
- * the layout (AVX-512 VNNI); tn_matmul and tn_get_row then see the x16
+ * the layout (AVX-512 VNNI, AVX2); tn_matmul and tn_get_row then see the x16
  * dtype and route here. The x16 dtypes never appear in a file.
  *
  * Layout. n_out rows are cut into ceil(n_out / 16) groups of 16 (the last
