@@ -29,8 +29,9 @@
  * a0·b0 + a1·b1 (a unsigned, b signed bytes) to [-32768, 32767]; vpaddw
  * wraps. Every unsigned operand here is a nibble a ∈ [0, 15] and every
  * activation b ∈ [-128, 127], so one lane is at most 2·15·128 = 3840 in
- * magnitude (no saturation), and the sum of the 8 lanes of a block's eight
- * vectors at most 8·3840 = 30720 < 32767 (no wrap). vpmaddwd against 1 or
+ * magnitude (no saturation), and one lane's vpaddw sum over a block's
+ * eight vectors (s16, and Q8_0's s16_hi) at most 8·3840 = 30720 < 32767
+ * (no wrap). vpmaddwd against 1 or
  * 16 adds two such lanes into int32 exactly. (Q8_0's raw bytes could not go
  * through vpmaddubsw: 2·255·128 = 65280 saturates, hence the split; Q4_0
  * needs none.) So s is exactly the integer sum bias + Σ w_j·x_j of
