@@ -226,13 +226,15 @@ static void bench_matmul(void)
 
 /* Q4_0 / Q8_0 / Q4_K / Q6_K in llama.cpp's block format and W8A8 in its
  * row format against the x16 layouts (kern/repack.h, kern/repack_k.h,
- * kern/w8a8_x16.h) at several n_tokens, the two alternating per cell. */
-static void bench_x16(void)
+ * kern/w8a8_x16.h) at several n_tokens, the two alternating per cell, on
+ * one ISA (each has its file-format kernels and, for the types it repacks,
+ * its x16 kernel). */
+static void bench_x16(tn_isa isa)
 {
     const int64_t n_in = 4096, n_out = 4096, tok_max = 512;
     const int64_t toks[] = {1, 2, 4, 8, 16, 64, 512};
     const tn_dtype types[] = {TN_DTYPE_Q4_0, TN_DTYPE_Q8_0, TN_DTYPE_Q4_K, TN_DTYPE_Q6_K, TN_DTYPE_W8A8};
-    if (!tn_kern_set_isa(TN_ISA_AVX512) || tn__x16_dtype_for(TN_DTYPE_Q4_0) == TN_DTYPE_COUNT)
+    if ((only_isa && strcmp(only_isa, tn_isa_name(isa)) != 0) || !tn_kern_set_isa(isa))
         return;
     tn_pool *pool;
     if (tn_pool_new(cpu_time ? 1 : 0, &pool) != TN_OK)
@@ -251,9 +253,10 @@ static void bench_x16(void)
         ws = TN_MAX(ws, TN_MAX(tn_matmul_wsize(types[ti], n_in, tok_max),
                                tn_matmul_wsize(tn__x16_dtype_for(types[ti]), n_in, tok_max)));
     void *wdata = tn_alloc_aligned(ws + 64, 64);
-    printf("\nQ4_0/Q8_0/Q4_K/Q6_K/W8A8 %lldx%lld, %d threads, hot: file format vs x16 layout, GFLOP/s (median "
-           "call, %s)\n",
-           (long long)n_out, (long long)n_in, tn_pool_size(pool), cpu_time ? "thread CPU time" : "wall clock");
+    printf("\n%s: Q4_0/Q8_0/Q4_K/Q6_K/W8A8 %lldx%lld, %d threads, hot: file format vs x16 layout, GFLOP/s "
+           "(median call, %s)\n",
+           tn_isa_name(isa), (long long)n_out, (long long)n_in, tn_pool_size(pool),
+           cpu_time ? "thread CPU time" : "wall clock");
     printf("  dtype  n_tokens    block      x16   x16/block\n");
     for (size_t ti = 0; ti < TN_ARRAY_LEN(types); ti++) {
         const tn_dtype wt = types[ti], xt = tn__x16_dtype_for(wt);
@@ -321,11 +324,13 @@ int main(int argc, char **argv)
     printf("kern: best isa %s, %d cores\n\n", tn_isa_name(tn_kern_init()), tn_n_cores());
     if (argc > 4 && strncmp(argv[4], "x16", 3) == 0) { /* only the layout comparison */
         cpu_time = strcmp(argv[4], "x16cpu") == 0;
-        bench_x16();
+        bench_x16(TN_ISA_AVX512);
+        bench_x16(TN_ISA_AVX2);
         return 0;
     }
     bench_pool();
     bench_matmul();
-    bench_x16();
+    bench_x16(TN_ISA_AVX512);
+    bench_x16(TN_ISA_AVX2);
     return 0;
 }

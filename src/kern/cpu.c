@@ -10,7 +10,10 @@
  *
  * The choice is made once (tn_kern_init, thread-safe); the TERN_ISA
  * environment variable (scalar|avx2|avx512) may force a lower variant, and
- * tn_kern_set_isa changes it afterwards (tests, benchmarks). The current
+ * tn_kern_set_isa changes it afterwards (tests, benchmarks). AVX-VNNI (the
+ * VEX vpdpbusd on ymm) is no level of its own: the AVX2 level's x16 kernel
+ * uses it where the CPU has it (tn__kern_avx_vnni; TERN_AVX_VNNI=0 turns it
+ * off, tn__kern_set_avx_vnni from tests). The current
  * table is an atomic pointer: a matmul reads it once and uses that table for
  * the whole call.
  */
@@ -19,6 +22,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -58,13 +62,25 @@ static tn_isa detect(void)
         return TN_ISA_AVX512;
     return TN_ISA_AVX2;
 }
+
+/* AVX-VNNI: CPUID.(7,1):EAX bit 4, on top of a usable AVX2. */
+static bool detect_avx_vnni(void)
+{
+    unsigned a, b, c, d;
+    if (detect() < TN_ISA_AVX2 || !__get_cpuid_count(7, 1, &a, &b, &c, &d))
+        return false;
+    return a & (1u << 4);
+}
 #else
 static tn_isa detect(void) { return TN_ISA_SCALAR; }
+static bool detect_avx_vnni(void) { return false; }
 #endif
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static tn_isa best = TN_ISA_SCALAR;
 static _Atomic(const tn__kern_ops *) cur;
+static bool has_avx_vnni;
+static atomic_bool use_avx_vnni;
 
 static const tn__kern_ops *table(tn_isa isa)
 {
@@ -78,6 +94,9 @@ static const tn__kern_ops *table(tn_isa isa)
 static void init_once(void)
 {
     best = detect();
+    has_avx_vnni = detect_avx_vnni();
+    const char *vnni_env = getenv("TERN_AVX_VNNI");
+    atomic_store(&use_avx_vnni, has_avx_vnni && !(vnni_env && !strcmp(vnni_env, "0")));
     tn_isa isa = best;
     const char *env = getenv("TERN_ISA");
     if (env && *env) {
@@ -114,6 +133,25 @@ bool tn_kern_set_isa(tn_isa isa)
     if ((int)isa < TN_ISA_SCALAR || isa > best)
         return false;
     atomic_store(&cur, table(isa));
+    return true;
+}
+
+/* True if the AVX2 level's kernels may use AVX-VNNI: the CPU and OS run
+ * it and it is not turned off. Any thread. */
+bool tn__kern_avx_vnni(void)
+{
+    tn_kern_init();
+    return atomic_load(&use_avx_vnni);
+}
+
+/* Turns AVX-VNNI use on or off; false (and no change) when turning it on
+ * on a CPU without it. Same caveat as tn_kern_set_isa. */
+bool tn__kern_set_avx_vnni(bool on)
+{
+    tn_kern_init();
+    if (on && !has_avx_vnni)
+        return false;
+    atomic_store(&use_avx_vnni, on);
     return true;
 }
 

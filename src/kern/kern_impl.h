@@ -96,6 +96,12 @@ const tn__kern_ops *tn__kern_ops_cur(void);
 /* The table of an ISA, or NULL if this CPU/OS cannot run it. */
 const tn__kern_ops *tn__kern_ops_of(tn_isa isa);
 
+/* Whether the AVX2 level may use AVX-VNNI (VEX vpdpbusd on ymm; cpu.c:
+ * the CPU and OS have it and TERN_AVX_VNNI is not 0), and the switch for
+ * tests (false when turning it on where the CPU lacks it). */
+bool tn__kern_avx_vnni(void);
+bool tn__kern_set_avx_vnni(bool on);
+
 /* Dot kernels of the formats in quants.h (Q4_1, Q5_0, Q5_1, IQ4_NL against
  * Q8_0 activations; Q2_K..Q6_K against Q8_K), indexed by weight dtype, with
  * the same contract as the table above. One table per ISA file; a NULL entry

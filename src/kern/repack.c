@@ -40,7 +40,7 @@ tn_dtype tn__x16_dtype_for(tn_dtype wt)
         return tn__w8a8x16_dtype_for(wt);
     if (wt == TN_DTYPE_Q4_K || wt == TN_DTYPE_Q6_K)
         return tn__kx16_dtype_for(wt);
-    if (tn_kern_isa() < TN_ISA_AVX512)
+    if (tn_kern_isa() < TN_ISA_AVX2)
         return TN_DTYPE_COUNT;
     return wt == TN_DTYPE_Q4_0 ? TN_DTYPE_Q4_0X16 : wt == TN_DTYPE_Q8_0 ? TN_DTYPE_Q8_0X16 : TN_DTYPE_COUNT;
 }
@@ -198,7 +198,11 @@ void tn__x16_gemm_ref(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng,
 
 tn__x16_gemm_fn tn__x16_gemm_of(int isa)
 {
-    return isa >= TN_ISA_AVX512 ? tn__x16_gemm_avx512 : tn__x16_gemm_ref;
+    if (isa >= TN_ISA_AVX512)
+        return tn__x16_gemm_avx512;
+    if (isa >= TN_ISA_AVX2)
+        return tn__kern_avx_vnni() ? tn__x16_gemm_avxvnni : tn__x16_gemm_avx2;
+    return tn__x16_gemm_ref;
 }
 
 /* --- the driver ---------------------------------------------------------- */

@@ -5,7 +5,7 @@
  *
  * Key idea: the model loader (src/model/load_repack.c) replaces a Q4_0 or
  * Q8_0 matrix by its repacked copy where the running ISA has a kernel for
- * the layout (AVX-512 VNNI); tn_matmul and tn_get_row then see the x16
+ * the layout (AVX-512 VNNI, AVX2); tn_matmul and tn_get_row then see the x16
  * dtype and route here. The x16 dtypes never appear in a file.
  *
  * Layout. n_out rows are cut into ceil(n_out / 16) groups of 16 (the last
@@ -119,8 +119,13 @@ void tn__x16_gemm_ref(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng,
                       int64_t nt, int64_t nb, float *y, size_t ystride);
 void tn__x16_gemm_avx512(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng, int64_t nr, const uint8_t *xp,
                          int64_t nt, int64_t nb, float *y, size_t ystride);
+void tn__x16_gemm_avx2(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng, int64_t nr, const uint8_t *xp,
+                       int64_t nt, int64_t nb, float *y, size_t ystride);
+void tn__x16_gemm_avxvnni(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng, int64_t nr, const uint8_t *xp,
+                          int64_t nt, int64_t nb, float *y, size_t ystride);
 
-/* The kernel of an ISA (the scalar reference for ISAs without one). */
+/* The kernel of an ISA (the scalar reference for ISAs without one; on
+ * AVX2 the AVX-VNNI one where tn__kern_avx_vnni()). */
 tn__x16_gemm_fn tn__x16_gemm_of(int isa);
 
 /* Packs token t's Q8_0 blocks (n_in elements) for an x16 dtype into its

@@ -3,7 +3,7 @@
  * the forward pass multiplies are replaced by copies in the x16 layout
  * (kern/repack.h: 16 rows interleaved per block, the layout of the int8
  * kernels whose vector lane is a row), where the running ISA has a kernel
- * for it (AVX-512 VNNI). The weight keeps its shape; only data and type
+ * for it (AVX-512 VNNI, AVX2). The weight keeps its shape; only data and type
  * change, so every tn_matmul / tn_get_row call site works unchanged.
  *
  * Which matrices: the dense ones of every layer (wq, wk, wv, wo, ffn_gate,
