@@ -19,6 +19,11 @@
 # when $PYTHON cannot import gguf); PPL; KL(F32 ‖ file) mean, 99.9 % and
 # max; top-1 agreement with F32.
 #
+# After the table, a paired comparison of the KL means (scripts/kl_paired.py
+# on each file's per-position KL, `--kl-out`): for every row both quantizers
+# made, llama-quantize's and tern's mean KL ± standard error over windows,
+# and tern − llama ± its paired standard error (same windows), with z.
+#
 # Environment (defaults in brackets):
 #   LLAMA_CPP      llama.cpp's bin dir (llama-quantize, llama-perplexity) [required]
 #   TERN           tern binary [build/tern]
@@ -82,7 +87,7 @@ rmse() {
 score() {
     local label=$1 who=$2 file=$3 log=$OUT/$(basename "$3" .gguf).ppl
     "$TERN" perplexity -m "$file" -f "$TEXT" --ctx "$CTX" "${CH[@]}" -t "$THREADS" --kl-base "$OUT/base.tnl" \
-        > "$log" 2> "$log.err"
+        --kl-out "$log.kl" > "$log" 2> "$log.err"
     printf '| %s | %s | %s | %s | %s | %.3f | %.5f | %.4f | %.4f | %.2f %% |\n' "$label" "$who" \
         "$(stat -c %s "$file")" "$(bpw "$file")" "$(rmse "$file")" "$(json "$log" ppl)" "$(json "$log" kl_mean)" \
         "$(json "$log" kl_p999)" "$(json "$log" kl_max)" "$(awk -v t="$(json "$log" top1)" 'BEGIN{print 100*t}')"
@@ -101,6 +106,8 @@ row() {
     score "$label" tern "$tn"
     if "$LLAMA_CPP/llama-quantize" ${im:+--imatrix "$im"} "$F32" "$ll" "$t" "$THREADS" > "$OUT/ll-$t$sfx.log" 2>&1; then
         score "$label" llama-quantize "$ll"
+        "$PYTHON" "$SCRIPTS/kl_paired.py" --per-window $((CTX - 1 - CTX / 2)) --markdown "$label" \
+            "$OUT/ll-$t$sfx.ppl.kl" "$OUT/tn-$t$sfx.ppl.kl" >> "$OUT/paired.md"
     else
         printf '| %s | llama-quantize | refused: %s | | | | | | | |\n' "$label" \
             "$(grep -m1 -i -E 'error|unsupported|failed' "$OUT/ll-$t$sfx.log" | tr -d '|' | cut -c1-80)"
@@ -110,6 +117,7 @@ row() {
 echo "base: $TERN perplexity -m $F32 -f $TEXT --ctx $CTX ${CH[*]} --save-logits $OUT/base.tnl" >&2
 "$TERN" perplexity -m "$F32" -f "$TEXT" --ctx "$CTX" "${CH[@]}" -t "$THREADS" --save-logits "$OUT/base.tnl" \
     > "$OUT/base.ppl" 2> "$OUT/base.ppl.err"
+: > "$OUT/paired.md"
 echo "| type | quantizer | file bytes | bits/weight | weight rel. RMSE | PPL | KL mean | KL 99.9% | KL max | top-1 |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 printf '| F32 | — | %s | %s | — | %.3f ± %.3f | — | — | — | — |\n' "$(stat -c %s "$F32")" "$(bpw "$F32")" \
@@ -126,6 +134,13 @@ if [ -n "$CALIB" ] && [ -n "$IMATRIX_TYPES" ]; then
         row "$t" "-imat" "$OUT/imatrix.dat"
     done
 fi
+
+echo
+echo "Paired KL, standard errors over the $(json "$OUT/base.ppl" n_chunks) windows:"
+echo
+echo "| type | llama-quantize KL | tern KL | tern − llama (paired) | z |"
+echo "|---|---|---|---|---|"
+cat "$OUT/paired.md"
 
 # Cross-check: llama-perplexity's own PPL and KL on llama.cpp's file (its
 # base from its own F32 run), next to tern perplexity's on the same file.
