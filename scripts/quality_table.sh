@@ -38,6 +38,8 @@
 #   LLAMA_PPL_TYPES  types whose llama.cpp file is also scored by
 #                  llama-perplexity (its own PPL and KL, a cross-check) [Q4_K_M]
 #   PYTHON         a python3 with the gguf package, for the RMSE column [python3]
+#   REUSE          1: score the tn-*/ll-* files already in OUT instead of
+#                  quantizing again (the same model scored on another TEXT) [0]
 set -euo pipefail
 
 F32=${1:?usage: LLAMA_CPP=DIR $0 F32.gguf TEXT [CALIB]}
@@ -54,6 +56,7 @@ IMATRIX_TYPES=${IMATRIX_TYPES-Q6_K Q5_K_M Q5_K_S Q5_1 Q5_0 Q4_K_M Q4_K_S Q4_1 IQ
 CALIB_BYTES=${CALIB_BYTES:-300000}
 LLAMA_PPL_TYPES=${LLAMA_PPL_TYPES-Q4_K_M}
 PYTHON=${PYTHON:-python3}
+REUSE=${REUSE:-0}
 SCRIPTS=$(cd "$(dirname "$0")" && pwd)
 
 for f in "$F32" "$TEXT" "$TERN" "$LLAMA_CPP/llama-quantize" "$LLAMA_CPP/llama-perplexity"; do
@@ -98,13 +101,16 @@ row() {
     local t=$1 sfx=$2 im=${3:-} label=$1
     [ -n "$im" ] && label="$t + imatrix"
     local tn=$OUT/tn-$t$sfx.gguf ll=$OUT/ll-$t$sfx.gguf
-    if [ -n "$im" ]; then
+    if [ "$REUSE" = 1 ] && [ -e "$tn" ]; then
+        :
+    elif [ -n "$im" ]; then
         "$TERN" quantize "$F32" "$tn" "$t" -t "$THREADS" --imatrix "$im" > "$OUT/tn-$t$sfx.log" 2>&1
     else
         "$TERN" quantize "$F32" "$tn" "$t" -t "$THREADS" > "$OUT/tn-$t$sfx.log" 2>&1
     fi
     score "$label" tern "$tn"
-    if "$LLAMA_CPP/llama-quantize" ${im:+--imatrix "$im"} "$F32" "$ll" "$t" "$THREADS" > "$OUT/ll-$t$sfx.log" 2>&1; then
+    if { [ "$REUSE" = 1 ] && [ -e "$ll" ]; } ||
+        "$LLAMA_CPP/llama-quantize" ${im:+--imatrix "$im"} "$F32" "$ll" "$t" "$THREADS" > "$OUT/ll-$t$sfx.log" 2>&1; then
         score "$label" llama-quantize "$ll"
         "$PYTHON" "$SCRIPTS/kl_paired.py" --per-window $((CTX - 1 - CTX / 2)) --markdown "$label" \
             "$OUT/ll-$t$sfx.ppl.kl" "$OUT/tn-$t$sfx.ppl.kl" >> "$OUT/paired.md"
@@ -126,10 +132,12 @@ for t in $TYPES; do
     row "$t" ""
 done
 if [ -n "$CALIB" ] && [ -n "$IMATRIX_TYPES" ]; then
-    head -c "$CALIB_BYTES" "$CALIB" > "$OUT/calib.txt"
-    echo "imatrix: $TERN imatrix -m $F32 -f <first $CALIB_BYTES bytes of $CALIB> --ctx $CTX -o $OUT/imatrix.dat" >&2
-    "$TERN" imatrix -m "$F32" -f "$OUT/calib.txt" --ctx "$CTX" -t "$THREADS" -o "$OUT/imatrix.dat" \
-        > "$OUT/imatrix.log" 2>&1
+    if [ "$REUSE" != 1 ] || [ ! -e "$OUT/imatrix.dat" ]; then
+        head -c "$CALIB_BYTES" "$CALIB" > "$OUT/calib.txt"
+        echo "imatrix: $TERN imatrix -m $F32 -f <first $CALIB_BYTES bytes of $CALIB> --ctx $CTX -o $OUT/imatrix.dat" >&2
+        "$TERN" imatrix -m "$F32" -f "$OUT/calib.txt" --ctx "$CTX" -t "$THREADS" -o "$OUT/imatrix.dat" \
+            > "$OUT/imatrix.log" 2>&1
+    fi
     for t in $IMATRIX_TYPES; do
         row "$t" "-imat" "$OUT/imatrix.dat"
     done
