@@ -115,6 +115,7 @@ row() {
         "$PYTHON" "$SCRIPTS/kl_paired.py" --per-window $((CTX - 1 - CTX / 2)) --markdown "$label" \
             "$OUT/ll-$t$sfx.ppl.kl" "$OUT/tn-$t$sfx.ppl.kl" >> "$OUT/paired.md"
     else
+        rm -f "$ll" # llama-quantize leaves a partial file behind
         printf '| %s | llama-quantize | refused: %s | | | | | | | |\n' "$label" \
             "$(grep -m1 -i -E 'error|unsupported|failed' "$OUT/ll-$t$sfx.log" | tr -d '|' | cut -c1-80)"
     fi
