@@ -19,6 +19,11 @@
 # when $PYTHON cannot import gguf); PPL; KL(F32 ‖ file) mean, 99.9 % and
 # max; top-1 agreement with F32.
 #
+# After the table, a paired comparison of the KL means (scripts/kl_paired.py
+# on each file's per-position KL, `--kl-out`): for every row both quantizers
+# made, llama-quantize's and tern's mean KL ± standard error over windows,
+# and tern − llama ± its paired standard error (same windows), with z.
+#
 # Environment (defaults in brackets):
 #   LLAMA_CPP      llama.cpp's bin dir (llama-quantize, llama-perplexity) [required]
 #   TERN           tern binary [build/tern]
@@ -33,6 +38,8 @@
 #   LLAMA_PPL_TYPES  types whose llama.cpp file is also scored by
 #                  llama-perplexity (its own PPL and KL, a cross-check) [Q4_K_M]
 #   PYTHON         a python3 with the gguf package, for the RMSE column [python3]
+#   REUSE          1: score the tn-*/ll-* files already in OUT instead of
+#                  quantizing again (the same model scored on another TEXT) [0]
 set -euo pipefail
 
 F32=${1:?usage: LLAMA_CPP=DIR $0 F32.gguf TEXT [CALIB]}
@@ -49,6 +56,7 @@ IMATRIX_TYPES=${IMATRIX_TYPES-Q6_K Q5_K_M Q5_K_S Q5_1 Q5_0 Q4_K_M Q4_K_S Q4_1 IQ
 CALIB_BYTES=${CALIB_BYTES:-300000}
 LLAMA_PPL_TYPES=${LLAMA_PPL_TYPES-Q4_K_M}
 PYTHON=${PYTHON:-python3}
+REUSE=${REUSE:-0}
 SCRIPTS=$(cd "$(dirname "$0")" && pwd)
 
 for f in "$F32" "$TEXT" "$TERN" "$LLAMA_CPP/llama-quantize" "$LLAMA_CPP/llama-perplexity"; do
@@ -82,7 +90,7 @@ rmse() {
 score() {
     local label=$1 who=$2 file=$3 log=$OUT/$(basename "$3" .gguf).ppl
     "$TERN" perplexity -m "$file" -f "$TEXT" --ctx "$CTX" "${CH[@]}" -t "$THREADS" --kl-base "$OUT/base.tnl" \
-        > "$log" 2> "$log.err"
+        --kl-out "$log.kl" > "$log" 2> "$log.err"
     printf '| %s | %s | %s | %s | %s | %.3f | %.5f | %.4f | %.4f | %.2f %% |\n' "$label" "$who" \
         "$(stat -c %s "$file")" "$(bpw "$file")" "$(rmse "$file")" "$(json "$log" ppl)" "$(json "$log" kl_mean)" \
         "$(json "$log" kl_p999)" "$(json "$log" kl_max)" "$(awk -v t="$(json "$log" top1)" 'BEGIN{print 100*t}')"
@@ -93,15 +101,21 @@ row() {
     local t=$1 sfx=$2 im=${3:-} label=$1
     [ -n "$im" ] && label="$t + imatrix"
     local tn=$OUT/tn-$t$sfx.gguf ll=$OUT/ll-$t$sfx.gguf
-    if [ -n "$im" ]; then
+    if [ "$REUSE" = 1 ] && [ -e "$tn" ]; then
+        :
+    elif [ -n "$im" ]; then
         "$TERN" quantize "$F32" "$tn" "$t" -t "$THREADS" --imatrix "$im" > "$OUT/tn-$t$sfx.log" 2>&1
     else
         "$TERN" quantize "$F32" "$tn" "$t" -t "$THREADS" > "$OUT/tn-$t$sfx.log" 2>&1
     fi
     score "$label" tern "$tn"
-    if "$LLAMA_CPP/llama-quantize" ${im:+--imatrix "$im"} "$F32" "$ll" "$t" "$THREADS" > "$OUT/ll-$t$sfx.log" 2>&1; then
+    if { [ "$REUSE" = 1 ] && [ -e "$ll" ]; } ||
+        "$LLAMA_CPP/llama-quantize" ${im:+--imatrix "$im"} "$F32" "$ll" "$t" "$THREADS" > "$OUT/ll-$t$sfx.log" 2>&1; then
         score "$label" llama-quantize "$ll"
+        "$PYTHON" "$SCRIPTS/kl_paired.py" --per-window $((CTX - 1 - CTX / 2)) --markdown "$label" \
+            "$OUT/ll-$t$sfx.ppl.kl" "$OUT/tn-$t$sfx.ppl.kl" >> "$OUT/paired.md"
     else
+        rm -f "$ll" # llama-quantize leaves a partial file behind
         printf '| %s | llama-quantize | refused: %s | | | | | | | |\n' "$label" \
             "$(grep -m1 -i -E 'error|unsupported|failed' "$OUT/ll-$t$sfx.log" | tr -d '|' | cut -c1-80)"
     fi
@@ -110,6 +124,7 @@ row() {
 echo "base: $TERN perplexity -m $F32 -f $TEXT --ctx $CTX ${CH[*]} --save-logits $OUT/base.tnl" >&2
 "$TERN" perplexity -m "$F32" -f "$TEXT" --ctx "$CTX" "${CH[@]}" -t "$THREADS" --save-logits "$OUT/base.tnl" \
     > "$OUT/base.ppl" 2> "$OUT/base.ppl.err"
+: > "$OUT/paired.md"
 echo "| type | quantizer | file bytes | bits/weight | weight rel. RMSE | PPL | KL mean | KL 99.9% | KL max | top-1 |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 printf '| F32 | — | %s | %s | — | %.3f ± %.3f | — | — | — | — |\n' "$(stat -c %s "$F32")" "$(bpw "$F32")" \
@@ -118,14 +133,23 @@ for t in $TYPES; do
     row "$t" ""
 done
 if [ -n "$CALIB" ] && [ -n "$IMATRIX_TYPES" ]; then
-    head -c "$CALIB_BYTES" "$CALIB" > "$OUT/calib.txt"
-    echo "imatrix: $TERN imatrix -m $F32 -f <first $CALIB_BYTES bytes of $CALIB> --ctx $CTX -o $OUT/imatrix.dat" >&2
-    "$TERN" imatrix -m "$F32" -f "$OUT/calib.txt" --ctx "$CTX" -t "$THREADS" -o "$OUT/imatrix.dat" \
-        > "$OUT/imatrix.log" 2>&1
+    if [ "$REUSE" != 1 ] || [ ! -e "$OUT/imatrix.dat" ]; then
+        head -c "$CALIB_BYTES" "$CALIB" > "$OUT/calib.txt"
+        echo "imatrix: $TERN imatrix -m $F32 -f <first $CALIB_BYTES bytes of $CALIB> --ctx $CTX -o $OUT/imatrix.dat" >&2
+        "$TERN" imatrix -m "$F32" -f "$OUT/calib.txt" --ctx "$CTX" -t "$THREADS" -o "$OUT/imatrix.dat" \
+            > "$OUT/imatrix.log" 2>&1
+    fi
     for t in $IMATRIX_TYPES; do
         row "$t" "-imat" "$OUT/imatrix.dat"
     done
 fi
+
+echo
+echo "Paired KL, standard errors over the $(json "$OUT/base.ppl" n_chunks) windows:"
+echo
+echo "| type | llama-quantize KL | tern KL | tern − llama (paired) | z |"
+echo "|---|---|---|---|---|"
+cat "$OUT/paired.md"
 
 # Cross-check: llama-perplexity's own PPL and KL on llama.cpp's file (its
 # base from its own F32 run), next to tern perplexity's on the same file.

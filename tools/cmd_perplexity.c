@@ -36,6 +36,7 @@ static void usage(FILE *out)
             "  -b, --batch N           tokens per forward call (default min(ctx, 512))\n"
             "      --save-logits FILE  save the scored log-probabilities (TNLOGITS, docs/formats.md)\n"
             "      --kl-base FILE      compare with a saved run: KL divergence, top-1, delta p\n"
+            "      --kl-out FILE       with --kl-base: each scored position's KL, one per line\n"
             "  -t, --threads N         compute threads (default: all cores)\n"
             "      --kv-type T         KV-cache storage: f32 (default), f16, q8\n"
             "  -h, --help              this text\n");
@@ -85,6 +86,8 @@ int tn_cmd_perplexity(int argc, char **argv)
             o.save_logits = v;
         else if (!strcmp(a, "--kl-base"))
             o.kl_base = v;
+        else if (!strcmp(a, "--kl-out"))
+            o.kl_out = v;
         else if (!strcmp(a, "--kv-type"))
             ok = tn_kv_type_from_name(v, &o.kv_type);
         else {

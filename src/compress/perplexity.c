@@ -205,6 +205,22 @@ static double quantile(const double *sorted, int64_t n, double q)
  * p·(lb - lc) of the likeliest tokens and biased the mean KL upwards, by
  * 1.4x at KL 4e-3 and 14x at 5e-5 on simulated rows (the bias that made
  * tern's KL read ~3x llama-perplexity's). */
+/* Each position's KL, one line each, in scoring order. */
+static tn_status write_kl(const char *path, const double *kl, int64_t count)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return tn__err(TN_ERR_IO, "perplexity: cannot create %s", path);
+    bool ok = true;
+    for (int64_t i = 0; i < count && ok; i++)
+        ok = fprintf(f, "%.9g\n", kl[i]) > 0;
+    if (fclose(f) != 0 || !ok) {
+        remove(path);
+        return tn__err(TN_ERR_IO, "perplexity: cannot write %s", path);
+    }
+    return TN_OK;
+}
+
 static void compare_row(const ppl_state *s, int32_t n_vocab, int32_t tok, double *kl, bool *same_top, double *dp,
                         double *base_nll)
 {
@@ -251,6 +267,9 @@ tn_status tn_perplexity(const tn_model *m, const tn_vocab *v, tn_pool *pool, con
     const int32_t n_vocab = m->hp.n_vocab;
     logits_header bh = {0};
 
+    if (o->kl_out && !o->kl_base)
+        return tn__err(TN_ERR_INVALID, "perplexity: a per-position KL file (%s) needs a base run to compare with",
+                       o->kl_out);
     if (o->kl_base) {
         s.base = fopen(o->kl_base, "rb");
         if (!s.base)
@@ -471,6 +490,8 @@ tn_status tn_perplexity(const tn_model *m, const tn_vocab *v, tn_pool *pool, con
         r->kl_mean = sum / (double)count;
         double var = sum2 / (double)count - r->kl_mean * r->kl_mean;
         r->kl_err = count > 1 && var > 0 ? sqrt(var / (double)(count - 1)) : 0.0;
+        if (o->kl_out && (st = write_kl(o->kl_out, s.kl, count)) != TN_OK)
+            goto out;
         qsort(s.kl, (size_t)count, sizeof *s.kl, cmp_double);
         r->kl_median = quantile(s.kl, count, 0.5);
         r->kl_p99 = quantile(s.kl, count, 0.99);

@@ -35,6 +35,8 @@ typedef struct tn_ppl_opts {
     int32_t n_batch;          /* tokens per forward call; 0: min(n_ctx, 512) */
     const char *save_logits;  /* optional: write the scored log-probabilities here */
     const char *kl_base;      /* optional: compare with this saved run */
+    const char *kl_out;       /* optional, with kl_base: each scored position's KL, one "%.9g" line
+                               * per position, window by window (for paired comparisons of two models) */
     tn_kv_type kv_type;       /* KV-cache storage (0: F32) */
     tn_ppl_progress_fn progress; /* optional */
     void *progress_ud;
@@ -59,7 +61,7 @@ typedef struct tn_ppl_result {
  * has fewer tokens than one window or the options are out of range
  * (messages give the counts), TN_ERR_FORMAT for a kl_base file that is not
  * a TNLOGITS file or does not match (vocabulary size, window, tokens: the
- * message says which), TN_ERR_IO when a file cannot be read or written,
+ * message says which), TN_ERR_INVALID for kl_out without kl_base, TN_ERR_IO when a file cannot be read or written,
  * whatever the forward pass fails with. *r is filled on success. */
 tn_status tn_perplexity(const tn_model *m, const tn_vocab *v, tn_pool *pool, const char *text, size_t len,
                         const tn_ppl_opts *o, tn_ppl_result *r) TN_MUST_CHECK;

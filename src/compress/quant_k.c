@@ -1,6 +1,6 @@
 /*
  * quant_k.c — fitted weight quantizers: Q2_K … Q6_K, IQ4_NL, and the
- * importance-weighted Q4_0 / Q4_1 / Q5_0 / Q5_1 (see quant_k.h).
+ * importance-weighted Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 (see quant_k.h).
  *
  * HOW IT WORKS
  *   A format stores x_i ≈ s·q_i + b with small integers q_i in a fixed range
@@ -30,6 +30,17 @@
  *        the result kept only while the weighted error goes down.
  *   IQ4_NL has one f16 scale per 32 values on a non-uniform 16-level grid;
  *   the same search applies with "round" meaning "nearest grid level".
+ *
+ *   The 32-element types with an importance matrix (Q8_0, Q4_0, Q5_0, Q4_1,
+ *   Q5_1, and IQ4_NL) store one f16 d (and m): after the fit, the better of
+ *   its (d, m) and llama.cpp's plain rounding's is the start of a descent
+ *   on the f16 lattice (d and m one f16 step either way, elements re-rounded
+ *   to the nearest level, while the weighted error falls). So each block is
+ *   no worse by its weights than the unweighted rounding, and locally
+ *   optimal in what is actually stored (the fitted float scale, rounded to
+ *   f16, is often a step or two off). Without an
+ *   importance matrix IQ4_NL skips the descent (earlier files stay
+ *   byte-identical) and the other five are the reference rounding.
  *
  * EDGE CASES
  *   An all-zero (or all-equal) group gives s = 0 (and the offset), no NaN.
@@ -555,6 +566,98 @@ static int nearest_level(float v)
     return v - L[lo] < L[hi] - v ? lo : hi;
 }
 
+/* The 32-element blocks store one f16 scale d (and for Q4_1 / Q5_1 an f16
+ * offset m); every element is then best rounded to its nearest level. So a
+ * block is fully described by (d, m) on the f16 lattice, and once a fit has
+ * found a good float (s, b) the last step is a descent on that lattice:
+ * move d (and m) by one f16 step while that lowers the weighted error, with
+ * the elements re-rounded each time. The start is the better of the fit and
+ * llama.cpp's plain rounding ("range onto the integer range"), so a block is
+ * never worse, by its own weights, than the unweighted reference, and no
+ * neighbouring (d ± 1 step, m ± 1 step) is better than what is stored. */
+typedef struct blk32 {
+    const float *x, *w; /* (32) values and weights */
+    int qlo, qhi;       /* integer range (IQ4_NL: level indices 0..15) */
+    bool affine;        /* x ≈ d·q + m, else x ≈ d·q */
+    bool nl;            /* IQ4_NL: x ≈ d·levels[q] */
+} blk32;
+
+/* Weighted error of the block read back as (d16, m16), each element
+ * rounded to its nearest level; writes the integers to q when not NULL. */
+static double blk32_err(const blk32 *b, uint16_t d16, uint16_t m16, int *q)
+{
+    const float d = tn_fp16_to_fp32(d16), m = b->affine ? tn_fp16_to_fp32(m16) : 0.0f;
+    double e = 0;
+    for (int i = 0; i < 32; i++) {
+        int l;
+        double y;
+        if (b->nl) {
+            l = d != 0.0f ? nearest_level(b->x[i] / d) : 8;
+            y = (double)d * tn__iq4nl_values[l];
+        } else {
+            l = d != 0.0f ? round_clamp((b->x[i] - m) / d, b->qlo, b->qhi) : 0;
+            y = (double)d * l + m;
+        }
+        if (q)
+            q[i] = l;
+        const double r = y - b->x[i];
+        e += b->w[i] * r * r;
+    }
+    return e;
+}
+
+/* The f16 one step from h towards +∞ (dir 1) or −∞ (dir −1); false at ±inf. */
+static bool f16_step(uint16_t h, int dir, uint16_t *out)
+{
+    int o = (h & 0x8000) ? -(int)(h & 0x7fff) : (int)h; /* order-preserving integer */
+    o += dir;
+    if (o >= 0x7c00 || o <= -0x7c00)
+        return false;
+    *out = (uint16_t)(o < 0 ? 0x8000 | -o : o);
+    return true;
+}
+
+/* From the better of the starts (d16[k], m16[k]), k < n_start, one-step moves
+ * of d (and m) while the error falls. Writes the result and its integers. */
+static void blk32_fit(const blk32 *b, const uint16_t *d16, const uint16_t *m16, int n_start, uint16_t *d_out,
+                      uint16_t *m_out, int *q)
+{
+    uint16_t d = d16[0], m = m16[0];
+    double e = blk32_err(b, d, m, NULL);
+    for (int k = 1; k < n_start; k++) {
+        const double ek = blk32_err(b, d16[k], m16[k], NULL);
+        if (ek < e) {
+            e = ek;
+            d = d16[k];
+            m = m16[k];
+        }
+    }
+    for (int it = 0; it < 1000; it++) { /* each move lowers e: it ends */
+        uint16_t bd = d, bm = m;
+        double be = e;
+        for (int dd = -1; dd <= 1; dd++)
+            for (int dm = b->affine ? -1 : 0; dm <= (b->affine ? 1 : 0); dm++) {
+                uint16_t nd = d, nm = m;
+                if ((dd == 0 && dm == 0) || (dd && !f16_step(d, dd, &nd)) || (dm && !f16_step(m, dm, &nm)))
+                    continue;
+                const double et = blk32_err(b, nd, nm, NULL);
+                if (et < be) {
+                    be = et;
+                    bd = nd;
+                    bm = nm;
+                }
+            }
+        if (!(be < e))
+            break;
+        e = be;
+        d = bd;
+        m = bm;
+    }
+    *d_out = d;
+    *m_out = m;
+    blk32_err(b, d, m, q);
+}
+
 static void quant_iq4_nl(const float *x, tn_block_iq4_nl *y, int64_t nb, const float *imp)
 {
     float w[32];
@@ -607,37 +710,61 @@ static void quant_iq4_nl(const float *x, tn_block_iq4_nl *y, int64_t nb, const f
             best = sxv * sxv / svv;
             best_d = (float)(sxv / svv);
         }
-        y[b].d = tn_fp32_to_fp16(best_d);
-        const float d = tn_fp16_to_fp32(y[b].d);
-        for (int i = 0; i < 32; i++)
-            q[i] = d != 0.0f ? nearest_level(x[i] / d) : 8;
+        if (imp) { /* with an importance matrix: also the f16 descent (without, the files stay as they were) */
+            const blk32 bk = {x, w, 0, 15, false, true};
+            const uint16_t d0 = tn_fp32_to_fp16(best_d), m0 = 0;
+            uint16_t m;
+            blk32_fit(&bk, &d0, &m0, 1, &y[b].d, &m, q);
+        } else {
+            y[b].d = tn_fp32_to_fp16(best_d);
+            const float d = tn_fp16_to_fp32(y[b].d);
+            for (int i = 0; i < 32; i++)
+                q[i] = d != 0.0f ? nearest_level(x[i] / d) : 8;
+        }
         for (int i = 0; i < 16; i++)
             y[b].qs[i] = (uint8_t)(q[i] | q[i + 16] << 4);
     }
 }
 
-/* Q4_0 / Q5_0 with importance: symmetric, q in [−2^(bits−1), 2^(bits−1)). */
-static void quant_sym32(int bits, const float *x, void *dst, int64_t nb, const float *imp)
+/* Q8_0 / Q4_0 / Q5_0 with importance: symmetric, q in [qlo, qhi] (Q8_0:
+ * [−127, 127], as the reference rounding gives and the int8 kernels'
+ * sign tricks need; Q4_0 / Q5_0: [−2^(bits−1), 2^(bits−1))). The reference
+ * start maps the element of largest magnitude to qlo (Q8_0: |x| to 127). */
+static void quant_sym32(tn_dtype t, const float *x, void *dst, int64_t nb, const float *imp)
 {
     float w[32];
     int q[32];
-    const int half = 1 << (bits - 1);
+    const int qlo = t == TN_DTYPE_Q8_0 ? -127 : t == TN_DTYPE_Q4_0 ? -8 : -16, qhi = t == TN_DTYPE_Q8_0 ? 127 : -qlo - 1;
     for (int64_t b = 0; b < nb; b++, x += 32, imp += 32) {
         make_weights(32, x, imp, w);
-        const float s = fit_sym(32, -half, half - 1, x, w, q);
-        const uint16_t d16 = tn_fp32_to_fp16(s);
-        const float d = tn_fp16_to_fp32(d16);
+        float amax = 0.0f, max = 0.0f;
         for (int i = 0; i < 32; i++)
-            q[i] = d != 0.0f ? round_clamp(x[i] / d, -half, half - 1) + half : half;
-        if (bits == 4) {
+            if (fabsf(x[i]) > amax) {
+                amax = fabsf(x[i]);
+                max = x[i];
+            }
+        const float s = fit_sym(32, qlo, qhi, x, w, q);
+        const uint16_t d0[2] = {tn_fp32_to_fp16(s), tn_fp32_to_fp16(t == TN_DTYPE_Q8_0 ? amax / 127.0f : max / (float)qlo)};
+        const uint16_t m0[2] = {0, 0};
+        const blk32 bk = {x, w, qlo, qhi, false, false};
+        uint16_t d16, m16;
+        blk32_fit(&bk, d0, m0, 2, &d16, &m16, q);
+        if (t == TN_DTYPE_Q8_0) {
+            tn_block_q8_0 *y = (tn_block_q8_0 *)dst + b;
+            y->d = d16;
+            for (int i = 0; i < 32; i++)
+                y->qs[i] = (int8_t)q[i];
+        } else if (t == TN_DTYPE_Q4_0) {
             tn_block_q4_0 *y = (tn_block_q4_0 *)dst + b;
             y->d = d16;
             for (int i = 0; i < 16; i++)
-                y->qs[i] = (uint8_t)(q[i] | q[i + 16] << 4);
+                y->qs[i] = (uint8_t)((q[i] + 8) | (q[i + 16] + 8) << 4);
         } else {
             tn_block_q5_0 *y = (tn_block_q5_0 *)dst + b;
             y->d = d16;
             memset(y->qh, 0, 4);
+            for (int i = 0; i < 32; i++)
+                q[i] += 16;
             for (int i = 0; i < 16; i++)
                 y->qs[i] = (uint8_t)((q[i] & 15) | (q[i + 16] & 15) << 4);
             for (int i = 0; i < 32; i++)
@@ -646,7 +773,8 @@ static void quant_sym32(int bits, const float *x, void *dst, int64_t nb, const f
     }
 }
 
-/* Q4_1 / Q5_1 with importance: x ≈ d·q + m, q in [0, 2^bits), any sign of m. */
+/* Q4_1 / Q5_1 with importance: x ≈ d·q + m, q in [0, 2^bits), any sign of m;
+ * the reference start is d = (max − min)/qmax, m = min. */
 static void quant_asym32(int bits, const float *x, void *dst, int64_t nb, const float *imp)
 {
     float w[32];
@@ -654,12 +782,17 @@ static void quant_asym32(int bits, const float *x, void *dst, int64_t nb, const 
     const int qmax = (1 << bits) - 1;
     for (int64_t b = 0; b < nb; b++, x += 32, imp += 32) {
         make_weights(32, x, imp, w);
-        float off;
+        float off, min = x[0], max = x[0];
+        for (int i = 1; i < 32; i++) {
+            min = fminf(min, x[i]);
+            max = fmaxf(max, x[i]);
+        }
         const float s = fit_asym(32, qmax, x, w, false, q, &off);
-        const uint16_t d16 = tn_fp32_to_fp16(s), m16 = tn_fp32_to_fp16(off);
-        const float d = tn_fp16_to_fp32(d16), m = tn_fp16_to_fp32(m16);
-        for (int i = 0; i < 32; i++)
-            q[i] = d != 0.0f ? round_clamp((x[i] - m) / d, 0, qmax) : 0;
+        const uint16_t d0[2] = {tn_fp32_to_fp16(s), tn_fp32_to_fp16((max - min) / (float)qmax)};
+        const uint16_t m0[2] = {tn_fp32_to_fp16(off), tn_fp32_to_fp16(min)};
+        const blk32 bk = {x, w, 0, qmax, true, false};
+        uint16_t d16, m16;
+        blk32_fit(&bk, d0, m0, 2, &d16, &m16, q);
         if (bits == 4) {
             tn_block_q4_1 *y = (tn_block_q4_1 *)dst + b;
             y->d = d16;
@@ -720,15 +853,21 @@ tn_status tn_quant_row(tn_dtype t, const float *x, void *dst, int64_t n, const f
     case TN_DTYPE_Q5_K: quant_q5_K(x, dst, nb, imp); return TN_OK;
     case TN_DTYPE_Q6_K: quant_q6_K(x, dst, nb, imp); return TN_OK;
     case TN_DTYPE_IQ4_NL: quant_iq4_nl(x, dst, nb, imp); return TN_OK;
+    case TN_DTYPE_Q8_0:
+        if (imp) {
+            quant_sym32(t, x, dst, nb, imp);
+            return TN_OK;
+        }
+        break;
     case TN_DTYPE_Q4_0:
         if (imp) {
-            quant_sym32(4, x, dst, nb, imp);
+            quant_sym32(t, x, dst, nb, imp);
             return TN_OK;
         }
         break;
     case TN_DTYPE_Q5_0:
         if (imp) {
-            quant_sym32(5, x, dst, nb, imp);
+            quant_sym32(t, x, dst, nb, imp);
             return TN_OK;
         }
         break;

@@ -1,7 +1,7 @@
 /*
  * quant_k — weight quantizers (float rows → blocks) for the K-quants
  * (Q2_K … Q6_K) and IQ4_NL, and importance-weighted versions of the
- * 32-element types, as `tern quantize` uses them.
+ * 32-element types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1), as `tern quantize` uses them.
  *
  * Key idea: every format is "integers times a scale (minus a minimum)", so
  * all of them are fitted by the same two weighted least-squares searches
@@ -26,10 +26,12 @@
 /* Quantizes one row of n floats (n a multiple of t's block size) to type t.
  * imp (n values, may be NULL) is the importance of each element: the
  * importance-matrix column values. Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_NL
- * always use tern's fitted quantizers; Q4_0, Q4_1, Q5_0 and Q5_1 do only
- * when imp is given (without it they are llama.cpp's rounding, bit for bit,
- * from tn_quantize_row); every other type goes to tn_quantize_row, which
- * ignores imp. Errors: TN_ERR_INVALID when n does not fill whole blocks,
+ * always use tern's fitted quantizers; Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 do
+ * only when imp is given (without it they are llama.cpp's rounding, bit for
+ * bit, from tn_quantize_row); every other type goes to tn_quantize_row,
+ * which ignores imp. With imp, each 32-element block's stored f16 scale
+ * (and offset) is a local optimum of its weighted error on the f16 lattice,
+ * and no worse than the unweighted rounding's. Errors: TN_ERR_INVALID when n does not fill whole blocks,
  * TN_ERR_UNSUPPORTED for a type nothing can produce. Thread-safe. */
 tn_status tn_quant_row(tn_dtype t, const float *x, void *dst, int64_t n, const float *imp) TN_MUST_CHECK;
 

@@ -70,8 +70,8 @@ bool tn_quant_type_supported(tn_dtype t)
 /* Whether tn_quant_row weights type t's error by importance. */
 static bool uses_importance(tn_dtype t)
 {
-    return (t >= TN_DTYPE_Q2_K && t <= TN_DTYPE_Q6_K) || t == TN_DTYPE_IQ4_NL || t == TN_DTYPE_Q4_0 ||
-           t == TN_DTYPE_Q4_1 || t == TN_DTYPE_Q5_0 || t == TN_DTYPE_Q5_1;
+    return (t >= TN_DTYPE_Q2_K && t <= TN_DTYPE_Q6_K) || t == TN_DTYPE_IQ4_NL || t == TN_DTYPE_Q8_0 ||
+           t == TN_DTYPE_Q4_0 || t == TN_DTYPE_Q4_1 || t == TN_DTYPE_Q5_0 || t == TN_DTYPE_Q5_1;
 }
 
 static bool is_quantized(tn_dtype t)

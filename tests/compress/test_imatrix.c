@@ -173,8 +173,9 @@ static void test_collect_and_quantize(void **state)
     int n_imp = 0;
     for (int64_t i = 0; i < rep.n_tensors; i++)
         n_imp += rep.tensors[i].imatrix;
-    /* every Q4_0 matrix: not the F16-fallback ffn_down (rows of 172) nor the Q8_0 output */
-    assert_int_equal(n_imp, 5 * 6);
+    /* every Q4_0 matrix and the Q8_0 output: not the F16-fallback ffn_down (rows of 172) */
+    assert_int_equal(n_imp, 5 * 6 + 1);
+    assert_true(find_t(&rep, "output.weight")->imatrix);
     assert_false(find_t(&rep, "blk.1.ffn_down.weight")->imatrix);
     assert_true(find_t(&rep, "blk.1.ffn_up.weight")->imatrix);
     tn_quant_report_deinit(&rep);

@@ -122,6 +122,32 @@ static void test_quantized_kl(void **state)
     assert_true(b.kl_mean > 1e-4 && b.kl_mean < 1.0);
     assert_true(b.kl_median <= b.kl_p99 && b.kl_p99 <= b.kl_p999 && b.kl_p999 <= b.kl_max);
     assert_true(b.top1 > 0.5 && b.top1 < 1.0);
+
+    /* --kl-out: one line per scored position, whose mean and max are the summary's */
+    char *klf = tn_test_tmp_path(".txt");
+    tn_ppl_result c;
+    tn_ppl_opts ko = {.n_ctx = CTX, .n_chunks = CHUNKS, .kl_base = base, .kl_out = klf};
+    assert_int_equal(tn_model_load(q, &qm), TN_OK);
+    assert_int_equal(tn_perplexity(qm, f->v, f->pool, f->text, f->len, &ko, &c), TN_OK);
+    tn_model_free(qm);
+    FILE *kf = fopen(klf, "r");
+    assert_non_null(kf);
+    double v, sum = 0, mx = 0;
+    int64_t n = 0;
+    while (fscanf(kf, "%lf", &v) == 1) {
+        sum += v;
+        mx = v > mx ? v : mx;
+        n++;
+    }
+    fclose(kf);
+    assert_int_equal(n, b.n_scored);
+    assert_true(fabs(sum / (double)n - b.kl_mean) <= 1e-6 * b.kl_mean);
+    assert_true(fabs(mx - b.kl_max) <= 1e-6 * b.kl_max);
+    ko.kl_base = NULL; /* a KL file needs a base */
+    assert_int_equal(tn_perplexity(f->m, f->v, f->pool, f->text, f->len, &ko, &c), TN_ERR_INVALID);
+    assert_non_null(strstr(tn_last_error(), "base"));
+    unlink(klf);
+    free(klf);
     assert_true(fabs(log(b.ppl / a.ppl)) < 0.2);
     assert_true(b.dp_rms > 0.0);
     unlink(base);
