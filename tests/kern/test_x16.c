@@ -362,7 +362,7 @@ static void test_dtype_for(void **state)
         const bool has = i >= TN_ISA_AVX2;
         assert_int_equal(tn__x16_dtype_for(TN_DTYPE_Q4_0), has ? TN_DTYPE_Q4_0X16 : TN_DTYPE_COUNT);
         assert_int_equal(tn__x16_dtype_for(TN_DTYPE_Q8_0), has ? TN_DTYPE_Q8_0X16 : TN_DTYPE_COUNT);
-        assert_int_equal(tn__x16_dtype_for(TN_DTYPE_Q4_K), has ? TN_DTYPE_Q4_KX16 : TN_DTYPE_COUNT);
+        assert_int_equal(tn__x16_dtype_for(TN_DTYPE_Q4_K), i >= TN_ISA_AVX512 ? TN_DTYPE_Q4_KX16 : TN_DTYPE_COUNT);
         assert_int_equal(tn__x16_dtype_for(TN_DTYPE_F16), TN_DTYPE_COUNT);
     }
     assert_true(tn_kern_set_isa(isa));
