@@ -50,7 +50,6 @@
  */
 #include "kern/kern_impl.h"
 #include "kern/repack.h"
-#include "kern/repack_k.h"
 #include "kern/w8a8.h"
 
 #include <stdatomic.h>
@@ -194,12 +193,8 @@ size_t tn_matmul_wsize(tn_dtype wt, int64_t n_in, int64_t n_tokens)
         return tn_w8a8_wsize(n_in, n_tokens);
     if (wt == TN_DTYPE_W8A8_HAD)
         return tn_w8a8_had_wsize(n_in, n_tokens);
-    if (tn__dtype_is_w8a8x16(wt))
-        return tn__w8a8x16_wsize(wt, n_in, n_tokens);
-    if (tn__dtype_is_kx16(wt))
-        return tn__kx16_wsize(wt, n_in, n_tokens);
     if (tn__dtype_is_x16(wt))
-        return tn__x16_wsize(n_in, n_tokens);
+        return tn__x16_wsize(wt, n_in, n_tokens);
     if (tn__kern_act_q8_K(wt))
         return tn_dtype_row_size(TN_DTYPE_Q8_K, n_in) * (size_t)n_tokens;
     if (!tn__kern_act_q8_0(wt))
@@ -222,7 +217,7 @@ void tn_matmul(tn_pool *pool, const void *w, tn_dtype wt, int64_t n_in, int64_t 
         tn_w8a8_had_matmul(pool, w, n_in, n_out, x, n_tokens, y, wdata);
         return;
     }
-    if (tn__dtype_is_x16(wt)) { /* Q4_0/Q8_0 repacked at load: repack.c */
+    if (tn__dtype_is_x16(wt)) { /* repacked at load: repack.c routes it to its family */
         tn__x16_matmul(pool, w, wt, n_in, n_out, x, n_tokens, y, wdata);
         return;
     }

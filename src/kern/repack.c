@@ -20,7 +20,6 @@
  */
 #include "kern/repack.h"
 #include "kern/kern_impl.h"
-#include "kern/repack_k.h" /* Q4_K / Q6_K: their own layouts, routed there */
 
 #include <math.h>
 #include <stdatomic.h>
@@ -34,52 +33,22 @@
 /* Quant bytes per (group, block). */
 static size_t qbytes(tn_dtype xt) { return xt == TN_DTYPE_Q4_0X16 ? 256 : 512; }
 
-tn_dtype tn__x16_dtype_for(tn_dtype wt)
+static size_t q_group_bytes(tn_dtype xt, int64_t n_in)
 {
-    if (wt == TN_DTYPE_W8A8 || wt == TN_DTYPE_W8A8_HAD)
-        return tn__w8a8x16_dtype_for(wt);
-    if (wt == TN_DTYPE_Q4_K || wt == TN_DTYPE_Q6_K)
-        return tn__kx16_dtype_for(wt);
-    if (tn_kern_isa() < TN_ISA_AVX2)
-        return TN_DTYPE_COUNT;
-    return wt == TN_DTYPE_Q4_0 ? TN_DTYPE_Q4_0X16 : wt == TN_DTYPE_Q8_0 ? TN_DTYPE_Q8_0X16 : TN_DTYPE_COUNT;
-}
-
-size_t tn__x16_group_bytes(tn_dtype xt, int64_t n_in)
-{
-    if (tn__dtype_is_w8a8x16(xt))
-        return tn__w8a8x16_group_bytes(n_in);
-    if (tn__dtype_is_kx16(xt))
-        return tn__kx16_group_bytes(xt, n_in);
     const size_t nb = (size_t)(n_in / 32);
     return (nb * (qbytes(xt) + 32) + 63) / 64 * 64;
-}
-
-size_t tn__x16_matrix_bytes(tn_dtype xt, int64_t n_in, int64_t n_out)
-{
-    if (tn__dtype_is_w8a8x16(xt))
-        return tn__w8a8x16_matrix_bytes(n_in, n_out);
-    return tn__x16_group_bytes(xt, n_in) * (size_t)((n_out + TN__X16 - 1) / TN__X16);
 }
 
 size_t tn__x16_xtile_bytes(int64_t n_in) { return (size_t)(n_in / 32) * 640; }
 
 /* --- the layout ---------------------------------------------------------- */
 
-void tn__x16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, void *dst)
+static void q_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, void *dst)
 {
-    if (wt == TN_DTYPE_W8A8 || wt == TN_DTYPE_W8A8_HAD) {
-        tn__w8a8x16_repack(src, n_in, n_out, dst);
-        return;
-    }
-    if (wt == TN_DTYPE_Q4_K || wt == TN_DTYPE_Q6_K) {
-        tn__kx16_repack(wt, src, n_in, n_out, dst);
-        return;
-    }
     const tn_dtype xt = wt == TN_DTYPE_Q4_0 ? TN_DTYPE_Q4_0X16 : TN_DTYPE_Q8_0X16;
     assert((wt == TN_DTYPE_Q4_0 || wt == TN_DTYPE_Q8_0) && n_in % 32 == 0);
     const int64_t nb = n_in / 32, ng = (n_out + TN__X16 - 1) / TN__X16;
-    const size_t gs = tn__x16_group_bytes(xt, n_in), qb = qbytes(xt), row = tn_dtype_row_size(wt, n_in);
+    const size_t gs = q_group_bytes(xt, n_in), qb = qbytes(xt), row = tn_dtype_row_size(wt, n_in);
     memset(dst, 0, gs * (size_t)ng);
     for (int64_t g = 0; g < ng; g++) {
         uint8_t *gd = (uint8_t *)dst + (size_t)g * gs;
@@ -105,19 +74,11 @@ void tn__x16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, v
     }
 }
 
-void tn__x16_get_row(tn_dtype xt, const void *w, int64_t n_in, int64_t i, float *out)
+static void q_get_row(tn_dtype xt, const void *w, int64_t n_in, int64_t i, float *out)
 {
-    if (tn__dtype_is_w8a8x16(xt)) {
-        tn__w8a8x16_get_row(w, n_in, i, out);
-        return;
-    }
-    if (tn__dtype_is_kx16(xt)) {
-        tn__kx16_get_row(xt, w, n_in, i, out);
-        return;
-    }
     const int64_t nb = n_in / 32;
     const size_t qb = qbytes(xt);
-    const uint8_t *gd = (const uint8_t *)w + (size_t)(i / TN__X16) * tn__x16_group_bytes(xt, n_in);
+    const uint8_t *gd = (const uint8_t *)w + (size_t)(i / TN__X16) * q_group_bytes(xt, n_in);
     const int r = (int)(i % TN__X16);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *q = gd + (size_t)b * qb;
@@ -209,8 +170,9 @@ tn__x16_gemm_fn tn__x16_gemm_of(int isa)
 
 static size_t q8_row(int64_t n_in) { return (tn_dtype_row_size(TN_DTYPE_Q8_0, n_in) + 63) / 64 * 64; }
 
-size_t tn__x16_wsize(int64_t n_in, int64_t n_tokens)
+static size_t q_wsize(tn_dtype xt, int64_t n_in, int64_t n_tokens)
 {
+    (void)xt;
     if (n_in <= 0 || n_tokens <= 0)
         return 0;
     return q8_row(n_in) * (size_t)n_tokens + tn__x16_xtile_bytes(n_in) * (size_t)((n_tokens + TN__X16 - 1) / TN__X16);
@@ -259,18 +221,10 @@ static void groups_fn(void *ctx, int ith, int nth)
     }
 }
 
-void tn__x16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int64_t n_out, const float *x,
-                    int64_t n_tokens, float *y, void *wdata)
+static void q_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int64_t n_out, const float *x,
+                     int64_t n_tokens, float *y, void *wdata)
 {
-    if (tn__dtype_is_w8a8x16(xt)) {
-        tn__w8a8x16_matmul(pool, w, xt, n_in, n_out, x, n_tokens, y, wdata);
-        return;
-    }
-    if (tn__dtype_is_kx16(xt)) {
-        tn__kx16_matmul(pool, w, xt, n_in, n_out, x, n_tokens, y, wdata);
-        return;
-    }
-    assert(tn__dtype_is_x16(xt) && n_in % 32 == 0 && wdata);
+    assert((xt == TN_DTYPE_Q4_0X16 || xt == TN_DTYPE_Q8_0X16) && n_in % 32 == 0 && wdata);
     if (n_out <= 0 || n_tokens <= 0 || n_in <= 0)
         return;
     const tn__kern_ops *ops = tn__kern_ops_cur();
@@ -279,7 +233,7 @@ void tn__x16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int
         .quantize = ops->quantize_q8_0,
         .xt = xt,
         .w = w,
-        .gstride = tn__x16_group_bytes(xt, n_in),
+        .gstride = q_group_bytes(xt, n_in),
         .n_in = n_in,
         .n_out = n_out,
         .n_tokens = n_tokens,
@@ -306,4 +260,91 @@ void tn__x16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int
         tn_pool_run(pool, groups_fn, &j);
     else
         groups_fn(&j, 0, 1);
+}
+
+/* --- the families ------------------------------------------------------------ */
+
+const tn__x16_family tn__x16_family_q = {
+    .file = {TN_DTYPE_Q4_0, TN_DTYPE_Q8_0},
+    .x16 = {TN_DTYPE_Q4_0X16, TN_DTYPE_Q8_0X16},
+    .min_isa = TN_ISA_AVX2,
+    .group_bytes = q_group_bytes,
+    .repack = q_repack,
+    .get_row = q_get_row,
+    .wsize = q_wsize,
+    .matmul = q_matmul,
+};
+
+static const tn__x16_family *const families[] = {&tn__x16_family_q, &tn__x16_family_k, &tn__x16_family_w8a8};
+
+/* The family of x16 dtype xt and its index in it (*k), or NULL. */
+static const tn__x16_family *family_of(tn_dtype xt, int *k)
+{
+    for (size_t f = 0; f < TN_ARRAY_LEN(families); f++)
+        for (int i = 0; i < 2; i++)
+            if (families[f]->x16[i] == xt) {
+                if (k)
+                    *k = i;
+                return families[f];
+            }
+    return NULL;
+}
+
+bool tn__dtype_is_x16(tn_dtype t) { return family_of(t, NULL) != NULL; }
+
+tn_dtype tn__x16_file_dtype(tn_dtype t)
+{
+    int k;
+    const tn__x16_family *f = family_of(t, &k);
+    return f ? f->file[k] : t;
+}
+
+/* The family that repacks file dtype wt and its index in it (*k), or NULL. */
+static const tn__x16_family *family_of_file(tn_dtype wt, int *k)
+{
+    for (size_t f = 0; f < TN_ARRAY_LEN(families); f++)
+        for (int i = 0; i < 2; i++)
+            if (families[f]->file[i] == wt) {
+                *k = i;
+                return families[f];
+            }
+    return NULL;
+}
+
+tn_dtype tn__x16_dtype_for(tn_dtype wt)
+{
+    int k;
+    const tn__x16_family *f = family_of_file(wt, &k);
+    return f && tn_kern_isa() >= f->min_isa ? f->x16[k] : TN_DTYPE_COUNT;
+}
+
+size_t tn__x16_group_bytes(tn_dtype xt, int64_t n_in) { return family_of(xt, NULL)->group_bytes(xt, n_in); }
+
+size_t tn__x16_matrix_bytes(tn_dtype xt, int64_t n_in, int64_t n_out)
+{
+    return tn__x16_group_bytes(xt, n_in) * (size_t)((n_out + TN__X16 - 1) / TN__X16);
+}
+
+void tn__x16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, void *dst)
+{
+    int k;
+    const tn__x16_family *f = family_of_file(wt, &k);
+    assert(f);
+    f->repack(wt, src, n_in, n_out, dst);
+}
+
+void tn__x16_get_row(tn_dtype xt, const void *w, int64_t n_in, int64_t i, float *out)
+{
+    family_of(xt, NULL)->get_row(xt, w, n_in, i, out);
+}
+
+size_t tn__x16_wsize(tn_dtype xt, int64_t n_in, int64_t n_tokens)
+{
+    return family_of(xt, NULL)->wsize(xt, n_in, n_tokens);
+}
+
+void tn__x16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int64_t n_out, const float *x,
+                    int64_t n_tokens, float *y, void *wdata)
+{
+    family_of(xt, NULL)->matmul(pool, w, xt, n_in, n_out, x, n_tokens, y, wdata);
 }

@@ -55,40 +55,46 @@
 
 #include "base/pool.h"
 #include "kern/dtype.h"
-#include "kern/w8a8_x16.h"
+#include "kern/kern.h"
 
 /* Rows per group. */
 #define TN__X16 16
 
-/* True for TN_DTYPE_Q4_0X16 and TN_DTYPE_Q8_0X16, and for the K-quant
- * (kern/repack_k.h) and W8A8 (kern/w8a8_x16.h) x16 dtypes, which the
- * tn__x16_ entry points below route there (except tn__x16_wsize,
- * tn__x16_xpack and the gemm kernels, which are Q4_0/Q8_0's). */
-static inline bool tn__dtype_is_x16(tn_dtype t)
-{
-    return t == TN_DTYPE_Q4_0X16 || t == TN_DTYPE_Q8_0X16 || t == TN_DTYPE_Q4_KX16 || t == TN_DTYPE_Q6_KX16 ||
-           tn__dtype_is_w8a8x16(t);
-}
+/* One family of x16 layouts: the two file dtypes it repacks and their x16
+ * dtypes, the lowest ISA that has its kernel, and its entry points (the
+ * contracts of the tn__x16_ functions below, which find a dtype's family
+ * in a table and call it). Q4_0 / Q8_0 are this file's; Q4_K / Q6_K are
+ * kern/repack_k.h's, W8A8 / W8A8_HAD kern/w8a8_x16.h's. A new layout is
+ * one more family in repack.c's table. */
+typedef struct tn__x16_family {
+    tn_dtype file[2], x16[2];
+    tn_isa min_isa;
+    size_t (*group_bytes)(tn_dtype xt, int64_t n_in);
+    void (*repack)(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, void *dst);
+    void (*get_row)(tn_dtype xt, const void *w, int64_t n_in, int64_t i, float *out);
+    size_t (*wsize)(tn_dtype xt, int64_t n_in, int64_t n_tokens);
+    void (*matmul)(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int64_t n_out, const float *x,
+                   int64_t n_tokens, float *y, void *wdata);
+} tn__x16_family;
+
+extern const tn__x16_family tn__x16_family_q;    /* Q4_0, Q8_0: repack.c */
+extern const tn__x16_family tn__x16_family_k;    /* Q4_K, Q6_K: repack_k.c */
+extern const tn__x16_family tn__x16_family_w8a8; /* W8A8, W8A8_HAD: w8a8_x16.c */
+
+/* True for the x16 dtypes of every family. */
+bool tn__dtype_is_x16(tn_dtype t);
 
 /* The file dtype an x16 dtype was repacked from (other dtypes: themselves). */
-static inline tn_dtype tn__x16_file_dtype(tn_dtype t)
-{
-    return t == TN_DTYPE_Q4_0X16       ? TN_DTYPE_Q4_0
-           : t == TN_DTYPE_Q8_0X16     ? TN_DTYPE_Q8_0
-           : t == TN_DTYPE_Q4_KX16     ? TN_DTYPE_Q4_K
-           : t == TN_DTYPE_Q6_KX16     ? TN_DTYPE_Q6_K
-           : t == TN_DTYPE_W8A8X16     ? TN_DTYPE_W8A8
-           : t == TN_DTYPE_W8A8_HADX16 ? TN_DTYPE_W8A8_HAD
-                                       : t;
-}
+tn_dtype tn__x16_file_dtype(tn_dtype t);
 
 /* The x16 dtype for a file dtype wt (Q4_0, Q8_0, Q4_K, Q6_K, W8A8,
  * W8A8_HAD) when the running ISA has a kernel for it; TN_DTYPE_COUNT (no
  * repack) otherwise. */
 tn_dtype tn__x16_dtype_for(tn_dtype wt);
 
-/* Bytes of one 16-row group / of a whole repacked (n_out, n_in) matrix /
- * of one token's packed activations. xt: an x16 dtype. */
+/* Bytes of one 16-row group / of a whole repacked (n_out, n_in) matrix
+ * (n_out padded to 16) / of one token's packed activations (Q4_0X16 and
+ * Q8_0X16). xt: an x16 dtype. */
 size_t tn__x16_group_bytes(tn_dtype xt, int64_t n_in);
 size_t tn__x16_matrix_bytes(tn_dtype xt, int64_t n_in, int64_t n_out);
 size_t tn__x16_xtile_bytes(int64_t n_in);
@@ -102,10 +108,9 @@ void tn__x16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, v
 /* Row i (< n_out) of a repacked matrix, dequantized (tn_get_row). */
 void tn__x16_get_row(tn_dtype xt, const void *w, int64_t n_in, int64_t i, float *out);
 
-/* Scratch bytes (Q4_0X16 / Q8_0X16; the W8A8 x16 dtypes: tn__w8a8x16_wsize)
- * and the product Y = X · Wᵀ for an x16 matrix (the tn_matmul_wsize /
- * tn_matmul contracts). */
-size_t tn__x16_wsize(int64_t n_in, int64_t n_tokens);
+/* Scratch bytes and the product Y = X · Wᵀ for an x16 matrix (the
+ * tn_matmul_wsize / tn_matmul contracts). */
+size_t tn__x16_wsize(tn_dtype xt, int64_t n_in, int64_t n_tokens);
 void tn__x16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int64_t n_out, const float *x,
                     int64_t n_tokens, float *y, void *wdata);
 

@@ -20,6 +20,7 @@
  * of repack_k.h; chunks, tiles and threads only change when it is computed.
  */
 #include "kern/repack_k.h"
+#include "kern/repack.h"
 #include "kern/kern_impl.h"
 #include "kern/quants.h"
 
@@ -31,13 +32,6 @@
 #define CHUNKS_PER_THREAD 8
 #define MIN_PARALLEL_MACS (1 << 15)
 #define MIN_PARALLEL_QUANT (1 << 16)
-
-tn_dtype tn__kx16_dtype_for(tn_dtype wt)
-{
-    if (tn_kern_isa() < TN_ISA_AVX512)
-        return TN_DTYPE_COUNT;
-    return wt == TN_DTYPE_Q4_K ? TN_DTYPE_Q4_KX16 : wt == TN_DTYPE_Q6_K ? TN_DTYPE_Q6_KX16 : TN_DTYPE_COUNT;
-}
 
 /* Bytes per (group, super-block) of weights / of a packed 16-token tile. */
 static size_t sbytes(tn_dtype xt) { return xt == TN_DTYPE_Q6_KX16 ? TN__KX16_SB6 : TN__KX16_SB; }
@@ -344,3 +338,14 @@ void tn__kx16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, in
     else
         groups_fn(&j, 0, 1);
 }
+
+const tn__x16_family tn__x16_family_k = {
+    .file = {TN_DTYPE_Q4_K, TN_DTYPE_Q6_K},
+    .x16 = {TN_DTYPE_Q4_KX16, TN_DTYPE_Q6_KX16},
+    .min_isa = TN_ISA_AVX512,
+    .group_bytes = tn__kx16_group_bytes,
+    .repack = tn__kx16_repack,
+    .get_row = tn__kx16_get_row,
+    .wsize = tn__kx16_wsize,
+    .matmul = tn__kx16_matmul,
+};

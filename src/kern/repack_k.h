@@ -84,10 +84,6 @@
 
 static inline bool tn__dtype_is_kx16(tn_dtype t) { return t == TN_DTYPE_Q4_KX16 || t == TN_DTYPE_Q6_KX16; }
 
-/* The x16 dtype of Q4_K / Q6_K when the running ISA has the kernel
- * (AVX-512 VNNI); TN_DTYPE_COUNT otherwise (and for other dtypes). */
-tn_dtype tn__kx16_dtype_for(tn_dtype wt);
-
 /* Bytes of a 16-row group / of a whole repacked (n_out, n_in) matrix. */
 size_t tn__kx16_group_bytes(tn_dtype xt, int64_t n_in);
 size_t tn__kx16_matrix_bytes(tn_dtype xt, int64_t n_in, int64_t n_out);

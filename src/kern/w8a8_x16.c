@@ -21,6 +21,7 @@
  * which order the integer is added up, which cannot change it.
  */
 #include "kern/w8a8_x16.h"
+#include "kern/repack.h"
 #include "kern/hadamard.h"
 #include "kern/kern_impl.h"
 #include "kern/w8a8.h"
@@ -37,15 +38,6 @@
 /* Dword steps of a row of n_in columns. */
 static int64_t steps(int64_t n_in) { return (n_in + 3) / 4; }
 static size_t up64(size_t n) { return (n + 63) / 64 * 64; }
-
-tn_dtype tn__w8a8x16_dtype_for(tn_dtype wt)
-{
-    if (tn_kern_isa() < TN_ISA_AVX512)
-        return TN_DTYPE_COUNT;
-    return wt == TN_DTYPE_W8A8       ? TN_DTYPE_W8A8X16
-           : wt == TN_DTYPE_W8A8_HAD ? TN_DTYPE_W8A8_HADX16
-                                     : TN_DTYPE_COUNT;
-}
 
 size_t tn__w8a8x16_group_bytes(int64_t n_in) { return 64 * (size_t)steps(n_in) + 64; }
 
@@ -256,3 +248,33 @@ void tn__w8a8x16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in,
     else
         groups_fn(&j, 0, 1);
 }
+
+/* The family entry points take the dtype; W8A8 and W8A8_HAD store the same. */
+static size_t fam_group_bytes(tn_dtype xt, int64_t n_in)
+{
+    (void)xt;
+    return tn__w8a8x16_group_bytes(n_in);
+}
+
+static void fam_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, void *dst)
+{
+    (void)wt;
+    tn__w8a8x16_repack(src, n_in, n_out, dst);
+}
+
+static void fam_get_row(tn_dtype xt, const void *w, int64_t n_in, int64_t i, float *out)
+{
+    (void)xt;
+    tn__w8a8x16_get_row(w, n_in, i, out);
+}
+
+const tn__x16_family tn__x16_family_w8a8 = {
+    .file = {TN_DTYPE_W8A8, TN_DTYPE_W8A8_HAD},
+    .x16 = {TN_DTYPE_W8A8X16, TN_DTYPE_W8A8_HADX16},
+    .min_isa = TN_ISA_AVX512,
+    .group_bytes = fam_group_bytes,
+    .repack = fam_repack,
+    .get_row = fam_get_row,
+    .wsize = tn__w8a8x16_wsize,
+    .matmul = tn__w8a8x16_matmul,
+};

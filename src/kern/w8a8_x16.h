@@ -47,10 +47,6 @@
 /* True for TN_DTYPE_W8A8X16 and TN_DTYPE_W8A8_HADX16. */
 static inline bool tn__dtype_is_w8a8x16(tn_dtype t) { return t == TN_DTYPE_W8A8X16 || t == TN_DTYPE_W8A8_HADX16; }
 
-/* The x16 dtype for W8A8 / W8A8_HAD when the running ISA has a kernel for
- * it (AVX-512 VNNI); TN_DTYPE_COUNT otherwise and for other dtypes. */
-tn_dtype tn__w8a8x16_dtype_for(tn_dtype wt);
-
 /* Bytes of one 16-row group / of a repacked (n_out, n_in) matrix. */
 size_t tn__w8a8x16_group_bytes(int64_t n_in);
 size_t tn__w8a8x16_matrix_bytes(int64_t n_in, int64_t n_out);
