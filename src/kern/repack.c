@@ -8,7 +8,8 @@
  *    table's quantizer (the same bytes on every ISA), then packed once
  *    (tn__x16_xpack) into the int8 quants, the per-block bias and the f32
  *    scale the kernels read.
- * 2. The 16-row groups are cut into chunks (about CHUNKS_PER_THREAD per
+ * 2. (tn__x16_run, the driver every x16 family shares.) The 16-row
+ *    groups are cut into chunks (about CHUNKS_PER_THREAD per
  *    thread; with several tokens no larger than CHUNK_BYTES, so a chunk
  *    stays in L2 while all tokens go by) that threads take from an atomic
  *    counter. A chunk is all its groups against all tokens in one kernel
@@ -188,12 +189,11 @@ typedef struct job {
     const float *x;
     uint8_t *xq, *xp; /* (n_tokens, q8_row) Q8_0 blocks; the packed tiles */
     float *y;
-    int64_t chunk, n_chunks; /* in groups */
-    _Alignas(64) atomic_int_fast64_t next;
 } job;
 
-static void quant_rows(const job *j, int64_t t0, int64_t t1)
+static void quant_rows(void *ctx, int64_t t0, int64_t t1)
 {
+    const job *j = ctx;
     for (int64_t t = t0; t < t1; t++) {
         tn_block_q8_0 *q = (tn_block_q8_0 *)(j->xq + (size_t)t * q8_row(j->n_in));
         j->quantize(j->x + t * j->n_in, q, j->n_in);
@@ -201,24 +201,11 @@ static void quant_rows(const job *j, int64_t t0, int64_t t1)
     }
 }
 
-static void quant_fn(void *ctx, int ith, int nth)
+static void gemm_groups(void *ctx, int64_t g0, int64_t g1)
 {
     const job *j = ctx;
-    quant_rows(j, j->n_tokens * ith / nth, j->n_tokens * (ith + 1) / nth);
-}
-
-static void groups_fn(void *ctx, int ith, int nth)
-{
-    job *j = ctx;
-    (void)ith, (void)nth;
-    const int64_t ng = (j->n_out + TN__X16 - 1) / TN__X16;
-    for (;;) {
-        const int64_t c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (c >= j->n_chunks)
-            return;
-        const int64_t g0 = c * j->chunk, g1 = TN_MIN(g0 + j->chunk, ng);
-        j->gemm(j->xt, j->w + (size_t)g0 * j->gstride, j->gstride, g1 - g0, j->n_out - g0 * TN__X16, j->xp, j->n_tokens, j->n_in / 32, j->y + g0 * TN__X16, (size_t)j->n_out);
-    }
+    j->gemm(j->xt, j->w + (size_t)g0 * j->gstride, j->gstride, g1 - g0, j->n_out - g0 * TN__X16, j->xp, j->n_tokens,
+            j->n_in / 32, j->y + g0 * TN__X16, (size_t)j->n_out);
 }
 
 static void q_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int64_t n_out, const float *x,
@@ -242,24 +229,59 @@ static void q_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, in
         .xp = (uint8_t *)wdata + q8_row(n_in) * (size_t)n_tokens,
         .y = y,
     };
-    const bool parallel = n_in * n_out * n_tokens >= MIN_PARALLEL_MACS;
-    if (parallel && n_tokens > 1 && n_tokens * n_in >= MIN_PARALLEL_QUANT)
-        tn_pool_run(pool, quant_fn, &j);
-    else
-        quant_rows(&j, 0, n_tokens);
+    const tn__x16_drive d = {&j, quant_rows, gemm_groups, n_in, n_out, n_tokens, j.gstride, 1};
+    tn__x16_run(pool, &d);
+}
 
-    const int64_t ng = (n_out + TN__X16 - 1) / TN__X16;
+/* --- the driver the families share ---------------------------------------- */
+
+typedef struct run_job {
+    const tn__x16_drive *d;
+    int64_t chunk, n_chunks; /* in groups */
+    _Alignas(64) atomic_int_fast64_t next;
+} run_job;
+
+static void rows_fn(void *ctx, int ith, int nth)
+{
+    const tn__x16_drive *d = ((const run_job *)ctx)->d;
+    d->rows(d->ctx, d->n_tokens * ith / nth, d->n_tokens * (ith + 1) / nth);
+}
+
+static void chunks_fn(void *ctx, int ith, int nth)
+{
+    run_job *r = ctx;
+    (void)ith, (void)nth;
+    const int64_t ng = (r->d->n_out + TN__X16 - 1) / TN__X16;
+    for (;;) {
+        const int64_t c = atomic_fetch_add_explicit(&r->next, 1, memory_order_relaxed);
+        if (c >= r->n_chunks)
+            return;
+        const int64_t g0 = c * r->chunk;
+        r->d->groups(r->d->ctx, g0, TN_MIN(g0 + r->chunk, ng));
+    }
+}
+
+void tn__x16_run(tn_pool *pool, const tn__x16_drive *d)
+{
+    run_job r = {.d = d};
+    const bool parallel = pool && d->n_in * d->n_out * d->n_tokens >= MIN_PARALLEL_MACS;
+    if (parallel && d->n_tokens > 1 && d->n_tokens * d->n_in >= MIN_PARALLEL_QUANT)
+        tn_pool_run(pool, rows_fn, &r);
+    else
+        d->rows(d->ctx, 0, d->n_tokens);
+
+    const int64_t ng = (d->n_out + TN__X16 - 1) / TN__X16, m = TN_MAX(d->chunk_multiple, 1);
     const int nth = parallel ? tn_pool_size(pool) : 1;
     int64_t chunk = (ng + (int64_t)nth * CHUNKS_PER_THREAD - 1) / ((int64_t)nth * CHUNKS_PER_THREAD);
-    if (n_tokens > 1)
-        chunk = TN_MIN(chunk, (int64_t)(CHUNK_BYTES / j.gstride));
-    j.chunk = TN_MAX(chunk, (int64_t)1);
-    j.n_chunks = (ng + j.chunk - 1) / j.chunk;
-    atomic_init(&j.next, 0);
-    if (parallel && j.n_chunks > 1)
-        tn_pool_run(pool, groups_fn, &j);
+    if (d->n_tokens > 1)
+        chunk = (TN_MIN(chunk, (int64_t)(CHUNK_BYTES / d->gstride)) + m - 1) / m * m;
+    r.chunk = TN_MAX(chunk, (int64_t)1);
+    r.n_chunks = (ng + r.chunk - 1) / r.chunk;
+    atomic_init(&r.next, 0);
+    if (parallel && r.n_chunks > 1)
+        tn_pool_run(pool, chunks_fn, &r);
     else
-        groups_fn(&j, 0, 1);
+        chunks_fn(&r, 0, 1);
 }
 
 /* --- the families ------------------------------------------------------------ */

@@ -92,6 +92,26 @@ tn_dtype tn__x16_file_dtype(tn_dtype t);
  * repack) otherwise. */
 tn_dtype tn__x16_dtype_for(tn_dtype wt);
 
+/* The threaded driver the families' matmul share: rows(ctx, t0, t1)
+ * quantizes and packs activation rows [t0, t1) (split over the pool when
+ * there are enough), then the ceil(n_out / 16) groups are cut into chunks
+ * that threads take from an atomic counter, groups(ctx, g0, g1) computing
+ * groups [g0, g1) against every token. A chunk is about 1/8 of a thread's
+ * share; with several tokens at most 512 KiB of weights (it stays in L2
+ * while the tokens go by), rounded up to a multiple of chunk_multiple
+ * groups (W8A8's prefill kernel pairs groups). Which thread computes a
+ * group never changes its bits: every family's order is fixed per element. */
+typedef struct tn__x16_drive {
+    void *ctx;
+    void (*rows)(void *ctx, int64_t t0, int64_t t1);
+    void (*groups)(void *ctx, int64_t g0, int64_t g1);
+    int64_t n_in, n_out, n_tokens;
+    size_t gstride;     /* bytes per group */
+    int chunk_multiple; /* 1 or more */
+} tn__x16_drive;
+
+void tn__x16_run(tn_pool *pool, const tn__x16_drive *d);
+
 /* Bytes of one 16-row group / of a whole repacked (n_out, n_in) matrix
  * (n_out padded to 16) / of one token's packed activations (Q4_0X16 and
  * Q8_0X16). xt: an x16 dtype. */

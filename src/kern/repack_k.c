@@ -9,10 +9,9 @@
  *    Q8_K quantizer (the same bytes on every ISA, the ones the block-format
  *    Q4_K path uses), then packed once (tn__kx16_xpack) into the int8
  *    quants, the eight sub-block sums and the f32 scale the kernels read.
- * 2. The 16-row groups are cut into chunks (about CHUNKS_PER_THREAD per
- *    thread; with several tokens no larger than CHUNK_BYTES, so a chunk
- *    stays in L2 while all tokens go by) that threads take from an atomic
- *    counter. A chunk is all its groups against all tokens in one kernel
+ * 2. The 16-row groups are cut into chunks that threads take from an
+ *    atomic counter (tn__x16_run, kern/repack.h: the driver every x16
+ *    family shares). A chunk is all its groups against all tokens in one kernel
  *    call (kern_avx512_kx16.c: tiles of 16 tokens, each group super-block
  *    by super-block, the nibbles of a sub-block pair split once per tile).
  *
@@ -25,13 +24,8 @@
 #include "kern/quants.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <string.h>
 
-#define CHUNK_BYTES (512 * 1024)
-#define CHUNKS_PER_THREAD 8
-#define MIN_PARALLEL_MACS (1 << 15)
-#define MIN_PARALLEL_QUANT (1 << 16)
 
 /* Bytes per (group, super-block) of weights / of a packed 16-token tile. */
 static size_t sbytes(tn_dtype xt) { return xt == TN_DTYPE_Q6_KX16 ? TN__KX16_SB6 : TN__KX16_SB; }
@@ -266,12 +260,11 @@ typedef struct job {
     const float *x;
     uint8_t *xq, *xp; /* (n_tokens, q8k_row) Q8_K blocks; the packed tiles */
     float *y;
-    int64_t chunk, n_chunks; /* in groups */
-    _Alignas(64) atomic_int_fast64_t next;
 } job;
 
-static void quant_rows(const job *j, int64_t t0, int64_t t1)
+static void quant_rows(void *ctx, int64_t t0, int64_t t1)
 {
+    const job *j = ctx;
     for (int64_t t = t0; t < t1; t++) {
         tn_block_q8_K *q = (tn_block_q8_K *)(j->xq + (size_t)t * q8k_row(j->n_in));
         tn__quantize_row_q8_K(j->x + t * j->n_in, q, j->n_in);
@@ -279,25 +272,11 @@ static void quant_rows(const job *j, int64_t t0, int64_t t1)
     }
 }
 
-static void quant_fn(void *ctx, int ith, int nth)
+static void gemm_groups(void *ctx, int64_t g0, int64_t g1)
 {
     const job *j = ctx;
-    quant_rows(j, j->n_tokens * ith / nth, j->n_tokens * (ith + 1) / nth);
-}
-
-static void groups_fn(void *ctx, int ith, int nth)
-{
-    job *j = ctx;
-    (void)ith, (void)nth;
-    const int64_t ng = (j->n_out + 15) / 16;
-    for (;;) {
-        const int64_t c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (c >= j->n_chunks)
-            return;
-        const int64_t g0 = c * j->chunk, g1 = TN_MIN(g0 + j->chunk, ng);
-        j->gemm(j->xt, j->w + (size_t)g0 * j->gstride, j->gstride, g1 - g0, j->n_out - g0 * 16, j->xp, j->n_tokens,
-                j->n_in / TN_QK_K, j->y + g0 * 16, (size_t)j->n_out);
-    }
+    j->gemm(j->xt, j->w + (size_t)g0 * j->gstride, j->gstride, g1 - g0, j->n_out - g0 * 16, j->xp, j->n_tokens,
+            j->n_in / TN_QK_K, j->y + g0 * 16, (size_t)j->n_out);
 }
 
 void tn__kx16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int64_t n_out, const float *x,
@@ -319,24 +298,8 @@ void tn__kx16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, in
         .xp = (uint8_t *)wdata + q8k_row(n_in) * (size_t)n_tokens,
         .y = y,
     };
-    const bool parallel = n_in * n_out * n_tokens >= MIN_PARALLEL_MACS;
-    if (parallel && n_tokens > 1 && n_tokens * n_in >= MIN_PARALLEL_QUANT)
-        tn_pool_run(pool, quant_fn, &j);
-    else
-        quant_rows(&j, 0, n_tokens);
-
-    const int64_t ng = (n_out + 15) / 16;
-    const int nth = parallel ? tn_pool_size(pool) : 1;
-    int64_t chunk = (ng + (int64_t)nth * CHUNKS_PER_THREAD - 1) / ((int64_t)nth * CHUNKS_PER_THREAD);
-    if (n_tokens > 1)
-        chunk = TN_MIN(chunk, (int64_t)(CHUNK_BYTES / j.gstride));
-    j.chunk = TN_MAX(chunk, (int64_t)1);
-    j.n_chunks = (ng + j.chunk - 1) / j.chunk;
-    atomic_init(&j.next, 0);
-    if (parallel && j.n_chunks > 1)
-        tn_pool_run(pool, groups_fn, &j);
-    else
-        groups_fn(&j, 0, 1);
+    const tn__x16_drive d = {&j, quant_rows, gemm_groups, n_in, n_out, n_tokens, j.gstride, 1};
+    tn__x16_run(pool, &d);
 }
 
 const tn__x16_family tn__x16_family_k = {

@@ -9,10 +9,10 @@
  *    ISA (the same bytes on every ISA; W8A8_HAD rotates the row by H first,
  *    as tn_w8a8_had_matmul does), its bias -128·Σq and scale kept, and its
  *    bytes scattered dword by dword into its slot of a 16-token tile.
- * 2. The 16-row groups are cut into chunks (about CHUNKS_PER_THREAD per
- *    thread; with several tokens no larger than CHUNK_BYTES, so a chunk
- *    stays in L2 while every token tile goes by) that threads take from an
- *    atomic counter. A chunk is all its groups against all tokens in one
+ * 2. The 16-row groups are cut into chunks (an even number of groups
+ *    with several tokens: the prefill kernel pairs them) that threads take
+ *    from an atomic counter (tn__x16_run, kern/repack.h: the driver every
+ *    x16 family shares). A chunk is all its groups against all tokens in one
  *    kernel call; the AVX-512 kernel walks the tokens in tiles of 16 and,
  *    per tile, each group from its first column to its last.
  *
@@ -26,14 +26,9 @@
 #include "kern/kern_impl.h"
 #include "kern/w8a8.h"
 
-#include <stdatomic.h>
 #include <string.h>
 
 #define X16 16
-#define CHUNK_BYTES (512 * 1024)
-#define CHUNKS_PER_THREAD 8
-#define MIN_PARALLEL_MACS (1 << 15)
-#define MIN_PARALLEL_QUANT (1 << 16)
 
 /* Dword steps of a row of n_in columns. */
 static int64_t steps(int64_t n_in) { return (n_in + 3) / 4; }
@@ -148,12 +143,11 @@ typedef struct job {
     float *xr;    /* W8A8_HAD: (n_tokens, n_in); else NULL */
     size_t q_row, ks;
     float *y;
-    int64_t chunk, n_chunks; /* in groups */
-    _Alignas(64) atomic_int_fast64_t next;
 } job;
 
-static void quant_rows(const job *j, int64_t t0, int64_t t1)
+static void quant_rows(void *ctx, int64_t t0, int64_t t1)
 {
+    const job *j = ctx;
     const size_t K = (size_t)j->K;
     for (int64_t t = t0; t < t1; t++) {
         const float *x = j->x + t * j->n_in;
@@ -176,25 +170,11 @@ static void quant_rows(const job *j, int64_t t0, int64_t t1)
     }
 }
 
-static void quant_fn(void *ctx, int ith, int nth)
+static void gemm_groups(void *ctx, int64_t g0, int64_t g1)
 {
     const job *j = ctx;
-    quant_rows(j, j->n_tokens * ith / nth, j->n_tokens * (ith + 1) / nth);
-}
-
-static void groups_fn(void *ctx, int ith, int nth)
-{
-    job *j = ctx;
-    (void)ith, (void)nth;
-    const int64_t ng = (j->n_out + X16 - 1) / X16;
-    for (;;) {
-        const int64_t c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (c >= j->n_chunks)
-            return;
-        const int64_t g0 = c * j->chunk, g1 = TN_MIN(g0 + j->chunk, ng);
-        j->gemm(j->w + (size_t)g0 * j->gstride, j->gstride, g1 - g0, j->n_out - g0 * X16, j->xp, j->ks, j->bias,
-                j->dx, j->n_tokens, j->K, j->y + g0 * X16, (size_t)j->n_out);
-    }
+    j->gemm(j->w + (size_t)g0 * j->gstride, j->gstride, g1 - g0, j->n_out - g0 * X16, j->xp, j->ks, j->bias, j->dx,
+            j->n_tokens, j->K, j->y + g0 * X16, (size_t)j->n_out);
 }
 
 void tn__w8a8x16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in, int64_t n_out, const float *x,
@@ -229,24 +209,9 @@ void tn__w8a8x16_matmul(tn_pool *pool, const void *w, tn_dtype xt, int64_t n_in,
         .ks = s.ks,
         .y = y,
     };
-    const bool parallel = pool && n_in * n_out * n_tokens >= MIN_PARALLEL_MACS;
-    if (parallel && n_tokens > 1 && n_tokens * n_in >= MIN_PARALLEL_QUANT)
-        tn_pool_run(pool, quant_fn, &j);
-    else
-        quant_rows(&j, 0, n_tokens);
-
-    const int64_t ng = (n_out + X16 - 1) / X16;
-    const int nth = parallel ? tn_pool_size(pool) : 1;
-    int64_t chunk = (ng + (int64_t)nth * CHUNKS_PER_THREAD - 1) / ((int64_t)nth * CHUNKS_PER_THREAD);
-    if (n_tokens > 1) /* an even number of groups: the kernel pairs them */
-        chunk = (TN_MIN(chunk, (int64_t)(CHUNK_BYTES / j.gstride)) + 1) / 2 * 2;
-    j.chunk = TN_MAX(chunk, (int64_t)1);
-    j.n_chunks = (ng + j.chunk - 1) / j.chunk;
-    atomic_init(&j.next, 0);
-    if (parallel && j.n_chunks > 1)
-        tn_pool_run(pool, groups_fn, &j);
-    else
-        groups_fn(&j, 0, 1);
+    /* an even number of groups per chunk: the prefill kernel pairs them */
+    const tn__x16_drive d = {&j, quant_rows, gemm_groups, n_in, n_out, n_tokens, j.gstride, 2};
+    tn__x16_run(pool, &d);
 }
 
 /* The family entry points take the dtype; W8A8 and W8A8_HAD store the same. */
