@@ -47,6 +47,7 @@
  * accumulators likewise.
  */
 #include "kern/repack.h"
+#include "kern/x16_ymm.h"
 
 #include <immintrin.h>
 #include <stdalign.h>
@@ -60,13 +61,6 @@
 #define X16_PREFETCH_BYTES 1024
 #endif
 
-static inline int32_t ld32(const uint8_t *p)
-{
-    int32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
 /* One token t of the tile against the unpacked block: acc[t] += its
  * rows' block products (see the file comment). */
 AI void step(const int q4, const __m256i (*nib)[16], const uint8_t *xb, const uint8_t *xa, int64_t nb, int t,
@@ -79,8 +73,8 @@ AI void step(const int q4, const __m256i (*nib)[16], const uint8_t *xb, const ui
     __m256i xk[8];
 #pragma GCC unroll 8
     for (int k = 0; k < 8; k++)
-        xk[k] = _mm256_set1_epi32(ld32(xb + 32 * t + 4 * k));
-    const __m256i bias = _mm256_set1_epi32(ld32(xa + 4 * t));
+        xk[k] = _mm256_set1_epi32(tn__x16_ymm_ld32(xb + 32 * t + 4 * k));
+    const __m256i bias = _mm256_set1_epi32(tn__x16_ymm_ld32(xa + 4 * t));
     const __m256 dx = _mm256_broadcast_ss((const float *)(const void *)(xa + 64 * nb + 4 * t));
 #pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
@@ -154,59 +148,8 @@ AI void tile(const int q4, const int T0, const int nT, const uint8_t *gd, int64_
                 STEP(t);
         }
     }
-    if (left >= 16) {
-#pragma GCC unroll 16
-        for (int t = 0; t < T; t++) {
-            _mm256_storeu_ps(y + (size_t)t * ys, acc[t][0]);
-            _mm256_storeu_ps(y + (size_t)t * ys + 8, acc[t][1]);
-        }
-    } else {
-        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left), lane);
-        const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left - 8), lane);
-        for (int t = 0; t < T; t++) {
-            _mm256_maskstore_ps(y + (size_t)t * ys, m0, acc[t][0]);
-            _mm256_maskstore_ps(y + (size_t)t * ys + 8, m1, acc[t][1]);
-        }
-    }
+    tn__x16_ymm_store(T, acc, y, ys, left);
 #undef STEP
 }
 
-/* One group against T tokens: tiles of up to 4 tokens with a compile-time
- * size (their accumulators fit the registers), larger ones with a loop
- * over the tokens (the accumulators are in L1 either way). */
-#define TILE_CASES                                                                                                     \
-    case 1: tile(q4, 1, 1, gd, nb, xt, y, ys, left); break;                                                            \
-    case 2: tile(q4, 2, 2, gd, nb, xt, y, ys, left); break;                                                            \
-    case 3: tile(q4, 3, 3, gd, nb, xt, y, ys, left); break;                                                            \
-    case 4: tile(q4, 4, 4, gd, nb, xt, y, ys, left); break;                                                            \
-    default: tile(q4, 0, T, gd, nb, xt, y, ys, left); break;
-
-static void tile_q4(int T, const uint8_t *gd, int64_t nb, const uint8_t *xt, float *y, size_t ys, int64_t left)
-{
-    const int q4 = 1;
-    switch (T) { TILE_CASES }
-}
-
-static void tile_q8(int T, const uint8_t *gd, int64_t nb, const uint8_t *xt, float *y, size_t ys, int64_t left)
-{
-    const int q4 = 0;
-    switch (T) { TILE_CASES }
-}
-
-void tn__x16_gemm_avx2(tn_dtype xt, const uint8_t *w, size_t gstride, int64_t ng, int64_t nr, const uint8_t *xp,
-                       int64_t nt, int64_t nb, float *y, size_t ystride)
-{
-    for (int64_t t0 = 0; t0 < nt; t0 += TN__X16) {
-        const int T = (int)(nt - t0 < TN__X16 ? nt - t0 : TN__X16);
-        const uint8_t *xtile = xp + (size_t)(t0 / TN__X16) * ((size_t)nb * 640);
-        for (int64_t g = 0; g < ng; g++) {
-            const int64_t left = nr - g * TN__X16;
-            float *yg = y + (size_t)t0 * ystride + (size_t)(g * TN__X16);
-            if (xt == TN_DTYPE_Q4_0X16)
-                tile_q4(T, w + (size_t)g * gstride, nb, xtile, yg, ystride, left);
-            else
-                tile_q8(T, w + (size_t)g * gstride, nb, xtile, yg, ystride, left);
-        }
-    }
-}
+TN__X16_YMM_GEMM(tn__x16_gemm_avx2)
