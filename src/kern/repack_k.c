@@ -33,11 +33,6 @@ static size_t xsbytes(tn_dtype xt) { return xt == TN_DTYPE_Q6_KX16 ? TN__KX16_XS
 
 size_t tn__kx16_group_bytes(tn_dtype xt, int64_t n_in) { return (size_t)(n_in / TN_QK_K) * sbytes(xt); }
 
-size_t tn__kx16_matrix_bytes(tn_dtype xt, int64_t n_in, int64_t n_out)
-{
-    return tn__kx16_group_bytes(xt, n_in) * (size_t)((n_out + 15) / 16);
-}
-
 /* --- the layout ---------------------------------------------------------- */
 
 static void repack_q6(const void *src, int64_t n_in, int64_t n_out, void *dst)

@@ -84,12 +84,11 @@
 
 static inline bool tn__dtype_is_kx16(tn_dtype t) { return t == TN_DTYPE_Q4_KX16 || t == TN_DTYPE_Q6_KX16; }
 
-/* Bytes of a 16-row group / of a whole repacked (n_out, n_in) matrix. */
+/* Bytes of a 16-row group (a whole matrix: tn__x16_matrix_bytes). */
 size_t tn__kx16_group_bytes(tn_dtype xt, int64_t n_in);
-size_t tn__kx16_matrix_bytes(tn_dtype xt, int64_t n_in, int64_t n_out);
 
 /* Repacks the (n_out, n_in) matrix src of type wt (Q4_K or Q6_K; n_in a
- * multiple of 256) into dst (tn__kx16_matrix_bytes, 64-byte aligned).
+ * multiple of 256) into dst (tn__x16_matrix_bytes, 64-byte aligned).
  * Bit-exact: tn__kx16_get_row gives back every row as tn_dequantize_row
  * would. */
 void tn__kx16_repack(tn_dtype wt, const void *src, int64_t n_in, int64_t n_out, void *dst);

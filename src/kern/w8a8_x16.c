@@ -36,11 +36,6 @@ static size_t up64(size_t n) { return (n + 63) / 64 * 64; }
 
 size_t tn__w8a8x16_group_bytes(int64_t n_in) { return 64 * (size_t)steps(n_in) + 64; }
 
-size_t tn__w8a8x16_matrix_bytes(int64_t n_in, int64_t n_out)
-{
-    return tn__w8a8x16_group_bytes(n_in) * (size_t)((n_out + X16 - 1) / X16);
-}
-
 /* --- the layout ---------------------------------------------------------- */
 
 void tn__w8a8x16_repack(const void *src, int64_t n_in, int64_t n_out, void *dst)

@@ -47,12 +47,11 @@
 /* True for TN_DTYPE_W8A8X16 and TN_DTYPE_W8A8_HADX16. */
 static inline bool tn__dtype_is_w8a8x16(tn_dtype t) { return t == TN_DTYPE_W8A8X16 || t == TN_DTYPE_W8A8_HADX16; }
 
-/* Bytes of one 16-row group / of a repacked (n_out, n_in) matrix. */
+/* Bytes of one 16-row group (a whole matrix: tn__x16_matrix_bytes). */
 size_t tn__w8a8x16_group_bytes(int64_t n_in);
-size_t tn__w8a8x16_matrix_bytes(int64_t n_in, int64_t n_out);
 
 /* Repacks the (n_out, n_in) W8A8 rows at src (TN_W8A8_ROW(n_in) bytes
- * each, either W8A8 dtype) into dst (tn__w8a8x16_matrix_bytes, 64-byte
+ * each, either W8A8 dtype) into dst (tn__x16_matrix_bytes, 64-byte
  * aligned). Lossless: tn__w8a8x16_get_row gives back every row. */
 void tn__w8a8x16_repack(const void *src, int64_t n_in, int64_t n_out, void *dst);
 
