@@ -442,6 +442,8 @@ static int bench_one(const bench_opts *o, const char *path, bool *first)
         double sum = 0, sq = 0;
         if (b.ep.ep)
             tn_ep_reset_timing(b.ep.ep);
+        uint64_t jobs0, sleeps0, jobs1, sleeps1;
+        tn_pool_counters(b.pool, &jobs0, &sleeps0);
         for (int i = 0; i < o->n_reps; i++) {
             double t = run_test(&b, gen, n);
             if (t < 0) {
@@ -451,6 +453,10 @@ static int bench_one(const bench_opts *o, const char *path, bool *first)
             samples[i] = n_all / t;
             sum += samples[i];
         }
+        tn_pool_counters(b.pool, &jobs1, &sleeps1);
+        tn_log(TN_LOG_INFO, "tern bench: %s: %.1f parallel jobs and %.2f worker sleeps per %s\n", r.test,
+               (double)(jobs1 - jobs0) / ((double)o->n_reps * (gen ? n : 1)),
+               (double)(sleeps1 - sleeps0) / ((double)o->n_reps * (gen ? n : 1)), gen ? "step" : "run");
         r.mean = sum / o->n_reps;
         for (int i = 0; i < o->n_reps; i++)
             sq += (samples[i] - r.mean) * (samples[i] - r.mean);

@@ -18,6 +18,8 @@
  * condition variable, so an idle engine costs no CPU. The caller spins on
  * `pending` and falls back to sched_yield after a while, which matters when
  * the machine is oversubscribed and a worker has lost its core.
+ * TERN_SPIN_US sets the workers' spin window in microseconds (diagnosis);
+ * tn_pool_counters counts the jobs and the times a worker fell asleep.
  *
  * EDGE CASES
  *
@@ -47,8 +49,8 @@
 #include <string.h>
 #include <time.h>
 
-/* How long a worker spins after a job before it sleeps. */
-#define SPIN_S 100e-6
+/* How long a worker spins after a job before it sleeps (TERN_SPIN_US overrides). */
+#define SPIN_S_DEFAULT 100e-6
 /* Pause iterations between clock reads while spinning. */
 #define SPIN_CHECK 64
 /* How many pause iterations the caller spins before yielding its core. */
@@ -70,10 +72,13 @@ struct tn_pool {
     tn_pool_fn fn;
     void *ctx;
     atomic_bool stop;
+    double spin_s; /* how long a worker spins after a job before it sleeps */
 
     alignas(CACHE_LINE) atomic_uint_fast64_t gen; /* incremented once per job */
     alignas(CACHE_LINE) atomic_int pending;       /* workers still running the job */
     alignas(CACHE_LINE) atomic_int n_sleeping;    /* workers in (or entering) cond_wait */
+    atomic_uint_fast64_t n_sleeps;                /* times a worker went to sleep (tn_pool_counters) */
+    uint64_t n_jobs;                              /* jobs published; written by the owner only */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -107,11 +112,12 @@ static uint_fast64_t wait_job(tn_pool *p, uint_fast64_t seen)
                 return g;
             cpu_relax();
         }
-        if (now_s() - t0 > SPIN_S)
+        if (now_s() - t0 > p->spin_s)
             break;
     }
     pthread_mutex_lock(&p->mu);
     atomic_fetch_add(&p->n_sleeping, 1);
+    atomic_fetch_add_explicit(&p->n_sleeps, 1, memory_order_relaxed);
     while ((g = atomic_load(&p->gen)) == seen)
         pthread_cond_wait(&p->cv, &p->mu);
     atomic_fetch_sub(&p->n_sleeping, 1);
@@ -132,6 +138,21 @@ static void *worker_main(void *arg)
         atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
     }
     return NULL;
+}
+
+/* SPIN_S_DEFAULT, or TERN_SPIN_US microseconds (0 .. 1e6) when set. */
+static double spin_seconds(void)
+{
+    const char *env = getenv("TERN_SPIN_US");
+    if (!env || !*env)
+        return SPIN_S_DEFAULT;
+    char *end;
+    double us = strtod(env, &end);
+    if (*end || !(us >= 0 && us <= 1e6)) {
+        tn_log(TN_LOG_ERROR, "pool: ignoring TERN_SPIN_US=%s (want microseconds in [0, 1e6])\n", env);
+        return SPIN_S_DEFAULT;
+    }
+    return us * 1e-6;
 }
 
 /* Publishes the current fn/ctx/stop to the workers and wakes sleepers. */
@@ -174,6 +195,8 @@ tn_status tn_pool_new(int n_threads, tn_pool **out)
     atomic_init(&p->gen, 0);
     atomic_init(&p->pending, 0);
     atomic_init(&p->n_sleeping, 0);
+    atomic_init(&p->n_sleeps, 0);
+    p->spin_s = spin_seconds();
     if (pthread_mutex_init(&p->mu, NULL) != 0) {
         tn_free_aligned(p);
         return tn__err(TN_ERR_NOMEM, "pool: cannot create a mutex");
@@ -233,6 +256,7 @@ void tn_pool_run(tn_pool *pool, tn_pool_fn fn, void *ctx)
     }
     pool->fn = fn;
     pool->ctx = ctx;
+    pool->n_jobs++;
     publish(pool);
     fn(ctx, 0, pool->n_threads);
     for (int spins = 0; atomic_load_explicit(&pool->pending, memory_order_acquire) != 0; spins++) {
@@ -241,4 +265,11 @@ void tn_pool_run(tn_pool *pool, tn_pool_fn fn, void *ctx)
         else
             sched_yield();
     }
+}
+
+/* Jobs run on the workers and times a worker fell asleep; see pool.h. */
+void tn_pool_counters(const tn_pool *pool, uint64_t *jobs, uint64_t *sleeps)
+{
+    *jobs = pool ? pool->n_jobs : 0;
+    *sleeps = pool ? atomic_load_explicit(&((tn_pool *)pool)->n_sleeps, memory_order_relaxed) : 0;
 }

@@ -33,4 +33,11 @@ int tn_pool_size(const tn_pool *pool);
  * then fn(ctx, 0, 1) runs on the caller. */
 void tn_pool_run(tn_pool *pool, tn_pool_fn fn, void *ctx);
 
+/* Counters since creation, for diagnosis: jobs handed to the workers
+ * (tn_pool_run calls with more than one thread) and the times a worker
+ * found no job within its spin time and went to sleep (each costs a
+ * wake-up, tens of microseconds, when the next job comes). Read from the
+ * owner thread; zeros for a NULL pool. */
+void tn_pool_counters(const tn_pool *pool, uint64_t *jobs, uint64_t *sleeps);
+
 #endif /* TERN_BASE_POOL_H */

@@ -215,6 +215,7 @@ static void publish(tn_engine *e, bool settled)
     e->pub.n_empty_steps = e->n_empty_steps;
     e->pub.forward_s = e->forward_s;
     e->pub.host_s = e->host_s;
+    tn_pool_counters(e->pool, &e->pub.pool_jobs, &e->pub.pool_sleeps);
     if (e->moe_pub)
         tn_moe_stats_copy(e->moe_pub, tn_forward_moe_stats(e->fwd));
     if (settled) {

@@ -159,6 +159,9 @@ typedef struct tn_engine_stats {
      * when the engine did not wait for work in between (scheduling, sampling, stop checks, events):
      * the serial part of a step, which a single stream pays on top of the forward call. */
     double forward_s, host_s;
+    /* The compute pool's counters (tn_pool_counters): jobs handed to the workers and the times a
+     * worker slept for want of a job (each later costs a wake-up inside a forward call). */
+    uint64_t pool_jobs, pool_sleeps;
 } tn_engine_stats;
 
 /* A snapshot of the counters (any thread). */

@@ -203,6 +203,11 @@ char *metrics_render(srv *s)
     scalar(&b, lbl, "engine_host_seconds_total", "counter",
            "Wall time between consecutive forward calls (scheduling, sampling, events), idle waits excluded.",
            st.host_s);
+    scalar(&b, lbl, "engine_pool_jobs_total", "counter", "Parallel jobs the compute threads ran.",
+           (double)st.pool_jobs);
+    scalar(&b, lbl, "engine_pool_sleeps_total", "counter",
+           "Times a compute thread found no job within its spin time and slept (each costs a wake-up).",
+           (double)st.pool_sleeps);
     head(&b, "request_success_total", "counter", "Finished requests (choices) by finish reason.");
     const char *reasons[] = {"stop", "length", "abort", "error"};
     const uint64_t counts[] = {m->finished_stop, m->finished_length, m->finished_abort, m->finished_error};

@@ -95,6 +95,17 @@ static void test_jobs_after_sleep(void **state)
         struct timespec ts = {0, 2 * 1000 * 1000}; /* 2 ms */
         nanosleep(&ts, NULL);
     }
+    /* The counters saw every job and, with more than one thread, workers
+     * that slept through the pauses (the spin window is far below 2 ms). */
+    uint64_t jobs, sleeps;
+    tn_pool_counters(p, &jobs, &sleeps);
+    if (tn_pool_size(p) > 1) {
+        assert_int_equal(jobs, 20);
+        assert_true(sleeps >= 19); /* at least one worker per pause but the last */
+    } else {
+        assert_int_equal(jobs, 0);
+        assert_int_equal(sleeps, 0);
+    }
     tn_pool_free(p);
 }
 

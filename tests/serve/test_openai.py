@@ -554,6 +554,9 @@ def test_metrics(srv):
     assert metric(srv, "tern:generation_tokens_total") > 0
     assert metric(srv, "tern:engine_forward_seconds_total") > 0
     assert metric(srv, "tern:engine_host_seconds_total") >= 0
+    # this server computes on one thread (-t 1): no worker ever gets a job or sleeps
+    assert metric(srv, "tern:engine_pool_jobs_total") == 0
+    assert metric(srv, "tern:engine_pool_sleeps_total") == 0
 
 
 def test_loop_thread_is_batch(srv):
