@@ -57,5 +57,12 @@ int tn_n_cores(void);
  * tn_free_aligned. Returns NULL on failure. */
 void *tn_alloc_aligned(size_t size, size_t align);
 void tn_free_aligned(void *p);
+/* For big buffers streamed every step (the repacked weights): 2 MiB-aligned
+ * and advised to transparent huge pages (MADV_HUGEPAGE, which the kernel
+ * honours in THP's "madvise" and "always" modes), so a decode step's walk
+ * through hundreds of MiB costs a few hundred TLB entries, not 4 KiB pages'
+ * hundred thousand (decode +20 % on TinyLlama-shaped Q4_0, docs/performance.md).
+ * TERN_THP=0 gives plain 64-byte-aligned memory. Free with tn_free_aligned. */
+void *tn_alloc_huge(size_t size);
 
 #endif /* TERN_BASE_H */

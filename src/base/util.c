@@ -1,11 +1,13 @@
 /*
- * util.c — logging, time, core count, aligned allocation.
+ * util.c — logging, time, core count, aligned and huge-page allocation.
  */
 #include "base/base.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,3 +50,18 @@ void *tn_alloc_aligned(size_t size, size_t align)
 }
 
 void tn_free_aligned(void *p) { free(p); }
+
+/* 2 MiB-aligned, and marked for transparent huge pages unless TERN_THP=0:
+ * see base.h. */
+void *tn_alloc_huge(size_t size)
+{
+    const size_t huge = (size_t)2 << 20;
+    const char *env = getenv("TERN_THP");
+    const bool thp = !(env && !strcmp(env, "0"));
+    void *p = tn_alloc_aligned(size, thp ? huge : 64);
+#ifdef MADV_HUGEPAGE
+    if (p && thp)
+        (void)madvise(p, size, MADV_HUGEPAGE); /* advice only: without THP it stays 4 KiB pages */
+#endif
+    return p;
+}

@@ -90,7 +90,7 @@ tn_status tn__load_repack(tn_model *m)
         free(ws);
         return TN_OK;
     }
-    char *buf = tn_alloc_aligned(total, 64);
+    char *buf = tn_alloc_huge(total);
     if (!buf) {
         free(ws);
         return tn__err(TN_ERR_NOMEM, "model: out of memory for %zu bytes of repacked weights", total);

@@ -144,7 +144,7 @@ tn_status tn_model_repack_experts(tn_model *m, const uint8_t *want)
     const size_t n_tab = (size_t)m->hp.n_layer * N_STACKS * (size_t)E;
     tn_matrix *tab = malloc(n_tab * sizeof *tab);
     copy_job *jobs = malloc(n_tab * sizeof *jobs);
-    char *buf = tn_alloc_aligned(total, 64);
+    char *buf = tn_alloc_huge(total);
     if (!tab || !jobs || !buf) {
         free(tab);
         free(jobs);
