@@ -99,7 +99,7 @@ static double measure_bw(tn_pool *pool, size_t mib, int reps)
     const int nth = tn_pool_size(pool);
     const size_t unit = 256 * (size_t)nth;
     const size_t bytes = (mib << 20) / unit * unit;
-    char *buf = tn_alloc_aligned(bytes, 4096);
+    char *buf = tn_alloc_huge(bytes); /* the pages the repacked weights get (TERN_THP=0: 4 KiB) */
     if (!buf)
         return 0;
     memset(buf, 1, bytes); /* fault every page in before timing */
