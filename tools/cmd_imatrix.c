@@ -10,6 +10,7 @@
 #include "args.h"
 #include "tools.h"
 
+#include "compress/hessian.h"
 #include "compress/imatrix.h"
 
 #include <errno.h>
@@ -31,6 +32,8 @@ static void usage(FILE *out)
             "  -o, --output PATH   importance matrix to write (required)\n"
             "  -c, --ctx N         window in tokens (default 512)\n"
             "      --chunks N      windows to evaluate (default: all that fit)\n"
+            "      --hessian PATH  also write each dense matrix's input second moments\n"
+            "                      H = sum x x^T / n_tokens (GGUF; for tern quantize --hessian: GPTQ)\n"
             "  -t, --threads N     compute threads (default: all cores)\n"
             "  -h, --help          this text\n");
 }
@@ -44,7 +47,7 @@ static void progress(void *ud, int32_t i, int32_t n)
 
 int tn_cmd_imatrix(int argc, char **argv)
 {
-    const char *model_path = NULL, *text_path = NULL, *out_path = NULL;
+    const char *model_path = NULL, *text_path = NULL, *out_path = NULL, *hess_path = NULL;
     int32_t n_threads = 0, n_ctx = 512, n_chunks = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -68,6 +71,8 @@ int tn_cmd_imatrix(int argc, char **argv)
             out_path = v;
         else if (FLAG("-c", "--ctx"))
             ok = tn_arg_i32(v, 2, 1 << 20, &n_ctx);
+        else if (!strcmp(a, "--hessian"))
+            hess_path = v;
         else if (!strcmp(a, "--chunks"))
             ok = tn_arg_i32(v, 1, INT32_MAX, &n_chunks);
         else if (FLAG("-t", "--threads"))
@@ -94,15 +99,18 @@ int tn_cmd_imatrix(int argc, char **argv)
     tn_vocab *voc = NULL;
     tn_pool *pool = NULL;
     tn_imatrix *im = NULL;
+    tn_hessian *hs = NULL;
     size_t len = 0;
     char *text = tn_read_file("imatrix", text_path, &len);
     if (!text)
         goto out;
     if (tn_model_load(model_path, &m) != TN_OK || tn_vocab_from_gguf(m->gguf, &voc) != TN_OK ||
-        tn_pool_new(n_threads, &pool) != TN_OK || tn_imatrix_new(&im) != TN_OK) {
+        tn_pool_new(n_threads, &pool) != TN_OK || tn_imatrix_new(&im) != TN_OK ||
+        (hess_path && tn_hessian_new(&hs) != TN_OK)) {
         fprintf(stderr, "tern imatrix: %s\n", tn_last_error());
         goto out;
     }
+    tn_imatrix_set_hessian(im, hs);
     double t0 = tn_time_s();
     if (tn_imatrix_collect(im, m, voc, pool, text, len, n_ctx, n_chunks, progress, &t0) != TN_OK ||
         tn_imatrix_save(im, out_path, text_path) != TN_OK) {
@@ -111,8 +119,16 @@ int tn_cmd_imatrix(int argc, char **argv)
     }
     fprintf(stderr, "tern imatrix: %lld entries from %d windows of %d tokens -> %s\n",
             (long long)tn_imatrix_n_entries(im), (int)tn_imatrix_n_chunks(im), (int)n_ctx, out_path);
+    if (hs) {
+        if (tn_hessian_save(hs, hess_path, text_path, tn_imatrix_n_chunks(im)) != TN_OK) {
+            fprintf(stderr, "tern imatrix: %s\n", tn_last_error());
+            goto out;
+        }
+        fprintf(stderr, "tern imatrix: %lld hessians -> %s\n", (long long)tn_hessian_n_entries(hs), hess_path);
+    }
     rc = 0;
 out:
+    tn_hessian_free(hs);
     tn_imatrix_free(im);
     tn_pool_free(pool);
     tn_vocab_free(voc);

@@ -35,6 +35,10 @@ static void usage(FILE *out)
             "      --imatrix FILE    importance matrix (tern imatrix, or llama-imatrix's .dat):\n"
             "                        weights each column's error in the K-quants, IQ4_NL\n"
             "                        and Q4_0/Q4_1/Q5_0/Q5_1\n"
+            "      --hessian FILE    input second moments (tern imatrix --hessian): GPTQ for every\n"
+            "                        dense matrix with one (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL and the\n"
+            "                        K-quants); diag H is the importance of the scale fits\n"
+            "      --gptq-damp X     GPTQ damping: H += X * mean(diag H) * I (default 0.01)\n"
             "      --output-type T   type of output.weight (token_embd when tied)\n"
             "      --pure            every matrix in TYPE (no mix rules)\n"
             "      --stats           print each tensor's weight RMSE vs the source (stdout)\n"
@@ -56,7 +60,7 @@ static void progress(void *ud, int64_t i, int64_t n, const tn_quant_tensor *t)
     bar[width] = 0;
     fprintf(stderr, "[%s] [%4lld/%4lld] %-28s %10lld elements  %-6s -> %-6s %s%s%s(%.1f s)\n", bar, (long long)i,
             (long long)n, t->name, (long long)t->n_elements, tn_dtype_traits_of(t->src_type)->name,
-            tn_dtype_traits_of(t->dst_type)->name, t->imatrix ? "imatrix " : "", t->note ? t->note : "",
+            tn_dtype_traits_of(t->dst_type)->name, t->gptq ? "gptq " : t->imatrix ? "imatrix " : "", t->note ? t->note : "",
             t->note ? " " : "", tn_time_s() - ps->t0);
 }
 
@@ -79,7 +83,8 @@ int tn_cmd_quantize(int argc, char **argv)
             o.pure = true;
         } else if (!strcmp(a, "--stats")) {
             o.stats = true;
-        } else if (!strcmp(a, "--output-type") || !strcmp(a, "--imatrix") || !strcmp(a, "-t") ||
+        } else if (!strcmp(a, "--output-type") || !strcmp(a, "--imatrix") || !strcmp(a, "--hessian") ||
+                   !strcmp(a, "--gptq-damp") || !strcmp(a, "-t") ||
                    !strcmp(a, "--threads")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "tern quantize: missing value after '%s'\n", a);
@@ -90,6 +95,18 @@ int tn_cmd_quantize(int argc, char **argv)
                 o.output_type = v;
             } else if (!strcmp(a, "--imatrix")) {
                 o.imatrix = v;
+            } else if (!strcmp(a, "--hessian")) {
+                o.hessian = v;
+            } else if (!strcmp(a, "--gptq-damp")) {
+                char *end;
+                errno = 0;
+                double d = strtod(v, &end);
+                if (errno || *end || !(d >= 0 && d <= 10)) {
+                    fprintf(stderr, "tern quantize: bad value '%s' for %s: want a number in [0, 10]\n", v, a);
+                    return 2;
+                }
+                o.gptq_damp = d;
+                o.gptq_damp_set = true;
             } else {
                 char *end;
                 errno = 0;

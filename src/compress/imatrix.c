@@ -4,6 +4,8 @@
  */
 #include "compress/imatrix.h"
 
+#include "compress/hessian.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -35,6 +37,7 @@ struct tn_imatrix {
     entry *e;
     int64_t n, cap;
     int32_t n_chunks;
+    tn_hessian *hessian; /* borrowed: also fed by tn_imatrix_collect, or NULL */
 };
 
 tn_status tn_imatrix_new(tn_imatrix **out)
@@ -367,7 +370,11 @@ static void observe(void *ud, int32_t layer, const char *tensor, int32_t expert,
         ob->st = tn_imatrix_add_expert(ob->im, name, expert, ob->n_expert, ob->call, x, n_rows, n_cols);
     else
         ob->st = tn_imatrix_add(ob->im, name, x, n_rows, n_cols);
+    if (ob->st == TN_OK && expert < 0 && ob->im->hessian)
+        ob->st = tn_hessian_add(ob->im->hessian, name, ob->call, x, n_rows, n_cols);
 }
+
+void tn_imatrix_set_hessian(tn_imatrix *im, tn_hessian *h) { im->hessian = h; }
 
 tn_status tn_imatrix_collect(tn_imatrix *im, const tn_model *m, const tn_vocab *v, tn_pool *pool, const char *text,
                              size_t len, int32_t n_ctx, int32_t n_chunks, tn_imatrix_progress_fn progress,

@@ -81,6 +81,11 @@ const float *tn_imatrix_get(tn_imatrix *im, const char *name, int64_t *n_cols);
 /* Chunks recorded (tn_imatrix_collect's windows, or the file trailer's). */
 int32_t tn_imatrix_n_chunks(const tn_imatrix *im);
 
+/* Makes tn_imatrix_collect also accumulate every dense product's input
+ * second moments into h (compress/hessian.h; borrowed, NULL: off). */
+typedef struct tn_hessian tn_hessian;
+void tn_imatrix_set_hessian(tn_imatrix *im, tn_hessian *h);
+
 /* Called after each window: i of n done. */
 typedef void (*tn_imatrix_progress_fn)(void *ud, int32_t i, int32_t n);
 

@@ -5,6 +5,8 @@
 #include "compress/quantize.h"
 
 #include "base/pool.h"
+#include "compress/gptq.h"
+#include "compress/hessian.h"
 #include "compress/imatrix.h"
 #include "compress/quant_k.h"
 
@@ -331,7 +333,107 @@ typedef struct qjob {
     const float *imp;      /* (ne0) importance of the current tensor's columns, or NULL */
     int64_t imp_rows;      /* > 0: imp has a slice of ne0 per matrix of imp_rows rows (experts) */
     tn_imatrix *im;        /* o->imatrix, loaded; or NULL */
+    /* GPTQ (o->hessian) */
+    tn_gguf *hg;           /* the hessian file, or NULL */
+    bool tied;             /* no output.weight: token_embd is the output matrix */
+    double damp;
+    char u_name[160];      /* the hessian U and dead were prepared from ("" none) */
+    int64_t u_n;
+    float *U;              /* (u_n, u_n) upper Cholesky factor of H'⁻¹ */
+    uint8_t *dead;         /* (u_n) */
+    float *hdiag;          /* (u_n) diag H: the importance of the scale fits */
+    float *wbuf;           /* (n_rows, ne0) the current tensor's rows in F32 */
+    size_t wbuf_cap;
+    uint32_t warned;       /* types GPTQ lacks that were reported (bit per dtype) */
 } qjob;
+
+/* Pool job: GPTQ of rows [ith*n/nth, (ith+1)*n/nth) of the current tensor. */
+static void gptq_rows(void *ctx, int ith, int nth)
+{
+    qjob *j = ctx;
+    const tn_quant_tensor *q = j->q;
+    const int64_t ne0 = q->ne0;
+    const size_t src_row = tn_dtype_row_size(q->src_type, ne0), dst_row = tn_dtype_row_size(q->dst_type, ne0);
+    const int64_t r0 = j->n_rows * ith / nth, r1 = j->n_rows * (ith + 1) / nth;
+    float *w = j->wbuf + (size_t)r0 * (size_t)ne0;
+    tn_status st = TN_OK;
+    for (int64_t r = r0; r < r1 && st == TN_OK; r++)
+        st = tn_dequantize_row(q->src_type, (const unsigned char *)j->src->data + (size_t)r * src_row,
+                               j->wbuf + (size_t)r * (size_t)ne0, ne0);
+    if (st == TN_OK && r1 > r0)
+        st = tn_gptq_quantize(q->dst_type, j->U, j->dead, j->hdiag, w, r1 - r0, ne0, j->dst + (size_t)r0 * dst_row,
+                              NULL);
+    if (st == TN_OK && j->o->stats) {
+        float *y = j->scratch + (size_t)ith * 2 * (size_t)j->max_ne0, *x = y + j->max_ne0;
+        for (int64_t r = r0; r < r1 && st == TN_OK; r++) {
+            st = tn_dequantize_row(q->src_type, (const unsigned char *)j->src->data + (size_t)r * src_row, x, ne0);
+            if (st == TN_OK)
+                st = tn_dequantize_row(q->dst_type, j->dst + (size_t)r * dst_row, y, ne0);
+            double e = 0, v = 0;
+            for (int64_t k = 0; k < ne0; k++) {
+                const double dx = (double)y[k] - (double)x[k];
+                e += dx * dx;
+                v += (double)x[k] * x[k];
+            }
+            j->row_sse[r] = e;
+            j->row_ssq[r] = v;
+        }
+    }
+    if (st != TN_OK)
+        j->thread_st[ith] = st;
+}
+
+/* With --hessian: whether tensor q gets GPTQ; prepares U for its hessian
+ * (kept for the next tensor of the same input). */
+static tn_status gptq_setup(qjob *j, const tn_quant_tensor *q, bool *use)
+{
+    *use = false;
+    const float *H = NULL;
+    tn_status st = tn_hessian_lookup(j->hg, j->o->hessian, q->name, j->tied, q->ne0, &H);
+    if (st != TN_OK || !H)
+        return st;
+    if (!tn_gptq_supported(q->dst_type)) {
+        const uint32_t bit = 1u << ((unsigned)q->dst_type % 32);
+        if (!(j->warned & bit))
+            tn_log(TN_LOG_INFO, "quantize: GPTQ does not support %s (first: %s); those tensors take the usual path\n",
+                   tn_dtype_traits_of(q->dst_type)->name, q->name);
+        j->warned |= bit;
+        return TN_OK;
+    }
+    char name[160];
+    if (!tn_hessian_name(q->name, j->tied, name, sizeof name))
+        return TN_OK;
+    if (strcmp(name, j->u_name) != 0) {
+        const int64_t n = q->ne0;
+        j->u_name[0] = 0;
+        free(j->U);
+        free(j->dead);
+        free(j->hdiag);
+        j->U = malloc((size_t)n * (size_t)n * sizeof *j->U);
+        j->dead = malloc((size_t)n);
+        j->hdiag = malloc((size_t)n * sizeof *j->hdiag);
+        if (!j->U || !j->dead || !j->hdiag)
+            return tn__err(TN_ERR_NOMEM, "quantize: out of memory for the GPTQ factor of %s", name);
+        for (int64_t c = 0; c < n; c++)
+            j->hdiag[c] = H[c * n + c];
+        if ((st = tn_gptq_prepare(H, n, j->damp, j->U, j->dead)) != TN_OK)
+            return tn__err_prefix(st, "quantize: hessian %s of %s", name, j->o->hessian);
+        j->u_n = n;
+        snprintf(j->u_name, sizeof j->u_name, "%s", name);
+    }
+    const size_t need = (size_t)q->n_elements;
+    if (need > j->wbuf_cap) {
+        free(j->wbuf);
+        j->wbuf = malloc(need * sizeof *j->wbuf);
+        if (!j->wbuf) {
+            j->wbuf_cap = 0;
+            return tn__err(TN_ERR_NOMEM, "quantize: out of memory for %s in F32", q->name);
+        }
+        j->wbuf_cap = need;
+    }
+    *use = true;
+    return TN_OK;
+}
 
 /* Pool job: rows [ith*n/nth, (ith+1)*n/nth) of the current tensor. */
 static void quant_rows(void *ctx, int ith, int nth)
@@ -401,9 +503,17 @@ static tn_status fill_tensor(void *ctx, void *dst, size_t nbytes)
         }
         j->dst = dst;
         j->n_rows = q->n_elements / q->ne0;
+        bool gptq = false;
+        if (j->hg) {
+            tn_status st = gptq_setup(j, q, &gptq);
+            if (st != TN_OK)
+                return st;
+            q->gptq = gptq;
+            q->imatrix |= gptq;
+        }
         for (int i = 0; i < j->n_threads; i++)
             j->thread_st[i] = TN_OK;
-        tn_pool_run(j->pool, quant_rows, j);
+        tn_pool_run(j->pool, gptq ? gptq_rows : quant_rows, j);
         for (int i = 0; i < j->n_threads; i++)
             if (j->thread_st[i] != TN_OK)
                 return tn__err_prefix(j->thread_st[i], "quantize: tensor '%s' (%s -> %s)", q->name,
@@ -464,6 +574,14 @@ tn_status tn_quantize_model(const tn_quant_opts *o, tn_quant_report *rep_out)
     fill_ctx *fcs = NULL;
     if ((st = plan(o, have_out, out_type, rep)) != TN_OK)
         goto out;
+    if (o->hessian) {
+        if ((st = tn_gguf_open(o->hessian, &job.hg)) != TN_OK ||
+            (st = tn_hessian_check_file(job.hg, o->hessian)) != TN_OK)
+            goto out;
+        job.tied = !tn_gguf_find_tensor(rep->in, "output.weight");
+        tn__err_clear();
+        job.damp = o->gptq_damp_set ? o->gptq_damp : 0.01;
+    }
     if (o->imatrix && (st = tn_imatrix_load(o->imatrix, &job.im)) != TN_OK)
         goto out;
 
@@ -496,6 +614,10 @@ tn_status tn_quantize_model(const tn_quant_opts *o, tn_quant_report *rep_out)
             (st = tn_gguf_set_i32(w, "quantize.imatrix.chunks_count", tn_imatrix_n_chunks(job.im))) != TN_OK)
             goto out;
     }
+
+    if (job.hg && ((st = tn_gguf_set_str(w, "quantize.hessian.file", o->hessian)) != TN_OK ||
+                   (st = tn_gguf_set_f32(w, "quantize.gptq.damp", (float)job.damp)) != TN_OK))
+        goto out;
 
     if ((st = tn_pool_new(o->n_threads, &job.pool)) != TN_OK)
         goto out;
@@ -533,6 +655,11 @@ out:
     free(job.row_ssq);
     tn_pool_free(job.pool);
     tn_imatrix_free(job.im);
+    tn_gguf_free(job.hg);
+    free(job.U);
+    free(job.dead);
+    free(job.hdiag);
+    free(job.wbuf);
     tn_gguf_writer_free(w);
     if (rep == &local)
         tn_quant_report_deinit(rep);

@@ -39,6 +39,13 @@
  *     ignore it); an entry of another width is an error; a tensor without
  *     an entry is quantized unweighted. The file's name, entry and chunk
  *     counts are recorded under llama.cpp's quantize.imatrix.* keys.
+ *   - GPTQ (--hessian): a converted tensor whose hessian (compress/hessian.h
+ *     naming rule) exists and whose type GPTQ supports (compress/gptq.h) is
+ *     quantized by GPTQ, with diag H as the importance of the scale fits
+ *     (instead of the imatrix entry); the others take the path above (a
+ *     type GPTQ lacks is said once). A missing or malformed hessian tensor
+ *     is an error naming it and the file. The file is recorded under
+ *     quantize.hessian.file and quantize.gptq.damp.
  *
  * Metadata is copied entry by entry; general.file_type is set to llama.cpp's
  * LLAMA_FTYPE of the mix and general.quantization_version to 2 when any
@@ -62,6 +69,7 @@ typedef struct tn_quant_tensor {
     bool quantized;       /* converted (false: copied as is) */
     const char *note;     /* static text: why the type differs from the base, or NULL */
     bool imatrix;         /* quantized with importance weights (an entry exists and the type uses it) */
+    bool gptq;            /* quantized by GPTQ (--hessian: it has a hessian and the type is supported) */
     double sse;           /* sum of squared errors vs the source (with stats; 0 for copies) */
     double ssq;           /* sum of squared source values (with stats) */
 } tn_quant_tensor;
@@ -78,6 +86,9 @@ typedef struct tn_quant_opts {
     const char *output_type;   /* optional: a tensor type name for output.weight (token_embd if tied) */
     bool pure;                 /* every matrix gets the base type (fallbacks still apply) */
     const char *imatrix;       /* optional: importance matrix file (tern imatrix / llama-imatrix .dat) */
+    const char *hessian;       /* optional: hessian file (tern imatrix --hessian): GPTQ (compress/gptq.h) */
+    double gptq_damp;          /* GPTQ damping λ (H += λ·mean(diag H)·I), used when gptq_damp_set */
+    bool gptq_damp_set;        /* false: 0.01 */
     bool stats;                /* measure each tensor's squared error vs the source (costs a dequantize) */
     int n_threads;             /* 0: all cores */
     tn_quant_progress_fn progress; /* optional */
