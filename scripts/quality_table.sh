@@ -38,6 +38,11 @@
 #   LLAMA_PPL_TYPES  types whose llama.cpp file is also scored by
 #                  llama-perplexity (its own PPL and KL, a cross-check) [Q4_K_M]
 #   PYTHON         a python3 with the gguf package, for the RMSE column [python3]
+#   GPTQ           1: the "+ imatrix" tern rows use GPTQ: `tern imatrix` also
+#                  writes OUT/hessian.gguf (--hessian) from the same CALIB text
+#                  and tern quantize gets --hessian next to --imatrix (files
+#                  tn-TYPE-imat-gptq.gguf); llama-quantize keeps the .dat [0]
+#   GPTQ_DAMP      --gptq-damp for those rows [tern's default, 0.01]
 #   REUSE          1: score the tn-*/ll-* files already in OUT instead of
 #                  quantizing again (the same model scored on another TEXT) [0]
 set -euo pipefail
@@ -57,6 +62,8 @@ CALIB_BYTES=${CALIB_BYTES:-300000}
 LLAMA_PPL_TYPES=${LLAMA_PPL_TYPES-Q4_K_M}
 PYTHON=${PYTHON:-python3}
 REUSE=${REUSE:-0}
+GPTQ=${GPTQ:-0}
+GPTQ_DAMP=${GPTQ_DAMP:-}
 SCRIPTS=$(cd "$(dirname "$0")" && pwd)
 
 for f in "$F32" "$TEXT" "$TERN" "$LLAMA_CPP/llama-quantize" "$LLAMA_CPP/llama-perplexity"; do
@@ -98,13 +105,18 @@ score() {
 
 # row TYPE SUFFIX [IMATRIX]: both quantizers, both scored.
 row() {
-    local t=$1 sfx=$2 im=${3:-} label=$1
+    local t=$1 sfx=$2 im=${3:-} label=$1 tsfx=$2 hs=()
     [ -n "$im" ] && label="$t + imatrix"
-    local tn=$OUT/tn-$t$sfx.gguf ll=$OUT/ll-$t$sfx.gguf
+    if [ -n "$im" ] && [ "$GPTQ" = 1 ]; then
+        tsfx=$sfx-gptq
+        label="$t + imatrix (tern: GPTQ)"
+        hs=(--hessian "$OUT/hessian.gguf" ${GPTQ_DAMP:+--gptq-damp "$GPTQ_DAMP"})
+    fi
+    local tn=$OUT/tn-$t$tsfx.gguf ll=$OUT/ll-$t$sfx.gguf
     if [ "$REUSE" = 1 ] && [ -e "$tn" ]; then
         :
     elif [ -n "$im" ]; then
-        "$TERN" quantize "$F32" "$tn" "$t" -t "$THREADS" --imatrix "$im" > "$OUT/tn-$t$sfx.log" 2>&1
+        "$TERN" quantize "$F32" "$tn" "$t" -t "$THREADS" --imatrix "$im" "${hs[@]}" > "$OUT/tn-$t$tsfx.log" 2>&1
     else
         "$TERN" quantize "$F32" "$tn" "$t" -t "$THREADS" > "$OUT/tn-$t$sfx.log" 2>&1
     fi
@@ -113,7 +125,7 @@ row() {
         "$LLAMA_CPP/llama-quantize" ${im:+--imatrix "$im"} "$F32" "$ll" "$t" "$THREADS" > "$OUT/ll-$t$sfx.log" 2>&1; then
         score "$label" llama-quantize "$ll"
         "$PYTHON" "$SCRIPTS/kl_paired.py" --per-window $((CTX - 1 - CTX / 2)) --markdown "$label" \
-            "$OUT/ll-$t$sfx.ppl.kl" "$OUT/tn-$t$sfx.ppl.kl" >> "$OUT/paired.md"
+            "$OUT/ll-$t$sfx.ppl.kl" "$OUT/tn-$t$tsfx.ppl.kl" >> "$OUT/paired.md"
     else
         rm -f "$ll" # llama-quantize leaves a partial file behind
         printf '| %s | llama-quantize | refused: %s | | | | | | | |\n' "$label" \
@@ -133,10 +145,12 @@ for t in $TYPES; do
     row "$t" ""
 done
 if [ -n "$CALIB" ] && [ -n "$IMATRIX_TYPES" ]; then
-    if [ "$REUSE" != 1 ] || [ ! -e "$OUT/imatrix.dat" ]; then
+    hsave=()
+    [ "$GPTQ" = 1 ] && hsave=(--hessian "$OUT/hessian.gguf")
+    if [ "$REUSE" != 1 ] || [ ! -e "$OUT/imatrix.dat" ] || { [ "$GPTQ" = 1 ] && [ ! -e "$OUT/hessian.gguf" ]; }; then
         head -c "$CALIB_BYTES" "$CALIB" > "$OUT/calib.txt"
-        echo "imatrix: $TERN imatrix -m $F32 -f <first $CALIB_BYTES bytes of $CALIB> --ctx $CTX -o $OUT/imatrix.dat" >&2
-        "$TERN" imatrix -m "$F32" -f "$OUT/calib.txt" --ctx "$CTX" -t "$THREADS" -o "$OUT/imatrix.dat" \
+        echo "imatrix: $TERN imatrix -m $F32 -f <first $CALIB_BYTES bytes of $CALIB> --ctx $CTX -o $OUT/imatrix.dat ${hsave[*]}" >&2
+        "$TERN" imatrix -m "$F32" -f "$OUT/calib.txt" --ctx "$CTX" -t "$THREADS" -o "$OUT/imatrix.dat" "${hsave[@]}" \
             > "$OUT/imatrix.log" 2>&1
     fi
     for t in $IMATRIX_TYPES; do
