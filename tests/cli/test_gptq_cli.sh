@@ -17,8 +17,8 @@ trap 'rm -rf "$tmp"' EXIT
 fail=0
 bad() { echo "FAIL: $*"; fail=1; }
 ok() { echo "ok: $*"; }
-head -c 40000 "$TEXT" > "$tmp/calib.txt"
-tail -c 30000 "$TEXT" > "$tmp/held.txt"
+head -c 20000 "$TEXT" > "$tmp/calib.txt"
+tail -c 15000 "$TEXT" > "$tmp/held.txt"
 
 check() {
     local name=$1 want=$2 pat=$3; shift 4
