@@ -332,9 +332,9 @@ tn_status tn_gptq_quantize(tn_dtype t, const float *U, const uint8_t *dead, cons
                 const float ujj = uj[j];
                 for (int r = 0; r < R; r++) {
                     float *w = W + (r0 + r) * n;
-                    const float *tr_ = tab + (size_t)r * nlev * bs;
-                    const int k = nearest(&g, tr_, bs, jj, w[j]);
-                    const float q = tr_[(size_t)k * bs + jj];
+                    const float *grid = tab + (size_t)r * nlev * bs;
+                    const int k = nearest(&g, grid, bs, jj, w[j]);
+                    const float q = grid[(size_t)k * bs + jj];
                     ints[r * bs + jj] = g.ulo + k;
                     if (q_out)
                         q_out[(r0 + r) * n + j] = q;
