@@ -96,12 +96,16 @@ static void test_jobs_after_sleep(void **state)
         nanosleep(&ts, NULL);
     }
     /* The counters saw every job and, with more than one thread, workers
-     * that slept through the pauses (the spin window is far below 2 ms). */
+     * that slept through the pauses (the spin window is far below 2 ms; a
+     * worker descheduled for a whole pause may miss one, so only "some"),
+     * at most once per worker per job plus once before the first. */
     uint64_t jobs, sleeps;
     tn_pool_counters(p, &jobs, &sleeps);
-    if (tn_pool_size(p) > 1) {
+    const uint64_t n_workers = (uint64_t)tn_pool_size(p) - 1;
+    if (n_workers > 0) {
         assert_int_equal(jobs, 20);
-        assert_true(sleeps >= 19); /* at least one worker per pause but the last */
+        assert_true(sleeps >= 1);
+        assert_true(sleeps <= (jobs + 1) * n_workers);
     } else {
         assert_int_equal(jobs, 0);
         assert_int_equal(sleeps, 0);
