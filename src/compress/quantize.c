@@ -347,6 +347,20 @@ typedef struct qjob {
     uint32_t warned;       /* types GPTQ lacks that were reported (bit per dtype) */
 } qjob;
 
+/* --stats: row r's squared error of the result y against the source x, and
+ * the source's sum of squares (the weight RMSE's two sums). */
+static void record_row_error(qjob *j, int64_t r, const float *x, const float *y, int64_t ne0)
+{
+    double e = 0, v = 0;
+    for (int64_t k = 0; k < ne0; k++) {
+        const double dx = (double)y[k] - (double)x[k];
+        e += dx * dx;
+        v += (double)x[k] * x[k];
+    }
+    j->row_sse[r] = e;
+    j->row_ssq[r] = v;
+}
+
 /* Pool job: GPTQ of rows [ith*n/nth, (ith+1)*n/nth) of the current tensor. */
 static void gptq_rows(void *ctx, int ith, int nth)
 {
@@ -369,14 +383,8 @@ static void gptq_rows(void *ctx, int ith, int nth)
             st = tn_dequantize_row(q->src_type, (const unsigned char *)j->src->data + (size_t)r * src_row, x, ne0);
             if (st == TN_OK)
                 st = tn_dequantize_row(q->dst_type, j->dst + (size_t)r * dst_row, y, ne0);
-            double e = 0, v = 0;
-            for (int64_t k = 0; k < ne0; k++) {
-                const double dx = (double)y[k] - (double)x[k];
-                e += dx * dx;
-                v += (double)x[k] * x[k];
-            }
-            j->row_sse[r] = e;
-            j->row_ssq[r] = v;
+            if (st == TN_OK)
+                record_row_error(j, r, x, y, ne0);
         }
     }
     if (st != TN_OK)
@@ -456,16 +464,8 @@ static void quant_rows(void *ctx, int ith, int nth)
             j->thread_st[ith] = st;
             return;
         }
-        if (j->o->stats) {
-            double e = 0, v = 0;
-            for (int64_t k = 0; k < ne0; k++) {
-                double dx = (double)y[k] - (double)x[k];
-                e += dx * dx;
-                v += (double)x[k] * x[k];
-            }
-            j->row_sse[r] = e;
-            j->row_ssq[r] = v;
-        }
+        if (j->o->stats)
+            record_row_error(j, r, x, y, ne0);
     }
 }
 
