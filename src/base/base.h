@@ -61,7 +61,7 @@ void tn_free_aligned(void *p);
  * and advised to transparent huge pages (MADV_HUGEPAGE, which the kernel
  * honours in THP's "madvise" and "always" modes), so a decode step's walk
  * through hundreds of MiB costs a few hundred TLB entries, not 4 KiB pages'
- * hundred thousand (decode +20 % on TinyLlama-shaped Q4_0, docs/performance.md).
+ * hundred thousand (decode +16-22 % on TinyLlama-shaped Q4_0, docs/performance.md).
  * TERN_THP=0 gives plain 64-byte-aligned memory. Free with tn_free_aligned. */
 void *tn_alloc_huge(size_t size);
 
